@@ -1,0 +1,119 @@
+"""The fixed train/test prompt split of the toy world.
+
+Test prompts hold out *combinations* the training prompts never show:
+
+* colour-shape pairs in :data:`HELD_OUT_COLOR_SHAPES` (one per colour),
+* shape pairs in :data:`HELD_OUT_SHAPE_PAIRS` (in any order, in any two-object family),
+* counts in :data:`HELD_OUT_COUNTS`.
+
+The four single-object prompts are the base skill every other family builds on; like
+GenEval's single-object prompts, they appear in both splits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from functools import lru_cache
+from pathlib import Path
+
+from .world import COLORS, FAMILIES, RELATIONS, SHAPES, ObjectSpec, PromptSpec
+
+HELD_OUT_COLOR_SHAPES: frozenset[tuple[str, str]] = frozenset(
+    {("red", "cross"), ("yellow", "circle"), ("green", "square"), ("blue", "triangle"), ("purple", "circle")}
+)
+HELD_OUT_SHAPE_PAIRS: frozenset[frozenset[str]] = frozenset(
+    {frozenset({"circle", "triangle"}), frozenset({"square", "cross"})}
+)
+HELD_OUT_COUNTS: frozenset[tuple[int, str]] = frozenset({(3, "triangle"), (2, "cross")})
+
+#: How many held-out prompts of a family the test split keeps (drawn with a fixed seed).
+TEST_PROMPTS_PER_FAMILY = 16
+SPLIT_SEED = 20260301
+
+
+def all_specs() -> dict[str, list[PromptSpec]]:
+    """Every prompt the world can express, by family, in a fixed order."""
+    pairs = [(a, b) for a, b in itertools.permutations(SHAPES, 2)]
+    colour_pairs = list(itertools.permutations(COLORS, 2))
+    return {
+        "single_object": [PromptSpec("single_object", (ObjectSpec(s),)) for s in SHAPES],
+        "two_object": [PromptSpec("two_object", (ObjectSpec(a), ObjectSpec(b))) for a, b in pairs],
+        "counting": [PromptSpec("counting", (ObjectSpec(s, n),)) for n in (2, 3) for s in SHAPES],
+        "colors": [PromptSpec("colors", (ObjectSpec(s, 1, c),)) for c in COLORS for s in SHAPES],
+        "position": [PromptSpec("position", (ObjectSpec(a), ObjectSpec(b)), relation=r)
+                     for r in RELATIONS for a, b in pairs],
+        "color_attr": [PromptSpec("color_attr", (ObjectSpec(a, 1, ca), ObjectSpec(b, 1, cb)))
+                       for a, b in pairs for ca, cb in colour_pairs],
+    }
+
+
+def is_held_out(spec: PromptSpec) -> bool:
+    """Whether a prompt shows a combination reserved for the test split."""
+    shapes = frozenset(o.shape for o in spec.objects)
+    if len(spec.objects) == 2 and shapes in HELD_OUT_SHAPE_PAIRS:
+        return True
+    if any((o.color, o.shape) in HELD_OUT_COLOR_SHAPES for o in spec.objects):
+        return True
+    return spec.family == "counting" and (spec.objects[0].count, spec.objects[0].shape) in HELD_OUT_COUNTS
+
+
+@lru_cache(maxsize=1)
+def _splits() -> dict[str, tuple[PromptSpec, ...]]:
+    rng = random.Random(SPLIT_SEED)
+    train: list[PromptSpec] = []
+    test: list[PromptSpec] = []
+    for family, specs in all_specs().items():
+        if family == "single_object":
+            train += specs
+            test += specs
+            continue
+        held = [s for s in specs if is_held_out(s)]
+        train += [s for s in specs if not is_held_out(s)]
+        test += held if len(held) <= TEST_PROMPTS_PER_FAMILY else rng.sample(held, TEST_PROMPTS_PER_FAMILY)
+    return {"train": tuple(train), "test": tuple(test)}
+
+
+def split(name: str) -> tuple[PromptSpec, ...]:
+    """The prompts of the ``"train"`` or ``"test"`` split."""
+    splits = _splits()
+    if name not in splits:
+        raise ValueError(f"unknown toy split {name!r}; expected 'train' or 'test'")
+    return splits[name]
+
+
+def sample_specs(specs: tuple[PromptSpec, ...] | list[PromptSpec], n: int, rng: random.Random) -> list[PromptSpec]:
+    """Draw ``n`` prompts, first a family uniformly, then a prompt of it uniformly (as GenEval weighs families)."""
+    by_family: dict[str, list[PromptSpec]] = {}
+    for s in specs:
+        by_family.setdefault(s.family, []).append(s)
+    families = [f for f in FAMILIES if f in by_family]
+    return [rng.choice(by_family[rng.choice(families)]) for _ in range(n)]
+
+
+def load_prompt_file(path: str | Path) -> list[PromptSpec | str]:
+    """Read prompts from a ``.txt`` file (one per line) or a ``.jsonl`` file of toy specs.
+
+    Lines of a ``.jsonl`` file are either :meth:`PromptSpec.to_dict` objects or ``{"prompt": ...}``.
+    Raises ``FileNotFoundError``/``ValueError`` naming the file (and line) on bad input.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompt file not found: {path}")
+    out: list[PromptSpec | str] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if path.suffix == ".jsonl":
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+            out.append(PromptSpec.from_dict(data) if "objects" in data else str(data["prompt"]))
+        else:
+            out.append(line)
+    if not out:
+        raise ValueError(f"prompt file {path} contains no prompts")
+    return out

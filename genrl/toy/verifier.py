@@ -1,0 +1,163 @@
+"""Analytic verifier: detect the shapes in a *generated* image and score them against a spec.
+
+It plays the role GenEval's object detector plays for real images:
+
+1. every pixel that differs enough from the white background is assigned the palette colour
+   whose direction from white it is closest to (cosine), so anti-aliased or faded edges keep
+   their colour;
+2. each colour's 8-connected components above a minimum area are objects;
+3. an object's shape is the template (rendered at the object's bounding box) with the
+   highest IoU against its mask; below :data:`MIN_SHAPE_IOU` it is ``"unknown"``.
+
+Scores follow GenEval: a group needs at least ``count`` objects of its shape (exactly
+``count`` in the counting family), of which ``count`` must have the requested colour; a
+relation must hold between some pair of the two groups' objects. Partial credit averages
+the per-requirement scores (counting ``1-|n_req-n_found|/n_req``, colour match fraction,
+position 0/1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from .render import shape_coverage
+from .world import BACKGROUND_RGB, COLORS, RELATIONS, SHAPES, PromptSpec
+
+#: A pixel is foreground when its distance from the background exceeds this share of the
+#: distance between the background and the palette colour it points to.
+FOREGROUND_ALPHA = 0.4
+#: A foreground pixel whose direction from the background is further than this from every
+#: palette colour (cosine) is left unlabelled.
+MIN_COLOR_COSINE = 0.9
+MIN_OBJECT_AREA = 16
+MIN_SHAPE_IOU = 0.55
+#: A relation "A left of B" holds when A's centre is at least this many pixels further
+#: along the relation's axis than across it... and at least this far along it.
+MIN_RELATION_OFFSET = 3.0
+
+_BG = np.asarray(BACKGROUND_RGB, dtype=np.float32)
+_COLOR_NAMES = list(COLORS)
+_COLOR_DIRS = np.stack([np.asarray(c, dtype=np.float32) - _BG for c in COLORS.values()])
+_COLOR_NORMS = np.linalg.norm(_COLOR_DIRS, axis=1)
+_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """An object found in an image."""
+
+    shape: str  # one of SHAPES or "unknown"
+    color: str
+    center: tuple[float, float]  # (x, y) in pixels
+    area: int
+    iou: float  # IoU with the best shape template
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's judgement of one image."""
+
+    strict: float  # 1.0 when every requirement holds, else 0.0
+    partial: float  # mean of the per-requirement scores, in [0, 1]
+    detections: tuple[Detection, ...]
+    reason: str  # what failed first, or "ok"
+
+
+def _to_uint8_hwc(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim != 3:
+        raise ValueError(f"expected an image of shape (H, W, 3) or (3, H, W), got {arr.shape}")
+    if arr.shape[0] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(1, 2, 0)
+    if arr.shape[-1] != 3:
+        raise ValueError(f"expected 3 colour channels, got shape {arr.shape}")
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.rint(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+    return arr
+
+
+def label_colors(image: np.ndarray) -> np.ndarray:
+    """Per-pixel palette index (``-1`` for background or unlabelled) of an (H, W, 3) uint8 image."""
+    diff = image.astype(np.float32) - _BG
+    norm = np.linalg.norm(diff, axis=-1)
+    cos = diff @ _COLOR_DIRS.T / np.maximum(norm[..., None] * _COLOR_NORMS, 1e-6)
+    best = cos.argmax(-1)
+    ok = (cos.max(-1) >= MIN_COLOR_COSINE) & (norm >= FOREGROUND_ALPHA * _COLOR_NORMS[best])
+    return np.where(ok, best, -1)
+
+
+def classify_shape(mask: np.ndarray) -> tuple[str, float]:
+    """Best-matching shape of a cropped binary mask and its IoU with that shape's template."""
+    h, w = mask.shape
+    best, best_iou = "unknown", 0.0
+    for shape in SHAPES:
+        template = shape_coverage(shape, h, w) >= 0.5
+        iou = float((template & mask).sum() / max((template | mask).sum(), 1))
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    return (best if best_iou >= MIN_SHAPE_IOU else "unknown"), best_iou
+
+
+def detect(image: np.ndarray) -> list[Detection]:
+    """Find the objects of an image given as (H, W, 3) / (3, H, W), uint8 or float in [0, 1]."""
+    labels = label_colors(_to_uint8_hwc(image))
+    found: list[Detection] = []
+    for ci, cname in enumerate(_COLOR_NAMES):
+        components, n = ndimage.label(labels == ci, structure=_EIGHT_CONNECTED)
+        for idx, box in enumerate(ndimage.find_objects(components), start=1):
+            mask = components[box] == idx
+            area = int(mask.sum())
+            if area < MIN_OBJECT_AREA:
+                continue
+            shape, iou = classify_shape(mask)
+            ys, xs = np.nonzero(mask)
+            center = (float(xs.mean() + box[1].start + 0.5), float(ys.mean() + box[0].start + 0.5))
+            found.append(Detection(shape, cname, center, area, iou))
+    return found
+
+
+def _relation_holds(a: Detection, b: Detection, relation: str) -> bool:
+    dx, dy = RELATIONS[relation]
+    ox, oy = a.center[0] - b.center[0], a.center[1] - b.center[1]
+    main = ox * dx + oy * dy
+    return main >= MIN_RELATION_OFFSET and main >= abs(ox * dy - oy * dx)
+
+
+def score_detections(spec: PromptSpec, detections: list[Detection]) -> Verdict:
+    """Score detections against a spec (see the module docstring for the rules)."""
+    scores: list[float] = []
+    failure = ""
+    groups: list[list[Detection]] = []
+    for obj in spec.objects:
+        of_shape = [d for d in detections if d.shape == obj.shape]
+        n = len(of_shape)
+        if spec.family == "counting":
+            scores.append(max(0.0, 1.0 - abs(obj.count - n) / obj.count))
+            ok = n == obj.count
+        else:
+            scores.append(min(n, obj.count) / obj.count)
+            ok = n >= obj.count
+        if not ok and not failure:
+            failure = f"expected {obj.count} {obj.shape}(s), found {n}"
+        matching = of_shape
+        if obj.color is not None:
+            matching = [d for d in of_shape if d.color == obj.color]
+            scores.append(min(len(matching), obj.count) / obj.count)
+            if len(matching) < obj.count and not failure:
+                failure = f"expected {obj.color} {obj.shape}, found {[d.color for d in of_shape]}"
+        groups.append(matching)
+    if spec.relation is not None:
+        held = any(_relation_holds(a, b, spec.relation) for a in groups[0] for b in groups[1] if a is not b)
+        scores.append(float(held))
+        if not held and not failure:
+            failure = f"relation {spec.relation!r} does not hold"
+    return Verdict(strict=float(not failure), partial=float(np.mean(scores)), detections=tuple(detections),
+                   reason=failure or "ok")
+
+
+def verify(image: np.ndarray, spec: PromptSpec) -> Verdict:
+    """Detect objects in ``image`` and score them against ``spec``."""
+    return score_detections(spec, detect(image))
