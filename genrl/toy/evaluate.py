@@ -53,12 +53,14 @@ class EvalReport:
 
 
 def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, num_inference_steps: int = TOY_NUM_INFERENCE_STEPS,
-             guidance_scale: float = TOY_GUIDANCE_SCALE, max_sequence_length: int = TOY_MAX_SEQUENCE_LENGTH,
+             guidance_scale: float = TOY_GUIDANCE_SCALE, max_sequence_length: int | None = TOY_MAX_SEQUENCE_LENGTH,
              batch_size: int = 64) -> np.ndarray:
     """Sample one image per (prompt, seed) with the pipeline; returns ``(N, H, W, 3)`` floats in [0, 1].
 
     Each image has its own generator, so the result does not depend on ``batch_size``.
+    ``max_sequence_length=None`` keeps the pipeline's own default (256 T5 tokens for SD3).
     """
+    extra = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
     images = []
@@ -66,7 +68,7 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, num_inferenc
         chunk = list(prompts[start:start + batch_size])
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
         out = pipe(chunk, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                   max_sequence_length=max_sequence_length, generator=generators, output_type="np")
+                   generator=generators, output_type="np", **extra)
         images.append(out.images)
     return np.concatenate(images)
 

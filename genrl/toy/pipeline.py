@@ -6,7 +6,8 @@ Its parts are the real diffusers/transformers classes SD3.5 uses (``SD3Transform
 Because the pipeline substitutes zeros for T5 embeddings, the toy model is trained and sampled
 with ``max_sequence_length=TOY_MAX_SEQUENCE_LENGTH`` (no zero T5 tokens); pass it to the pipeline
 call. The pretrained weights live in ``genrl/toy/assets/sd3-toy`` and load with
-``StableDiffusion3Pipeline.from_pretrained`` exactly as a hub checkpoint does.
+``StableDiffusion3Pipeline.from_pretrained(path, text_encoder_3=None, tokenizer_3=None)``, exactly as
+SD3.5 loads without its T5 encoder.
 """
 
 from __future__ import annotations
@@ -82,4 +83,6 @@ def load_toy_pipeline(path: str | Path | None = None, **kwargs) -> StableDiffusi
         raise FileNotFoundError(
             f"no pipeline at {path} (model_index.json missing); the toy weights are produced by "
             "`python scripts/pretrain_toy.py`")
+    # The toy pipeline has no T5 encoder; diffusers wants that said explicitly, as for SD3.5 without T5.
+    kwargs = {"text_encoder_3": None, "tokenizer_3": None, **kwargs}
     return StableDiffusion3Pipeline.from_pretrained(path, local_files_only=True, **kwargs)

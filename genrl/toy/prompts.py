@@ -117,3 +117,16 @@ def load_prompt_file(path: str | Path) -> list[PromptSpec | str]:
     if not out:
         raise ValueError(f"prompt file {path} contains no prompts")
     return out
+
+
+@lru_cache(maxsize=1)
+def _specs_by_prompt() -> dict[str, PromptSpec]:
+    return {s.prompt: s for specs in all_specs().values() for s in specs}
+
+
+def spec_from_prompt(prompt: str) -> PromptSpec:
+    """The spec of a toy prompt given as text (raises ``KeyError`` naming the prompt if it is not one)."""
+    try:
+        return _specs_by_prompt()[prompt.strip().lower()]
+    except KeyError:
+        raise KeyError(f"{prompt!r} is not a toy-world prompt (see genrl.toy.prompts.all_specs())") from None

@@ -51,7 +51,7 @@ class Detection:
 
     shape: str  # one of SHAPES or "unknown"
     color: str
-    center: tuple[float, float]  # (x, y) in pixels
+    center: tuple[float, float]  # bounding-box centre (x, y) in pixels
     area: int
     iou: float  # IoU with the best shape template
 
@@ -113,8 +113,8 @@ def detect(image: np.ndarray) -> list[Detection]:
             if area < MIN_OBJECT_AREA:
                 continue
             shape, iou = classify_shape(mask)
-            ys, xs = np.nonzero(mask)
-            center = (float(xs.mean() + box[1].start + 0.5), float(ys.mean() + box[0].start + 0.5))
+            # Bounding-box centre, as GenEval uses for relations (a triangle's centroid sits low).
+            center = ((box[1].start + box[1].stop) / 2, (box[0].start + box[0].stop) / 2)
             found.append(Detection(shape, cname, center, area, iou))
     return found
 

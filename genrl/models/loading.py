@@ -1,0 +1,66 @@
+"""Loading diffusers pipelines by hub id or local directory, with errors that say what to do."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from diffusers import DiffusionPipeline
+
+#: Names that refer to the pipeline shipped inside the package.
+TOY_ALIASES = frozenset({"toy", "genrl/sd3-toy"})
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> str:
+    """Map ``None``/``"toy"`` to the shipped toy pipeline; check local directories; pass hub ids through."""
+    from genrl.toy.pipeline import TOY_PIPELINE_DIR
+
+    if model is None or str(model) in TOY_ALIASES:
+        if not (TOY_PIPELINE_DIR / "model_index.json").is_file():
+            raise FileNotFoundError(f"the toy pipeline is missing from {TOY_PIPELINE_DIR}; "
+                                    "recreate it with `python scripts/pretrain_toy.py`")
+        return str(TOY_PIPELINE_DIR)
+    text = str(model)
+    path = Path(text).expanduser()
+    looks_local = path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
+    if looks_local:
+        if not path.is_dir():
+            raise FileNotFoundError(f"model directory not found: {path}")
+        if not (path / "model_index.json").is_file():
+            raise FileNotFoundError(f"{path} is not a diffusers pipeline directory (no model_index.json)")
+        return str(path)
+    return text
+
+
+def absent_components(location: str | os.PathLike) -> dict[str, None]:
+    """Components a local pipeline was saved without (``[null, null]`` in model_index.json).
+
+    diffusers still expects such a component to be passed explicitly (as in
+    ``from_pretrained(sd3_id, text_encoder_3=None, tokenizer_3=None)``), so we pass ``None`` for it.
+    """
+    index = Path(location) / "model_index.json"
+    if not index.is_file():
+        return {}
+    entries = json.loads(index.read_text(encoding="utf-8"))
+    return {k: None for k, v in entries.items() if isinstance(v, list) and v == [None, None]}
+
+
+def load_pipeline(model: str | os.PathLike | None = None, *, trust_remote_code: bool = False, **kwargs):
+    """Load a diffusers pipeline from a hub id or a local directory (``None`` or ``"toy"``: the toy pipeline).
+
+    A hub id is first looked up in the local cache only when ``HF_HUB_OFFLINE=1``; if it cannot
+    be reached the error names the id and how to make it available offline.
+    """
+    location = resolve_model_path(model)
+    kwargs = {**absent_components(location), **kwargs}
+    try:
+        return DiffusionPipeline.from_pretrained(location, trust_remote_code=trust_remote_code, **kwargs)
+    except OSError as err:
+        if Path(location).is_dir():
+            raise
+        raise OSError(
+            f"could not load the pipeline {location!r}: {err}\n"
+            f"Download it where you have network access (`huggingface-cli download {location}`) and copy the "
+            "cache, or pass a local directory made with `save_pretrained`."
+        ) from err

@@ -1,0 +1,116 @@
+"""Single denoising steps of flow-matching samplers as Gaussian policies (pure tensor functions).
+
+Convention (as Flow-GRPO's released code): ``x_t = (1 - t) x0 + t eps``, the model predicts the
+velocity ``v`` (CFG already applied), ``sigma`` is the current and ``sigma_next`` the next,
+smaller noise level, ``dt = sigma_next - sigma < 0``. Arithmetic runs in float32. Log-probs are
+*means* over all non-batch dimensions, which is why Flow-GRPO's clip ranges are tiny (1e-4).
+
+Each step returns the next latent, the Gaussian's mean and std and the log-prob of the next
+latent; pass ``prev_sample`` to score a stored transition instead of drawing a new one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class StepOutput:
+    """Result of one stochastic step: ``prev_sample ~ N(mean, std^2)`` with per-sample ``log_prob`` (shape ``(B,)``)."""
+
+    prev_sample: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor  # broadcastable to the latent; per unit of the step, i.e. the Gaussian's actual std
+    log_prob: torch.Tensor
+
+
+def _per_sample(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A scalar or ``(B,)`` schedule value as float32 broadcastable against ``like``."""
+    t = torch.as_tensor(value, dtype=torch.float32, device=like.device)
+    return t.reshape(-1, *([1] * (like.ndim - 1))) if t.ndim else t
+
+
+def _mean_over_dims(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=tuple(range(1, x.ndim)))
+
+
+def _draw(mean: torch.Tensor, std: torch.Tensor, prev_sample: torch.Tensor | None,
+          generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+    if prev_sample is not None:
+        return prev_sample.to(torch.float32)
+    if isinstance(generator, list):
+        noise = torch.stack([torch.randn(mean.shape[1:], generator=g, device=mean.device) for g in generator])
+    else:
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+    return mean + std * noise
+
+
+def sde_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: float, *,
+             sigma_max: float | torch.Tensor | None = None, prev_sample: torch.Tensor | None = None,
+             generator=None) -> StepOutput:
+    """Flow-GRPO's SDE step (``sde_type="sde"``), the Euler-Maruyama step of the reverse SDE.
+
+    ``std_t = a * sqrt(sigma / (1 - sigma))`` (at ``sigma == 1`` the denominator uses ``sigma_max``,
+    the schedule's second value, as the reference does), mean
+    ``x (1 + std_t^2 dt / (2 sigma)) + v (1 + std_t^2 (1 - sigma) / (2 sigma)) dt`` and
+    Gaussian std ``std_t sqrt(-dt)``; the log-prob keeps every constant. With ``noise_level = 0``
+    the step is exactly the Euler step ``x + v dt``.
+    """
+    x, v = x.to(torch.float32), v.to(torch.float32)
+    s, s_next = _per_sample(sigma, x), _per_sample(sigma_next, x)
+    dt = s_next - s
+    denom_sigma = s if sigma_max is None else torch.where(s == 1, _per_sample(sigma_max, x), s)
+    std_t = torch.sqrt(s / (1 - denom_sigma)) * noise_level
+    mean = x * (1 + std_t**2 / (2 * s) * dt) + v * (1 + std_t**2 * (1 - s) / (2 * s)) * dt
+    std = std_t * torch.sqrt(-dt)
+    nxt = _draw(mean, std, prev_sample, generator)
+    log_prob = (-((nxt.detach() - mean) ** 2) / (2 * std**2) - torch.log(std) - math.log(math.sqrt(2 * math.pi)))
+    return StepOutput(nxt, mean, std, _mean_over_dims(log_prob.expand_as(mean)))
+
+
+def cps_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: float, *,
+             prev_sample: torch.Tensor | None = None, generator=None) -> StepOutput:
+    """Coefficients-Preserving Sampling step (``sde_type="cps"``).
+
+    With ``x0 = x - sigma v`` and ``x1 = x + (1 - sigma) v``, noise std ``s = sigma_next sin(a pi / 2)``
+    and mean ``(1 - sigma_next) x0 + sqrt(sigma_next^2 - s^2) x1``, so the total noise
+    coefficient stays ``sigma_next``. As in the reference, the log-prob drops every constant
+    including ``1 / (2 s^2)``: ``-mean((x' - mean)^2)``.
+    """
+    x, v = x.to(torch.float32), v.to(torch.float32)
+    s, s_next = _per_sample(sigma, x), _per_sample(sigma_next, x)
+    x0, x1 = x - s * v, x + (1 - s) * v
+    std = s_next * math.sin(noise_level * math.pi / 2)
+    mean = (1 - s_next) * x0 + torch.sqrt(s_next**2 - std**2) * x1
+    nxt = _draw(mean, std, prev_sample, generator)
+    return StepOutput(nxt, mean, std, _mean_over_dims(-((nxt.detach() - mean) ** 2)))
+
+
+def ode_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, *, prev_sample: torch.Tensor | None = None) -> StepOutput:
+    """The deterministic Euler step ``x + v dt`` (diffusers' FlowMatchEulerDiscreteScheduler), with the
+    reference's surrogate log-prob ``-mean((x' - mean)^2)``."""
+    x, v = x.to(torch.float32), v.to(torch.float32)
+    dt = _per_sample(sigma_next, x) - _per_sample(sigma, x)
+    mean = x + dt * v
+    nxt = mean if prev_sample is None else prev_sample.to(torch.float32)
+    return StepOutput(nxt, mean, torch.zeros_like(dt), _mean_over_dims(-((nxt.detach() - mean) ** 2)))
+
+
+STEP_TYPES = ("sde", "cps", "ode")
+
+
+def flow_step(kind: str, x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: float, **kwargs) -> StepOutput:
+    """Dispatch to :func:`sde_step`, :func:`cps_step` or :func:`ode_step` by name."""
+    if kind == "sde":
+        return sde_step(x, v, sigma, sigma_next, noise_level, **kwargs)
+    if kind == "cps":
+        kwargs.pop("sigma_max", None)
+        return cps_step(x, v, sigma, sigma_next, noise_level, **kwargs)
+    if kind == "ode":
+        kwargs.pop("sigma_max", None)
+        kwargs.pop("generator", None)
+        return ode_step(x, v, sigma, sigma_next, **kwargs)
+    raise ValueError(f"unknown step type {kind!r}; expected one of {STEP_TYPES}")

@@ -1,0 +1,75 @@
+"""The reward interface: media, prompts and per-sample metadata in; one score per sample and an info dict out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+
+@dataclass
+class RewardOutput:
+    """Scores (float tensor of shape ``(N,)``) and extra per-sample or scalar diagnostics."""
+
+    scores: torch.Tensor
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class Reward(ABC):
+    """Base class of every reward.
+
+    Subclasses set the class attributes that describe them and implement :meth:`score`.
+    ``kind`` is ``"sample"`` for per-sample rewards and ``"set"`` for rewards that judge a set;
+    ``differentiable`` says whether gradients reach the pixels; ``required_metadata`` lists the
+    per-sample metadata keys :meth:`score` reads.
+    """
+
+    name: str = "reward"
+    kind: Literal["sample", "set"] = "sample"
+    differentiable: bool = False
+    required_metadata: tuple[str, ...] = ()
+
+    def __call__(self, images: Any, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> RewardOutput:
+        """Score a batch; ``images`` are PIL images, uint8/float arrays or a tensor (see :func:`to_image_tensor`)."""
+        batch = to_image_tensor(images)
+        if len(prompts) != batch.shape[0]:
+            raise ValueError(f"reward {self.name!r}: got {batch.shape[0]} images but {len(prompts)} prompts")
+        metadata = list(metadata) if metadata is not None else [{} for _ in prompts]
+        if len(metadata) != len(prompts):
+            raise ValueError(f"reward {self.name!r}: got {len(prompts)} prompts but {len(metadata)} metadata entries")
+        for i, meta in enumerate(metadata):
+            missing = [k for k in self.required_metadata if k not in meta]
+            if missing:
+                raise KeyError(f"reward {self.name!r}: sample {i} lacks metadata {missing}")
+        out = self.score(batch, list(prompts), metadata)
+        if out.scores.shape != (batch.shape[0],):
+            raise RuntimeError(f"reward {self.name!r} returned scores of shape {tuple(out.scores.shape)}, "
+                               f"expected ({batch.shape[0]},)")
+        return out
+
+    @abstractmethod
+    def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
+        """Score ``images`` (float tensor ``(N, 3, H, W)`` in [0, 1])."""
+
+
+def to_image_tensor(images: Any) -> torch.Tensor:
+    """Convert PIL images, ``(N, H, W, 3)`` arrays (uint8 or float in [0, 1]) or tensors to ``(N, 3, H, W)`` floats in [0, 1].
+
+    A float tensor of shape ``(N, 3, H, W)`` is passed through unchanged, so gradients survive.
+    """
+    if isinstance(images, torch.Tensor):
+        if images.ndim != 4:
+            raise ValueError(f"expected a 4-D image tensor, got shape {tuple(images.shape)}")
+        if images.shape[1] != 3 and images.shape[-1] == 3:
+            images = images.permute(0, 3, 1, 2)
+        return images.float() / 255.0 if images.dtype == torch.uint8 else images
+    if isinstance(images, np.ndarray):
+        return to_image_tensor(torch.from_numpy(np.ascontiguousarray(images)))
+    arrays = [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images]
+    if not arrays:
+        raise ValueError("got an empty batch of images")
+    return to_image_tensor(np.stack(arrays))

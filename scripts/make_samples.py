@@ -1,0 +1,55 @@
+"""Regenerate the PNGs in samples/ that the README shows.
+
+    python scripts/make_samples.py
+
+Writes samples/renderer_scenes.png (ground-truth scenes of test prompts, verifier-annotated)
+and samples/toy_pipeline_test.png (the shipped toy pipeline on the same prompts, deterministic).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from genrl.grid import make_grid, save_image_atomically
+from genrl.toy.evaluate import generate
+from genrl.toy.pipeline import load_toy_pipeline
+from genrl.toy.prompts import split
+from genrl.toy.render import render
+from genrl.toy.verifier import verify
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+def pick_prompts(n_per_family: int = 2):
+    """A fixed handful of test prompts, two per family."""
+    by_family: dict[str, list] = {}
+    for spec in split("test"):
+        by_family.setdefault(spec.family, []).append(spec)
+    return [s for specs in by_family.values() for s in specs[:n_per_family]]
+
+
+def annotated(images: np.ndarray, specs) -> list[str]:
+    verdicts = [verify(im, s) for im, s in zip(images, specs, strict=True)]
+    return [f"[{'ok' if v.strict else 'x'} {v.partial:.2f}] {s.prompt.removeprefix('a photo of ')}"
+            for v, s in zip(verdicts, specs, strict=True)]
+
+
+def main() -> None:
+    specs = pick_prompts()
+    rng = random.Random(0)
+    truth = np.stack([render(s, rng)[0] for s in specs])
+    save_image_atomically(make_grid(truth, annotated(truth, specs), columns=6, cell=96),
+                          SAMPLES / "renderer_scenes.png")
+    pipe = load_toy_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    images = generate(pipe, [s.prompt for s in specs], list(range(len(specs))))
+    save_image_atomically(make_grid(images, annotated(images, specs), columns=6, cell=96),
+                          SAMPLES / "toy_pipeline_test.png")
+    print(f"wrote {SAMPLES}/renderer_scenes.png and toy_pipeline_test.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+import random
+
+import numpy as np
+import pytest
+
+from genrl.toy.prompts import all_specs, sample_specs, split
+from genrl.toy.render import PlacedObject, render, render_objects, shape_coverage
+from genrl.toy.verifier import Detection, classify_shape, detect, score_detections, verify
+from genrl.toy.world import COLORS, SHAPES, ObjectSpec, PromptSpec
+
+ALL = [s for specs in all_specs().values() for s in specs]
+
+
+def test_verifier_passes_ground_truth_scenes():
+    rng = random.Random(123)
+    specs = sample_specs(ALL, 1200, rng)
+    by_family: dict[str, list[float]] = {}
+    for spec in specs:
+        image, _ = render(spec, rng)
+        by_family.setdefault(spec.family, []).append(verify(image, spec).strict)
+    overall = np.mean([v for vals in by_family.values() for v in vals])
+    assert overall >= 0.99, by_family
+    assert all(np.mean(v) >= 0.97 for v in by_family.values())
+
+
+def test_verifier_rejects_wrong_prompts():
+    rng = random.Random(7)
+    strict, partial = [], []
+    for spec in sample_specs(ALL, 400, rng):
+        image, _ = render(spec, rng)
+        other = rng.choice([s for s in split("train") if s.prompt != spec.prompt])
+        v = verify(image, other)
+        strict.append(v.strict)
+        partial.append(v.partial)
+    assert np.mean(strict) < 0.1
+    assert np.mean(partial) < 0.45
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("size", [9, 11, 14])
+def test_shapes_are_classified_at_all_sizes(shape, size):
+    assert classify_shape(shape_coverage(shape, size) >= 0.5)[0] == shape
+    image = render_objects([PlacedObject(shape, "green", 5, 7, size)])
+    (det,) = detect(image)
+    assert (det.shape, det.color) == (shape, "green")
+    assert det.center == pytest.approx((7 + size / 2, 5 + size / 2), abs=0.8)
+
+
+def test_detect_accepts_float_and_channels_first():
+    rng = random.Random(0)
+    spec = split("test")[10]
+    image, _ = render(spec, rng)
+    as_float = image.astype(np.float32) / 255.0
+    assert verify(as_float, spec) == verify(image, spec)
+    assert verify(as_float.transpose(2, 0, 1), spec) == verify(image, spec)
+
+
+def test_blank_and_noise_images_score_zero():
+    spec = PromptSpec("single_object", (ObjectSpec("circle"),))
+    assert verify(np.full((32, 32, 3), 255, np.uint8), spec).strict == 0.0
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert verify(noise, spec).strict == 0.0
+
+
+def _det(shape, color="red", x=10.0, y=10.0):
+    return Detection(shape, color, (x, y), 50, 0.9)
+
+
+def test_counting_partial_credit_formula():
+    spec = PromptSpec("counting", (ObjectSpec("square", 3),))
+    for found in range(6):
+        v = score_detections(spec, [_det("square", x=5.0 * i) for i in range(found)])
+        assert v.partial == pytest.approx(max(0.0, 1 - abs(3 - found) / 3))
+        assert v.strict == float(found == 3)
+
+
+def test_colour_and_position_partial_credit():
+    spec = PromptSpec("color_attr", (ObjectSpec("circle", 1, "red"), ObjectSpec("square", 1, "blue")))
+    v = score_detections(spec, [_det("circle", "red"), _det("square", "green")])
+    assert (v.strict, v.partial) == (0.0, pytest.approx(0.75))  # shapes 1 + 1, colours 1 + 0
+    pos = PromptSpec("position", (ObjectSpec("circle"), ObjectSpec("square")), "left of")
+    left = score_detections(pos, [_det("circle", x=5), _det("square", x=20)])
+    right = score_detections(pos, [_det("circle", x=20), _det("square", x=5)])
+    diagonal = score_detections(pos, [_det("circle", x=5, y=5), _det("square", x=10, y=25)])
+    assert (left.strict, left.partial) == (1.0, 1.0)
+    assert (right.strict, right.partial) == (0.0, pytest.approx(2 / 3))
+    assert diagonal.strict == 0.0
+
+
+def test_renderer_respects_the_spec():
+    rng = random.Random(5)
+    for spec in ALL[::7]:
+        image, objects = render(spec, rng)
+        assert image.shape == (32, 32, 3) and image.dtype == np.uint8
+        assert len(objects) == sum(o.count for o in spec.objects)
+        for obj, want in zip(objects, [o for o in spec.objects for _ in range(o.count)]):
+            assert obj.shape == want.shape and obj.color in COLORS
+            assert want.color is None or obj.color == want.color
