@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
 from .evaluate import evaluate_pipeline
-from .pipeline import TOY_MAX_SEQUENCE_LENGTH, TOY_PIPELINE_DIR, build_toy_pipeline
+from .pipeline import TOY_MAX_SEQUENCE_LENGTH, TOY_PIPELINE_DIR, build_toy_pipeline, load_toy_pipeline
 from .prompts import sample_specs, split
 from .render import render_batch
 
@@ -39,6 +39,7 @@ class PretrainConfig:
     seed: int = 0  # seeds model init, scene sampling and noise
     threads: int = 2  # torch CPU threads (results are reproducible for a fixed value)
     out_dir: str = str(TOY_PIPELINE_DIR)  # where save_pretrained writes the pipeline
+    init_from: str | None = None  # continue from a saved toy pipeline instead of a random init (VAE kept)
     # VAE stage
     vae_steps: int = 1000  # optimisation steps
     vae_batch_size: int = 32
@@ -172,7 +173,7 @@ def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    pipe = build_toy_pipeline(cfg.seed)
+    pipe = load_toy_pipeline(cfg.init_from) if cfg.init_from else build_toy_pipeline(cfg.seed)
     pipe.set_progress_bar_config(disable=True)
     log_file = open(log_path, "a", encoding="utf-8") if log_path else None
 
@@ -185,7 +186,10 @@ def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
 
     log({"stage": "config", **asdict(cfg)})
     start = time.time()
-    train_vae(pipe, cfg, rng, log)
+    if cfg.init_from is None:
+        train_vae(pipe, cfg, rng, log)
+    else:
+        pipe.vae.eval().requires_grad_(False)
     log({"stage": "vae_done", "elapsed_s": round(time.time() - start, 1),
          "shift_factor": pipe.vae.config.shift_factor, "scaling_factor": pipe.vae.config.scaling_factor})
     train_denoiser(pipe, cfg, rng, log)

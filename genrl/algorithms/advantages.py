@@ -1,0 +1,67 @@
+"""Group-relative advantages (GRPO) with the safeguards Flow-GRPO's stat tracker applies."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Advantages:
+    """Per-sample advantages and which samples may train.
+
+    ``keep`` is False for samples with a non-finite reward and for samples of zero-std groups
+    (identical rewards, advantage exactly 0: no signal). ``stats`` holds counts for logging.
+    """
+
+    advantages: torch.Tensor
+    keep: torch.Tensor
+    stats: dict[str, float]
+
+
+def group_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], *, global_std: bool = True,
+                     eps: float = 1e-4, clip: float = 5.0) -> Advantages:
+    """``A_i = (R_i - mean_group(R)) / (std + eps)``, clipped to ``[-clip, clip]``.
+
+    ``std`` is the std over all finite rewards when ``global_std`` (Flow-GRPO's SD3 default),
+    otherwise the group's own std (population std, as numpy's default in the reference).
+    Non-finite rewards are excluded from every statistic and get advantage 0 and ``keep=False``.
+    When every group has a single sample (group size 1) there is nothing to compare within a
+    group; the documented fallback, as in the reference without per-prompt tracking, is a global
+    z-score over the batch.
+    """
+    rewards = rewards.detach().to(torch.float64).flatten()
+    if len(group_ids) != rewards.numel():
+        raise ValueError(f"got {rewards.numel()} rewards but {len(group_ids)} group ids")
+    finite = torch.isfinite(rewards)
+    adv = torch.zeros_like(rewards)
+    keep = finite.clone()
+    if finite.sum() == 0:
+        return Advantages(adv.float(), keep, {"nonfinite": float(rewards.numel()), "zero_std_ratio": 0.0,
+                                              "num_groups": 0.0, "group_size_one": 0.0})
+    global_sd = rewards[finite].std(unbiased=False)
+    index: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        if finite[i]:
+            index.setdefault(g, []).append(i)
+    singleton_batch = all(len(members) == 1 for members in index.values())
+    zero_std_groups = 0
+    if singleton_batch:
+        vals = rewards[finite]
+        adv[finite] = (vals - vals.mean()) / (global_sd + eps)
+    else:
+        for members in index.values():
+            idx = torch.tensor(members)
+            vals = rewards[idx]
+            if len(members) == 1 or bool((vals == vals[0]).all()):
+                zero_std_groups += 1
+                keep[idx] = False
+                continue
+            sd = global_sd if global_std else vals.std(unbiased=False)
+            adv[idx] = (vals - vals.mean()) / (sd + eps)
+    adv = adv.clamp(-clip, clip)
+    stats = {"nonfinite": float((~finite).sum()), "num_groups": float(len(index)),
+             "zero_std_ratio": zero_std_groups / max(1, len(index)), "group_size_one": float(singleton_batch)}
+    return Advantages(adv.float(), keep, stats)

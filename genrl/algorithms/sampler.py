@@ -1,0 +1,52 @@
+"""The distributed k-repeat prompt sampler: every group of k samples of one prompt lands in one iteration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+class KRepeatSampler:
+    """Yields, for each sampling iteration, the dataset indices this process must generate.
+
+    Each iteration picks ``m = num_replicas * batch_size / k`` prompts with a permutation seeded
+    by ``seed + iteration``, repeats each ``k`` times, shuffles the ``m * k`` slots and gives
+    rank ``r`` the slice ``[r * batch_size, (r + 1) * batch_size)``. A group can therefore span
+    processes, and every process computes the same global layout without communication.
+    The position is part of :meth:`state_dict`, so a resumed run draws the same prompts.
+    """
+
+    def __init__(self, dataset_size: int, batch_size: int, k: int, num_replicas: int = 1, rank: int = 0,
+                 seed: int = 42) -> None:
+        total = num_replicas * batch_size
+        if k < 1 or total % k:
+            raise ValueError(f"group size k={k} must divide num_processes * batch_size = {total}")
+        if total // k > dataset_size:
+            raise ValueError(f"need {total // k} distinct prompts per iteration but the dataset has {dataset_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} out of range for {num_replicas} processes")
+        self.dataset_size, self.batch_size, self.k = dataset_size, batch_size, k
+        self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
+        self.iteration = 0
+
+    def global_layout(self, iteration: int) -> list[int]:
+        """All ``num_replicas * batch_size`` indices of one iteration, in rank order."""
+        g = torch.Generator().manual_seed(self.seed + iteration)
+        m = self.num_replicas * self.batch_size // self.k
+        prompts = torch.randperm(self.dataset_size, generator=g)[:m].repeat_interleave(self.k)
+        return prompts[torch.randperm(len(prompts), generator=g)].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        while True:
+            layout = self.global_layout(self.iteration)
+            self.iteration += 1
+            yield layout[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+
+    def state_dict(self) -> dict[str, int]:
+        """The position to restore on resume."""
+        return {"iteration": self.iteration, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore a position saved by :meth:`state_dict`."""
+        self.iteration, self.seed = int(state["iteration"]), int(state["seed"])

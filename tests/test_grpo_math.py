@@ -1,0 +1,104 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from genrl.algorithms.advantages import group_advantages
+from genrl.algorithms.losses import ppo_clip_loss, step_kl
+from genrl.algorithms.sampler import KRepeatSampler
+
+
+def _groups(n_groups=4, k=6, seed=0):
+    rng = np.random.default_rng(seed)
+    rewards = torch.tensor(rng.normal(size=n_groups * k))
+    ids = [f"prompt {i}" for i in range(n_groups) for _ in range(k)]
+    return rewards, ids
+
+
+@pytest.mark.parametrize("global_std", [True, False])
+def test_group_advantages_match_numpy_and_have_zero_group_mean(global_std):
+    rewards, ids = _groups()
+    out = group_advantages(rewards, ids, global_std=global_std, clip=100.0)
+    r = rewards.numpy().reshape(4, 6)
+    sd = r.std() if global_std else r.std(axis=1, keepdims=True)
+    expected = (r - r.mean(axis=1, keepdims=True)) / (sd + 1e-4)
+    np.testing.assert_allclose(out.advantages.numpy().reshape(4, 6), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.advantages.numpy().reshape(4, 6).mean(axis=1), 0.0, atol=1e-6)
+    assert out.keep.all()
+
+
+def test_zero_std_groups_are_dropped_and_counted():
+    rewards, ids = _groups()
+    rewards[6:12] = 0.5
+    out = group_advantages(rewards, ids)
+    assert not out.keep[6:12].any() and out.keep[:6].all()
+    assert torch.equal(out.advantages[6:12], torch.zeros(6))
+    assert out.stats["zero_std_ratio"] == 0.25
+
+
+def test_nonfinite_rewards_are_excluded_not_averaged_in():
+    rewards, ids = _groups()
+    clean = group_advantages(rewards[1:], ids[1:], global_std=False)
+    poisoned = rewards.clone()
+    poisoned[0] = float("nan")
+    out = group_advantages(poisoned, ids, global_std=False)
+    assert not out.keep[0] and out.advantages[0] == 0 and out.stats["nonfinite"] == 1
+    torch.testing.assert_close(out.advantages[1:], clean.advantages)
+
+
+def test_clipping_and_group_size_one_fallback():
+    out = group_advantages(torch.tensor([0.0] * 40 + [1000.0]), [0] * 41, clip=5.0)  # z of the outlier: sqrt(40)
+    assert out.advantages.abs().max() == 5.0
+    single = group_advantages(torch.tensor([1.0, 2.0, 3.0]), ["a", "b", "c"])
+    assert single.stats["group_size_one"] == 1.0 and single.keep.all()
+    torch.testing.assert_close(single.advantages, torch.tensor([-1.0, 0.0, 1.0]) / (np.std([1, 2, 3]) + 1e-4),
+                               check_dtype=False)
+
+
+def test_ppo_clip_loss_closed_form():
+    lp_old = torch.tensor([0.0, 0.0, 0.0, 0.0])
+    lp = torch.tensor([0.2, -0.2, 0.2, -0.2], requires_grad=True)
+    adv = torch.tensor([1.0, 1.0, -1.0, -1.0])
+    out = ppo_clip_loss(lp, lp_old, adv, clip_range=0.1)
+    r = torch.exp(lp.detach())
+    expected = torch.stack([-torch.minimum(r[0], torch.tensor(1.1)), -r[1], torch.maximum(r[2], torch.tensor(0.9)),
+                            torch.clamp(r[3], 0.9, 1.1)]).mean()
+    torch.testing.assert_close(out.loss.detach(), expected)
+    assert out.clipfrac == 1.0
+    out.loss.backward()
+    # Clipped terms carry no gradient: only sample 1 (A>0, r<1) and 2 (A<0, r>1) do.
+    assert lp.grad[0] == 0 and lp.grad[3] == 0 and lp.grad[1] != 0 and lp.grad[2] != 0
+
+
+def test_on_policy_loss_is_minus_mean_advantage_with_ratio_one():
+    lp = torch.randn(8)
+    adv = torch.randn(8)
+    out = ppo_clip_loss(lp, lp.clone(), adv, 1e-4)
+    assert out.ratio_mean == 1.0 and out.clipfrac == 0.0 and out.approx_kl == 0.0
+    torch.testing.assert_close(out.loss, -adv.mean())
+
+
+def test_step_kl_conventions():
+    mean, ref = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    std, dt = torch.tensor(0.3), -0.1
+    paper = step_kl(mean, ref, std, dt, "paper")
+    code = step_kl(mean, ref, std, dt, "code")
+    torch.testing.assert_close(paper, ((mean - ref) ** 2 / (2 * 0.09)).mean(dim=(1, 2, 3)))
+    torch.testing.assert_close(code, paper * 0.1)
+    assert torch.equal(step_kl(mean, mean, std, dt), torch.zeros(2))
+
+
+def test_k_repeat_sampler_keeps_groups_in_one_iteration_across_ranks():
+    ranks = [KRepeatSampler(50, batch_size=6, k=4, num_replicas=2, rank=r, seed=1) for r in range(2)]
+    for _ in range(3):
+        batches = [next(iter(s)) for s in ranks]
+        union = Counter(batches[0] + batches[1])
+        assert len(union) == 3 and set(union.values()) == {4}
+    single = KRepeatSampler(50, batch_size=12, k=4, seed=1)
+    assert Counter(single.global_layout(0)) == Counter(ranks[0].global_layout(0))
+    resumed = KRepeatSampler(50, batch_size=6, k=4, num_replicas=2, rank=0, seed=1)
+    resumed.load_state_dict(ranks[0].state_dict())
+    assert next(iter(resumed)) == next(iter(ranks[0]))
+    with pytest.raises(ValueError, match="must divide"):
+        KRepeatSampler(50, batch_size=5, k=4)
