@@ -1,0 +1,108 @@
+"""Model adapter for the Stable Diffusion 3 family (SD3, SD3.5 and the toy pipeline): one code path.
+
+The adapter turns a ``StableDiffusion3Pipeline`` into the uniform policy the samplers use:
+encode prompts once per rollout, draw initial noise exactly as the pipeline does, predict the
+velocity at ``(x, sigma)`` with classifier-free guidance in one batched forward, and decode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+
+@dataclass
+class Conditioning:
+    """Prompt embeddings for one batch; the negative ones are set when CFG is used."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    negative_embeds: torch.Tensor | None = None
+    negative_pooled: torch.Tensor | None = None
+
+    def select(self, index: torch.Tensor | slice) -> Conditioning:
+        """The conditioning of a subset of the batch."""
+        pick = (lambda t: None if t is None else t[index])
+        return Conditioning(pick(self.embeds), pick(self.pooled), pick(self.negative_embeds),
+                            pick(self.negative_pooled))
+
+
+class SD3Adapter:
+    """Uniform policy interface over a ``StableDiffusion3Pipeline``.
+
+    ``max_sequence_length`` is the number of T5 tokens (256 for SD3.5; 0 for the toy pipeline,
+    which has no T5 encoder and was trained without zero T5 tokens).
+    """
+
+    def __init__(self, pipe, *, guidance_scale: float = 4.5, max_sequence_length: int = 256,
+                 negative_prompt: str = "") -> None:
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.guidance_scale = guidance_scale
+        self.max_sequence_length = max_sequence_length
+        self.negative_prompt = negative_prompt
+        self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> Conditioning:
+        """Embed prompts (and the negative prompt when CFG is on) with the pipeline's own encoders."""
+        embeds, neg, pooled, neg_pooled = self.pipe.encode_prompt(
+            prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
+            do_classifier_free_guidance=self.use_cfg,
+            negative_prompt=[self.negative_prompt] * len(prompts) if self.use_cfg else None,
+            max_sequence_length=self.max_sequence_length)
+        return Conditioning(embeds, pooled, neg, neg_pooled)
+
+    def schedule(self, num_steps: int) -> torch.Tensor:
+        """The pipeline scheduler's sigmas for ``num_steps`` steps (length ``num_steps + 1``, ending at 0)."""
+        scheduler = self.pipe.scheduler.__class__.from_config(self.pipe.scheduler.config)
+        scheduler.set_timesteps(num_steps, device="cpu")
+        return scheduler.sigmas.to(torch.float32)
+
+    def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, int, int]:
+        """(channels, h, w) of the latents for an image size (default: the transformer's native size)."""
+        vsf = self.pipe.vae_scale_factor
+        height = height or self.pipe.default_sample_size * vsf
+        width = width or self.pipe.default_sample_size * vsf
+        return self.transformer.config.in_channels, height // vsf, width // vsf
+
+    def initial_noise(self, generators: Sequence[torch.Generator], height: int | None = None,
+                      width: int | None = None) -> torch.Tensor:
+        """One noise tensor per generator, drawn exactly as the pipeline's ``prepare_latents`` does."""
+        shape = (len(generators), *self.latent_shape(height, width))
+        return randn_tensor(shape, generator=list(generators), device=self.device, dtype=self.transformer.dtype)
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning,
+                 guidance_scale: float | None = None) -> torch.Tensor:
+        """CFG-combined velocity at noise level ``sigma`` (scalar or per sample), in one batched forward."""
+        w = self.guidance_scale if guidance_scale is None else guidance_scale
+        t = torch.as_tensor(sigma, device=x.device, dtype=torch.float32) * self.num_train_timesteps
+        t = t.expand(x.shape[0]) if t.ndim == 0 else t
+        if w > 1.0:
+            if cond.negative_embeds is None:
+                raise ValueError("guidance_scale > 1 needs negative embeddings; encode with guidance enabled")
+            out = self.transformer(hidden_states=torch.cat([x, x]), timestep=torch.cat([t, t]),
+                                   encoder_hidden_states=torch.cat([cond.negative_embeds, cond.embeds]),
+                                   pooled_projections=torch.cat([cond.negative_pooled, cond.pooled]),
+                                   return_dict=False)[0]
+            uncond, text = out.chunk(2)
+            return uncond + w * (text - uncond)
+        return self.transformer(hidden_states=x, timestep=t, encoder_hidden_states=cond.embeds,
+                                pooled_projections=cond.pooled, return_dict=False)[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images ``(N, 3, H, W)`` in [0, 1] (differentiable)."""
+        vae = self.pipe.vae
+        latents = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        return (vae.decode(latents, return_dict=False)[0] / 2 + 0.5).clamp(0, 1)

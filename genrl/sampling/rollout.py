@@ -1,0 +1,78 @@
+"""Rollouts: run a velocity model over a sigma schedule, stochastic inside a window, ODE outside."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .steps import flow_step
+
+VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Trajectory:
+    """What a rollout records for training.
+
+    For each stochastic step ``j`` in ``steps``: the state before it (``states[:, k]``), the state
+    after it (``next_states[:, k]``) and its log-prob under the sampling policy (``log_probs[:, k]``).
+    ``final`` is the last latent.
+    """
+
+    steps: list[int]
+    states: torch.Tensor  # (B, K, *latent)
+    next_states: torch.Tensor  # (B, K, *latent)
+    log_probs: torch.Tensor  # (B, K)
+    final: torch.Tensor
+
+
+def sde_window(num_steps: int, window_size: int, window_range: tuple[int, int] | None,
+               generator: torch.Generator | None = None) -> tuple[int, int]:
+    """Flow-GRPO-Fast's window: ``start ~ U{r0 .. r1 - w}``, window ``[start, start + w)``.
+
+    ``window_size = 0`` means every step but the last is stochastic (the base Flow-GRPO sampler
+    records all steps; the trainer drops the last by its timestep fraction).
+    """
+    if window_size == 0:
+        return 0, num_steps
+    r0, r1 = window_range or (0, num_steps)
+    if not 0 <= r0 <= r1 - window_size or r1 > num_steps:
+        raise ValueError(f"window of size {window_size} does not fit range {(r0, r1)} of {num_steps} steps")
+    start = int(torch.randint(r0, r1 - window_size + 1, (1,), generator=generator))
+    return start, start + window_size
+
+
+@torch.no_grad()
+def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step_type: str = "sde",
+            noise_level: float = 0.7, window: tuple[int, int] | None = None,
+            generators: Sequence[torch.Generator] | None = None) -> Trajectory:
+    """Sample from ``x`` (noise at ``sigmas[0]``) down the schedule.
+
+    Steps ``j`` in ``[window[0], window[1])`` use ``step_type`` (``"sde"`` or ``"cps"``) at
+    ``noise_level`` and are recorded; the others are deterministic Euler steps. ``generators``
+    (one per sample) make the injected noise reproducible per sample, whatever the batch.
+    """
+    num_steps = len(sigmas) - 1
+    lo, hi = window if window is not None else (0, num_steps)
+    steps, states, nexts, logps = [], [], [], []
+    for j in range(num_steps):
+        sigma, sigma_next = sigmas[j], sigmas[j + 1]
+        v = velocity(x, sigma)
+        if lo <= j < hi:
+            out = flow_step(step_type, x, v, sigma, sigma_next, noise_level, sigma_max=sigmas[1],
+                            generator=list(generators) if generators is not None else None)
+            steps.append(j)
+            states.append(x)
+            nexts.append(out.prev_sample)
+            logps.append(out.log_prob)
+        else:
+            out = flow_step("ode", x, v, sigma, sigma_next, 0.0)
+        x = out.prev_sample.to(x.dtype)
+    if steps:
+        stacked = (torch.stack(states, 1), torch.stack(nexts, 1), torch.stack(logps, 1))
+    else:
+        empty = x.new_zeros((x.shape[0], 0, *x.shape[1:]))
+        stacked = (empty, empty.clone(), x.new_zeros((x.shape[0], 0)))
+    return Trajectory(steps, *stacked, final=x)
