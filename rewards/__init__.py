@@ -3,7 +3,8 @@
 from .base import Reward, RewardOutput, to_image_tensor
 from .registry import available_rewards, build_reward, register_reward
 from .clip_score import ClipScoreReward
+from .combine import WeightedSum
 from .toy_verifier import ToyVerifierReward
 
-__all__ = ["ClipScoreReward", "Reward", "RewardOutput", "ToyVerifierReward", "available_rewards", "build_reward", "register_reward",
+__all__ = ["ClipScoreReward", "Reward", "RewardOutput", "ToyVerifierReward", "WeightedSum", "available_rewards", "build_reward", "register_reward",
            "to_image_tensor"]

@@ -7,7 +7,7 @@ from PIL import Image
 
 from genrl.toy.prompts import split
 from genrl.toy.render import render
-from rewards import ToyVerifierReward, available_rewards, build_reward, to_image_tensor
+from rewards import Reward, RewardOutput, ToyVerifierReward, available_rewards, build_reward, to_image_tensor
 
 
 def _scenes(n=6, seed=0):
@@ -65,3 +65,28 @@ def test_toy_clip_prefers_the_matching_prompt_and_passes_gradients():
     assert pixels.grad is not None and pixels.grad.abs().sum() > 0
     single = reward(pixels.detach()[:1], [specs[0].prompt]).scores
     torch.testing.assert_close(single, right.scores.detach()[:1], atol=1e-5, rtol=1e-4)  # batching invariance
+
+
+class _Constant(Reward):
+    """A reward returning fixed scores."""
+
+    def __init__(self, values):
+        self.values = torch.tensor(values, dtype=torch.float32)
+
+    def score(self, images, prompts, metadata):
+        return RewardOutput(self.values.clone())
+
+
+def test_weighted_sum_logs_components_and_flags_nonfinite_by_name():
+    from rewards import WeightedSum
+
+    specs, images = _scenes(n=3)
+    combo = WeightedSum({"verifier": ToyVerifierReward(), "flaky": _Constant([0.5, float("nan"), 1.0])},
+                        weights={"verifier": 2.0, "flaky": 0.5})
+    with pytest.warns(RuntimeWarning, match="'flaky'.*\\[1\\]"):
+        out = combo(images, [s.prompt for s in specs])
+    assert out.info["nonfinite"] == {"flaky": [1]}
+    assert out.scores[0] == pytest.approx(2.0 + 0.25) and torch.isnan(out.scores[1])
+    torch.testing.assert_close(out.info["verifier"], torch.ones(3))
+    by_name = WeightedSum({"toy_verifier": 1.0})
+    assert by_name(images, [s.prompt for s in specs]).scores.tolist() == [1.0, 1.0, 1.0]

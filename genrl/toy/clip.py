@@ -98,7 +98,7 @@ class ClipTrainConfig:
 
     seed: int = 0
     threads: int = 2
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 96  # distinct prompts per batch (duplicates would be false negatives)
     lr: float = 1e-3
     warmup_steps: int = 100
