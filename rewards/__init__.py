@@ -4,7 +4,12 @@ from .base import Reward, RewardOutput, to_image_tensor
 from .registry import available_rewards, build_reward, register_reward
 from .clip_score import ClipScoreReward
 from .combine import WeightedSum
+from .ensemble import Ensemble, aggregate
+from .transforms import LSCReward, PARReward, ReferenceRewards, lsc, par
 from .toy_verifier import ToyVerifierReward
 
-__all__ = ["ClipScoreReward", "Reward", "RewardOutput", "ToyVerifierReward", "WeightedSum", "available_rewards", "build_reward", "register_reward",
-           "to_image_tensor"]
+__all__ = [
+    "ClipScoreReward", "Ensemble", "LSCReward", "PARReward", "ReferenceRewards", "Reward", "RewardOutput",
+    "ToyVerifierReward", "WeightedSum", "aggregate", "available_rewards", "build_reward", "lsc", "par",
+    "register_reward", "to_image_tensor",
+]
