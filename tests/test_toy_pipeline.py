@@ -4,9 +4,8 @@ import torch
 from diffusers import StableDiffusion3Pipeline
 
 from genrl.models.loading import load_pipeline, resolve_model_path
-from genrl.toy.evaluate import evaluate_pipeline, generate, main as evaluate_main
+from genrl.toy.evaluate import generate, main as evaluate_main
 from genrl.toy.pipeline import TOY_PIPELINE_DIR, load_toy_pipeline
-from genrl.toy.prompts import split
 
 PROMPTS = ["a photo of a red circle", "a photo of two squares", "a photo of a cross left of a triangle"]
 
@@ -38,13 +37,6 @@ def test_save_and_reload_gives_identical_output(toy_pipe, tmp_path):
     again = load_pipeline(tmp_path / "copy")
     again.set_progress_bar_config(disable=True)
     np.testing.assert_array_equal(_sample(toy_pipe), _sample(again))
-
-
-def test_toy_pipeline_draws_recognisable_scenes(toy_pipe):
-    """The shipped model is far above chance on its *training* skills (single objects)."""
-    report = evaluate_pipeline(toy_pipe, [s for s in split("test") if s.family == "single_object"],
-                               images_per_prompt=4)
-    assert report.strict["single_object"] >= 0.5
 
 
 def test_evaluate_command_prints_a_table(capsys, tmp_path):
