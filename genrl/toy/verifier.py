@@ -34,8 +34,8 @@ FOREGROUND_ALPHA = 0.4
 MIN_COLOR_COSINE = 0.9
 MIN_OBJECT_AREA = 16
 MIN_SHAPE_IOU = 0.55
-#: A relation "A left of B" holds when A's centre is at least this many pixels further
-#: along the relation's axis than across it... and at least this far along it.
+#: A relation "A left of B" holds when A's centre is displaced from B's along the relation's
+#: axis by at least this many pixels, and by at least as much as across it.
 MIN_RELATION_OFFSET = 3.0
 
 _BG = np.asarray(BACKGROUND_RGB, dtype=np.float32)
