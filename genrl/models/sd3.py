@@ -38,8 +38,9 @@ class SD3Adapter:
     """
 
     def __init__(self, pipe, *, guidance_scale: float = 4.5, max_sequence_length: int = 256,
-                 negative_prompt: str = "") -> None:
+                 negative_prompt: str = "", height: int | None = None, width: int | None = None) -> None:
         self.pipe = pipe
+        self.height, self.width = height, width
         self.transformer = pipe.transformer
         self.guidance_scale = guidance_scale
         self.max_sequence_length = max_sequence_length
@@ -73,8 +74,8 @@ class SD3Adapter:
     def latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, int, int]:
         """(channels, h, w) of the latents for an image size (default: the transformer's native size)."""
         vsf = self.pipe.vae_scale_factor
-        height = height or self.pipe.default_sample_size * vsf
-        width = width or self.pipe.default_sample_size * vsf
+        height = height or self.height or self.pipe.default_sample_size * vsf
+        width = width or self.width or self.pipe.default_sample_size * vsf
         return self.transformer.config.in_channels, height // vsf, width // vsf
 
     def initial_noise(self, generators: Sequence[torch.Generator], height: int | None = None,
@@ -84,21 +85,25 @@ class SD3Adapter:
         return randn_tensor(shape, generator=list(generators), device=self.device, dtype=self.transformer.dtype)
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: Conditioning,
-                 guidance_scale: float | None = None) -> torch.Tensor:
-        """CFG-combined velocity at noise level ``sigma`` (scalar or per sample), in one batched forward."""
+                 guidance_scale: float | None = None, model=None) -> torch.Tensor:
+        """CFG-combined velocity at noise level ``sigma`` (scalar or per sample), in one batched forward.
+
+        ``model`` replaces the transformer for this call (the DDP-wrapped one when training).
+        """
+        model = model or self.transformer
         w = self.guidance_scale if guidance_scale is None else guidance_scale
         t = torch.as_tensor(sigma, device=x.device, dtype=torch.float32) * self.num_train_timesteps
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         if w > 1.0:
             if cond.negative_embeds is None:
                 raise ValueError("guidance_scale > 1 needs negative embeddings; encode with guidance enabled")
-            out = self.transformer(hidden_states=torch.cat([x, x]), timestep=torch.cat([t, t]),
+            out = model(hidden_states=torch.cat([x, x]), timestep=torch.cat([t, t]),
                                    encoder_hidden_states=torch.cat([cond.negative_embeds, cond.embeds]),
                                    pooled_projections=torch.cat([cond.negative_pooled, cond.pooled]),
                                    return_dict=False)[0]
             uncond, text = out.chunk(2)
             return uncond + w * (text - uncond)
-        return self.transformer(hidden_states=x, timestep=t, encoder_hidden_states=cond.embeds,
+        return model(hidden_states=x, timestep=t, encoder_hidden_states=cond.embeds,
                                 pooled_projections=cond.pooled, return_dict=False)[0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,9 @@
+"""Post-training algorithms, registered by name; each is a small object the one trainer calls."""
+
+from .advantages import Advantages, group_advantages
+from .base import Algorithm, LossContext, RolloutBatch, build_algorithm, register_algorithm
+from .flow_grpo import FlowGRPO
+from .sampler import KRepeatSampler
+
+__all__ = ["Advantages", "Algorithm", "FlowGRPO", "KRepeatSampler", "LossContext", "RolloutBatch",
+           "build_algorithm", "group_advantages", "register_algorithm"]

@@ -1,0 +1,89 @@
+"""The algorithm seam: what a rollout records, how rewards become advantages, and the loss of a batch.
+
+An algorithm never owns the training loop; :mod:`genrl.trainer` calls these methods in order.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from genrl.sampling.rollout import Trajectory
+
+from .advantages import Advantages
+
+
+@dataclass
+class RolloutBatch:
+    """One sampling batch of this process, as the trainer hands it to the algorithm.
+
+    ``advantages`` and ``keep`` (per sample) are filled in after rewards are gathered.
+    """
+
+    prompt_index: torch.Tensor  # (B,) dataset indices: the group ids
+    prompts: list[str]
+    metadata: list[dict]
+    cond: Any  # the adapter's conditioning (embeddings computed once per rollout)
+    sigmas: torch.Tensor  # (T + 1,) the schedule the rollout used
+    trajectory: Trajectory
+    images: torch.Tensor | None = None
+    rewards: torch.Tensor | None = None
+    advantages: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossContext:
+    """What a loss may call: the adapter, the (possibly DDP-wrapped) trainable model and the reference."""
+
+    adapter: Any
+    model: torch.nn.Module
+    reference: Any | None  # genrl.models.lora.ReferencePolicy when a KL term is used
+
+
+class Algorithm(ABC):
+    """Base class of registered post-training algorithms."""
+
+    name: str = "algorithm"
+
+    @abstractmethod
+    def rollout_window(self, num_steps: int, generator: torch.Generator) -> tuple[int, int]:
+        """The ``[start, end)`` range of steps the rollout samples stochastically and records."""
+
+    @abstractmethod
+    def compute_advantages(self, rewards: torch.Tensor, group_ids: Sequence[Hashable]) -> Advantages:
+        """Advantages of all gathered samples (identical on every process)."""
+
+    @abstractmethod
+    def train_positions(self, batch: RolloutBatch) -> list[int]:
+        """Positions in ``batch.trajectory`` that are trained, in order."""
+
+    @abstractmethod
+    def loss(self, ctx: LossContext, batch: RolloutBatch, position: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of one (batch, recorded step) unit and its diagnostics."""
+
+
+_ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+def register_algorithm(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
+    """Class decorator registering an algorithm under ``name``."""
+    def wrap(cls: type[Algorithm]) -> type[Algorithm]:
+        if name in _ALGORITHMS and _ALGORITHMS[name] is not cls:
+            raise ValueError(f"an algorithm named {name!r} is already registered")
+        _ALGORITHMS[name] = cls
+        cls.name = name
+        return cls
+    return wrap
+
+
+def build_algorithm(name: str, cfg: Any) -> Algorithm:
+    """Instantiate the algorithm registered as ``name`` from an experiment config."""
+    if name not in _ALGORITHMS:
+        raise KeyError(f"unknown algorithm {name!r} (train.algorithm); available: {sorted(_ALGORITHMS)}")
+    return _ALGORITHMS[name](cfg)

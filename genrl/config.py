@@ -1,0 +1,202 @@
+"""Typed experiment configuration: YAML files in ``configs/`` plus dotted ``key=value`` overrides.
+
+The schema is a tree of dataclasses loaded through OmegaConf structured configs, so unknown keys
+and wrong types are rejected with the offending key in the message. Defaults are the toy world's;
+the SD3.5-M and FLUX configs in ``configs/`` override them with the reference values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class ModelConfig:
+    family: str = "sd3"  # adapter: "sd3" (SD3/SD3.5/toy) or "flux"
+    pretrained: str = "toy"  # hub id, local pipeline directory, or "toy"
+    revision: str | None = None
+    trust_remote_code: bool = False
+    max_sequence_length: int = 0  # T5 tokens (SD3.5: 256, FLUX.1-dev: 512, toy: 0 = no T5)
+    height: int | None = None  # None: the transformer's native size
+    width: int | None = None
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class LoRAConfig:
+    enabled: bool = True  # False: full fine-tuning of the transformer
+    rank: int = 32
+    alpha: int = 64
+    init: str = "gaussian"  # peft init_lora_weights: "gaussian" or "true" (Kaiming A); B starts at zero either way
+    target_modules: list[str] = field(default_factory=lambda: [
+        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+        "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"])
+
+
+@dataclass
+class SampleConfig:
+    num_steps: int = 10  # denoising steps of training rollouts
+    eval_num_steps: int = 40  # steps of the deterministic evaluation sampler
+    guidance_scale: float = 4.5  # CFG scale (SD3) or distilled guidance (FLUX)
+    eval_guidance_scale: float | None = None  # None: same as guidance_scale
+    step_type: str = "sde"  # "sde" (Flow-GRPO) or "cps" (coefficients-preserving)
+    noise_level: float = 0.7
+    window_size: int = 0  # Flow-GRPO-Fast: stochastic steps per rollout (0: all steps)
+    window_range: list[int] | None = None  # [r0, r1): where the window may start and end (None: all steps)
+    batch_size: int = 8  # images per process per sampling iteration
+    group_size: int = 8  # images per prompt (k); a group may span processes
+    num_batches_per_epoch: int = 2  # sampling iterations per epoch
+    same_latent: bool = False  # one initial noise per prompt within a group
+    global_std: bool = True  # advantages use the std over all rewards (False: the group's std)
+    eval_batch_size: int = 16
+    eval_images_per_prompt: int = 1
+
+
+@dataclass
+class TrainConfig:
+    algorithm: str = "flow_grpo"
+    learning_rate: float = 3e-4
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_weight_decay: float = 1e-4
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    clip_range: float = 1e-4
+    adv_clip_max: float = 5.0
+    beta: float = 0.0  # KL weight against the reference policy (adapter disabled)
+    kl_convention: str = "code"  # "code" (the released code: no dt factor) or "paper"
+    timestep_fraction: float = 0.99  # share of each rollout's recorded steps that is trained (first ones)
+    cfg: bool = True  # repeat classifier-free guidance in the training forward
+    gradient_accumulation_steps: int = 1  # sampling batches per optimizer step
+    num_inner_epochs: int = 1
+    ema: bool = True
+    ema_decay: float = 0.9
+    ema_update_every: int = 8  # optimizer steps between EMA updates
+
+
+@dataclass
+class RewardConfig:
+    #: reward name -> weight of the training reward (a weighted sum, no per-reward normalisation)
+    weights: dict[str, float] = field(default_factory=lambda: {"toy_verifier": 1.0})
+    #: reward name -> constructor options
+    options: dict[str, Any] = field(default_factory=lambda: {"toy_verifier": {"mode": "partial"}})
+    #: metric name -> {"name": reward, **options}: rewards reported at evaluation
+    eval: dict[str, Any] = field(default_factory=lambda: {
+        "strict": {"name": "toy_verifier", "mode": "strict"},
+        "partial": {"name": "toy_verifier", "mode": "partial"}})
+
+
+@dataclass
+class DataConfig:
+    train_prompts: str = "toy:train"  # "toy:train", or a .txt / .jsonl prompt file
+    test_prompts: str = "toy:test"
+
+
+@dataclass
+class LogConfig:
+    output_dir: str = "outputs/toy-flow-grpo"
+    log_with: list[str] = field(default_factory=lambda: ["tensorboard"])  # add "wandb" (extra) if wanted
+    eval_every: int = 10  # epochs between evaluations (0: only at the start and the end)
+    save_every: int = 10  # epochs between checkpoints (0: only at the end)
+    grid_every: int = 10  # epochs between sample grids of the evaluation images
+    keep_checkpoints: int = 2  # newest checkpoints kept
+    export_merged: bool = True  # also save the base pipeline with the LoRA fused in (a full copy)
+    ratio_tolerance: float = 1e-3  # warn when the first on-policy importance ratio strays further from 1
+
+
+@dataclass
+class ExperimentConfig:
+    seed: int = 42
+    epochs: int = 40
+    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
+    resume: str | None = None  # "latest" or a checkpoint directory
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+#: Mappings that a config file or override replaces instead of merging into the defaults, so that
+#: ``reward.weights={pickscore: 1.0}`` means "only PickScore", not "PickScore and the toy verifier".
+REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Merge the schema defaults, a YAML file and ``key=value`` overrides into an :class:`ExperimentConfig`."""
+    schema = OmegaConf.structured(ExperimentConfig)
+    try:
+        parts = [schema]
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            parts.append(OmegaConf.load(path))
+        parts.append(OmegaConf.from_dotlist(list(overrides or [])))
+        merged = OmegaConf.merge(*parts)
+        for key in REPLACED_MAPPINGS:  # the last file or override that sets one of these replaces it whole
+            for part in reversed(parts[1:]):
+                value = OmegaConf.select(part, key)
+                if value is not None:
+                    OmegaConf.update(merged, key, value, merge=False)
+                    break
+        cfg: ExperimentConfig = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"invalid configuration{where}: {err}") from None
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check relations between values that types alone cannot express; raise :class:`ConfigError`."""
+    s, t = cfg.sample, cfg.train
+    checks = [
+        (cfg.model.family in ("sd3", "flux"), "model.family must be 'sd3' or 'flux'"),
+        (s.step_type in ("sde", "cps"), "sample.step_type must be 'sde' or 'cps'"),
+        (s.num_steps >= 2, "sample.num_steps must be >= 2"),
+        (0 <= s.noise_level, "sample.noise_level must be >= 0"),
+        (s.batch_size >= 1 and s.group_size >= 1, "sample.batch_size and sample.group_size must be >= 1"),
+        (s.num_batches_per_epoch >= 1, "sample.num_batches_per_epoch must be >= 1"),
+        (0 <= s.window_size < s.num_steps, "sample.window_size must be in [0, sample.num_steps)"),
+        (s.window_range is None or len(s.window_range) == 2, "sample.window_range must be [start, end]"),
+        (0 < t.timestep_fraction <= 1, "train.timestep_fraction must be in (0, 1]"),
+        (t.clip_range > 0, "train.clip_range must be > 0"),
+        (t.beta >= 0, "train.beta must be >= 0"),
+        (t.kl_convention in ("code", "paper"), "train.kl_convention must be 'code' or 'paper'"),
+        (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1"),
+        (s.num_batches_per_epoch % t.gradient_accumulation_steps == 0,
+         "sample.num_batches_per_epoch must be a multiple of train.gradient_accumulation_steps"),
+        (cfg.mixed_precision in ("no", "fp16", "bf16"), "mixed_precision must be 'no', 'fp16' or 'bf16'"),
+        (bool(cfg.reward.weights), "reward.weights must name at least one reward"),
+        (cfg.epochs >= 1, "epochs must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    from rewards import available_rewards
+
+    known = set(available_rewards())
+    for key, names in (("reward.weights", list(cfg.reward.weights)), ("reward.options", list(cfg.reward.options))):
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ConfigError(f"{key} names unknown rewards {unknown}; available: {sorted(known)}")
+    for metric, spec in cfg.reward.eval.items():
+        if not isinstance(spec, dict) or spec.get("name") not in known:
+            raise ConfigError(f"reward.eval.{metric} must be a mapping whose 'name' is one of {sorted(known)}")
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved configuration as YAML (saved next to every run)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))

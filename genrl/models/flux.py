@@ -1,0 +1,110 @@
+"""Model adapter for FLUX.1 (``FluxPipeline``): guidance-distilled, so one forward per step and no CFG batch.
+
+Latents are kept in the pipeline's packed form ``(B, (H/2)(W/2), 4C)``; the sampling steps and the
+mean-over-dimensions log-prob do not care about the layout. The schedule is the pipeline's:
+``linspace(1, 1/T, T)`` shifted with the resolution-dependent ``mu``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+from diffusers.utils.torch_utils import randn_tensor
+
+
+@dataclass
+class FluxConditioning:
+    """T5 sequence embeddings, pooled CLIP embeddings and the text position ids (shared by the batch)."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor
+    text_ids: torch.Tensor
+
+    def select(self, index: torch.Tensor | slice) -> FluxConditioning:
+        """The conditioning of a subset of the batch."""
+        return FluxConditioning(self.embeds[index], self.pooled[index], self.text_ids)
+
+
+class FluxAdapter:
+    """Uniform policy interface over a ``FluxPipeline`` (FLUX.1-dev/schnell and tiny test configs).
+
+    ``guidance_scale`` feeds the distilled guidance embedding when the transformer has one
+    (FLUX.1-dev: 3.5); there is no classifier-free guidance batch.
+    """
+
+    def __init__(self, pipe, *, guidance_scale: float = 3.5, max_sequence_length: int = 512,
+                 height: int | None = None, width: int | None = None) -> None:
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.guidance_scale = guidance_scale
+        self.max_sequence_length = max_sequence_length
+        self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
+        self.height = height or pipe.default_sample_size * pipe.vae_scale_factor
+        self.width = width or pipe.default_sample_size * pipe.vae_scale_factor
+
+    @property
+    def device(self) -> torch.device:
+        return self.transformer.device
+
+    @property
+    def use_cfg(self) -> bool:
+        return False
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str]) -> FluxConditioning:
+        """Embed prompts with the pipeline's CLIP and T5 encoders."""
+        embeds, pooled, text_ids = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, device=self.device,
+                                                          max_sequence_length=self.max_sequence_length)
+        return FluxConditioning(embeds, pooled, text_ids)
+
+    def _latent_hw(self) -> tuple[int, int]:
+        vsf = self.pipe.vae_scale_factor
+        return 2 * (int(self.height) // (vsf * 2)), 2 * (int(self.width) // (vsf * 2))
+
+    def _image_ids(self) -> torch.Tensor:
+        h, w = self._latent_hw()
+        return self.pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.transformer.dtype)
+
+    def schedule(self, num_steps: int) -> torch.Tensor:
+        """The pipeline's sigmas for ``num_steps`` steps (resolution-shifted; length ``num_steps + 1``, ending at 0)."""
+        h, w = self._latent_hw()
+        config = self.pipe.scheduler.config
+        mu = calculate_shift((h // 2) * (w // 2), config.get("base_image_seq_len", 256),
+                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
+                             config.get("max_shift", 1.15))
+        scheduler = self.pipe.scheduler.__class__.from_config(config)
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), mu=mu, device="cpu")
+        return scheduler.sigmas.to(torch.float32)
+
+    def initial_noise(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Packed noise, one sample per generator, drawn exactly as the pipeline's ``prepare_latents`` does."""
+        h, w = self._latent_hw()
+        channels = self.transformer.config.in_channels // 4
+        noise = randn_tensor((len(generators), channels, h, w), generator=list(generators), device=self.device,
+                             dtype=self.transformer.dtype)
+        return self.pipe._pack_latents(noise, len(generators), channels, h, w)
+
+    def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: FluxConditioning,
+                 guidance_scale: float | None = None, model=None) -> torch.Tensor:
+        """Velocity at noise level ``sigma`` (scalar or per sample); ``model`` overrides the transformer (e.g. DDP)."""
+        model = model or self.transformer
+        w = self.guidance_scale if guidance_scale is None else guidance_scale
+        t = torch.as_tensor(sigma, device=x.device, dtype=torch.float32) * self.num_train_timesteps
+        t = (t.expand(x.shape[0]) if t.ndim == 0 else t).to(x.dtype)
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            guidance = torch.full([x.shape[0]], w, device=x.device, dtype=torch.float32)
+        return model(hidden_states=x, timestep=t / 1000, guidance=guidance, pooled_projections=cond.pooled,
+                     encoder_hidden_states=cond.embeds, txt_ids=cond.text_ids, img_ids=self._image_ids(),
+                     return_dict=False)[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Packed latents -> images ``(N, 3, H, W)`` in [0, 1] (differentiable)."""
+        vae = self.pipe.vae
+        latents = self.pipe._unpack_latents(latents, self.height, self.width, self.pipe.vae_scale_factor)
+        latents = latents.to(vae.dtype) / vae.config.scaling_factor + vae.config.shift_factor
+        return (vae.decode(latents, return_dict=False)[0] / 2 + 0.5).clamp(0, 1)

@@ -1,0 +1,466 @@
+"""The one training loop on accelerate: sample -> decode -> reward -> gather -> advantages -> update.
+
+Algorithms (``genrl.algorithms``) decide what a rollout records, how rewards become advantages and
+the loss of a batch; this loop owns everything else: prompts in groups across processes, LoRA,
+EMA, evaluation, logging, checkpoints, resume and export.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm
+from genrl.config import ExperimentConfig, to_yaml
+from genrl.data import load_prompts
+from genrl.grid import make_grid, save_image_atomically
+from genrl.models import build_adapter
+from genrl.models.loading import load_pipeline
+from genrl.models.lora import ReferencePolicy, add_lora, export_lora, lora_config, load_lora_state_dict, lora_state_dict
+from genrl.sampling.rollout import rollout
+from rewards import WeightedSum, build_reward
+
+from .checkpoints import resolve_resume, save_atomically
+from .metrics import MetricsLog, plot_reward_curve
+
+logger = logging.getLogger(__name__)
+
+RATIO_HINT = ("the training forward does not reproduce the sampling forward; likely causes: a different batch "
+              "size or order, mixed precision or CFG path differing between sampling and training, dropout in "
+              "train mode, or non-deterministic attention kernels")
+
+
+def derived_seed(*parts: int | str) -> int:
+    """A 63-bit seed from a tuple, stable across processes and Python runs (unlike ``hash``)."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class TrainState:
+    """Epochs completed and optimizer steps taken; checkpointed with the rest."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+        self.global_step = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "global_step": self.global_step}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+
+
+class Trainer:
+    """Runs an :class:`ExperimentConfig`; ``Trainer(cfg).train()`` is the whole job."""
+
+    def __init__(self, cfg: ExperimentConfig) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(cfg.log.output_dir)
+        s = cfg.sample
+        recorded = s.window_size or s.num_steps
+        self.units_per_batch = max(1, int(recorded * cfg.train.timestep_fraction))
+        self.accelerator = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.train.gradient_accumulation_steps * self.units_per_batch,
+            log_with=list(cfg.log.log_with) or None,
+            project_config=ProjectConfiguration(project_dir=str(self.output_dir),
+                                                logging_dir=str(self.output_dir / "logs")))
+        set_seed(cfg.seed, device_specific=True)
+        self.algorithm = build_algorithm(cfg.train.algorithm, cfg)
+        self.state = TrainState()
+        self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl")
+        self._setup_data()
+        self._setup_model()
+        self._setup_rewards()
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _setup_data(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        self.train_set = load_prompts(cfg.data.train_prompts)
+        self.test_set = load_prompts(cfg.data.test_prompts)
+        self.sampler = KRepeatSampler(len(self.train_set), cfg.sample.batch_size, cfg.sample.group_size,
+                                      num_replicas=acc.num_processes, rank=acc.process_index, seed=cfg.seed)
+
+    def _weight_dtype(self) -> torch.dtype:
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.cfg.mixed_precision, torch.float32)
+
+    def _setup_model(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        m = cfg.model
+        kwargs = {"revision": m.revision} if m.revision else {}
+        self.pipe = load_pipeline(m.pretrained, trust_remote_code=m.trust_remote_code, **kwargs)
+        self.pipe.set_progress_bar_config(disable=True)
+        for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
+            module = getattr(self.pipe, name, None)
+            if module is not None:
+                module.requires_grad_(False).to(acc.device, dtype=self._weight_dtype())
+        transformer = self.pipe.transformer
+        if cfg.lora.enabled:
+            transformer.to(acc.device, dtype=self._weight_dtype())
+            params = add_lora(transformer, lora_config(cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules,
+                                                       cfg.lora.init))
+            for p in params:  # trainable weights stay in fp32 under mixed precision
+                p.data = p.data.float()
+        else:
+            transformer.to(acc.device)
+            params = [p for p in transformer.parameters() if p.requires_grad]
+        if m.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
+        self.reference = ReferencePolicy(transformer) if cfg.train.beta > 0 else None
+        self.adapter = build_adapter(m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale,
+                                     max_sequence_length=m.max_sequence_length, height=m.height, width=m.width)
+        t = cfg.train
+        optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
+                                      weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
+        scheduler = get_scheduler("constant", optimizer)
+        self.model, self.optimizer, self.lr_scheduler = acc.prepare(transformer, optimizer, scheduler)
+        self.params = params
+        self.ema = EMAModel(params, decay=t.ema_decay) if t.ema else None
+        if self.ema is not None:
+            self.ema.to(acc.device)
+            acc.register_for_checkpointing(self.ema)
+        acc.register_for_checkpointing(self.sampler, self.state)
+        if cfg.lora.enabled:  # checkpoints hold the adapter only, not a copy of the frozen base model
+            acc.register_save_state_pre_hook(self._save_lora_hook)
+            acc.register_load_state_pre_hook(self._load_lora_hook)
+
+    def _save_lora_hook(self, models, weights, output_dir) -> None:
+        if self.accelerator.is_main_process:
+            save_file(lora_state_dict(self.accelerator.unwrap_model(models[0])),
+                      os.path.join(output_dir, "lora.safetensors"))
+        if weights:
+            weights.pop()
+
+    def _load_lora_hook(self, models, input_dir) -> None:
+        model = models.pop()
+        load_lora_state_dict(self.accelerator.unwrap_model(model),
+                             load_file(os.path.join(input_dir, "lora.safetensors"), device=str(self.accelerator.device)))
+
+    def _setup_rewards(self) -> None:
+        r = self.cfg.reward
+        self.reward_fn = WeightedSum({name: (w, dict(r.options.get(name, {}))) for name, w in r.weights.items()})
+        self.eval_rewards = {metric: build_reward(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+                             for metric, spec in r.eval.items()}
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    # ----------------------------------------------------------------------------------- sampling
+    def _generators(self, *parts) -> list[torch.Generator]:
+        return [torch.Generator(device=self.accelerator.device).manual_seed(derived_seed(*p)) for p in parts]
+
+    @torch.no_grad()
+    def sample_batch(self, epoch: int, iteration: int, indices: list[int]) -> RolloutBatch:
+        """Roll out one batch of prompts (this process's slice of a sampling iteration)."""
+        cfg, acc, adapter = self.cfg, self.accelerator, self.adapter
+        prompts = [self.train_set.prompts[i] for i in indices]
+        rank = acc.process_index
+        noise_keys = [(cfg.seed, "init", epoch, iteration, i) if cfg.sample.same_latent
+                      else (cfg.seed, "init", epoch, iteration, rank, b) for b, i in enumerate(indices)]
+        step_gens = self._generators(*[(cfg.seed, "sde", epoch, iteration, rank, b) for b in range(len(indices))])
+        window_gen = torch.Generator().manual_seed(derived_seed(cfg.seed, "window", epoch, iteration, rank))
+        sigmas = adapter.schedule(cfg.sample.num_steps).to(acc.device)
+        window = self.algorithm.rollout_window(cfg.sample.num_steps, window_gen)
+        self.model.eval()
+        with acc.autocast():
+            cond = adapter.encode(prompts)
+            x = adapter.initial_noise(self._generators(*noise_keys))
+            traj = rollout(lambda z, s: adapter.velocity(z, s, cond, model=self.unwrapped), x, sigmas,
+                           step_type=cfg.sample.step_type, noise_level=cfg.sample.noise_level, window=window,
+                           generators=step_gens)
+            images = adapter.decode(traj.final).float()
+        return RolloutBatch(torch.tensor(indices, device=acc.device), prompts,
+                            [self.train_set.metadata[i] for i in indices], cond, sigmas, traj, images)
+
+    # ----------------------------------------------------------------------------------- rewards
+    def score_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]:
+        """Reward every local sample, gather rewards with their prompt ids, and set advantages per sample."""
+        acc = self.accelerator
+        components: dict[str, list[torch.Tensor]] = {}
+        for batch in batches:
+            out = self.reward_fn(batch.images, batch.prompts, batch.metadata)
+            batch.rewards = out.scores.to(acc.device, torch.float32)
+            for name in self.reward_fn.components:
+                components.setdefault(name, []).append(out.info[name].to(acc.device, torch.float32))
+        local = torch.cat([b.rewards for b in batches])
+        all_rewards = acc.gather(local)
+        all_ids = acc.gather(torch.cat([b.prompt_index for b in batches]))
+        finite = torch.isfinite(all_rewards)
+        if not finite.any():
+            raise FloatingPointError("every reward of this epoch is NaN/inf; check the reward models "
+                                     f"({sorted(self.reward_fn.components)}); no update was made")
+        adv = self.algorithm.compute_advantages(all_rewards.cpu(), all_ids.cpu().tolist())
+        n = local.numel()
+        start = acc.process_index * n
+        mine_adv = adv.advantages[start:start + n].to(acc.device)
+        mine_keep = adv.keep[start:start + n].to(acc.device)
+        offset = 0
+        for batch in batches:
+            size = batch.rewards.numel()
+            batch.advantages, batch.keep = mine_adv[offset:offset + size], mine_keep[offset:offset + size]
+            offset += size
+        metrics = {"reward/mean": all_rewards[finite].mean().item(), "reward/std": all_rewards[finite].std().item(),
+                   "reward/nonfinite": adv.stats["nonfinite"], "zero_std_ratio": adv.stats["zero_std_ratio"],
+                   "kept_fraction": adv.keep.float().mean().item()}
+        for name, values in components.items():
+            gathered = acc.gather(torch.cat(values))
+            good = gathered[torch.isfinite(gathered)]
+            if good.numel():
+                metrics[f"reward/{name}/mean"] = good.mean().item()
+                metrics[f"reward/{name}/std"] = good.std().item() if good.numel() > 1 else 0.0
+        return metrics
+
+    # ----------------------------------------------------------------------------------- update
+    def optimize_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]:
+        """Inner epochs of (batch, recorded step) units: loss, backward, and an optimizer step per accumulation."""
+        cfg, acc = self.cfg, self.accelerator
+        ctx = LossContext(self.adapter, self.model, self.reference)
+        sums: dict[str, list[float]] = {}
+        first_ratio_dev = None
+        skip_allowed = acc.num_processes == 1
+        self.model.train()
+        for _ in range(cfg.train.num_inner_epochs):
+            backward_in_cycle = False
+            for batch in batches:
+                positions = self.algorithm.train_positions(batch)
+                for pos in positions:
+                    with acc.accumulate(self.model):
+                        if skip_allowed and not batch.keep.any() and first_ratio_dev is not None:
+                            pass  # nothing to learn from this batch; on one process its forward can be skipped
+                        else:
+                            with acc.autocast():
+                                loss, metrics = self.algorithm.loss(ctx, batch, pos)
+                            if first_ratio_dev is None:
+                                first_ratio_dev = metrics.get("ratio_max_dev", 0.0)
+                            if not torch.isfinite(loss):
+                                raise FloatingPointError(f"non-finite loss at epoch {self.state.epoch}, step "
+                                                         f"{batch.trajectory.steps[pos]}: {metrics}")
+                            acc.backward(loss)
+                            backward_in_cycle = True
+                            for k, v in metrics.items():
+                                sums.setdefault(k, []).append(v)
+                        if acc.sync_gradients:
+                            if backward_in_cycle:
+                                grad_norm = acc.clip_grad_norm_(self.params, cfg.train.max_grad_norm)
+                                sums.setdefault("grad_norm", []).append(float(grad_norm))
+                                self.optimizer.step()
+                                self.lr_scheduler.step()
+                                self._after_optimizer_step()
+                            self.optimizer.zero_grad(set_to_none=True)
+                            backward_in_cycle = False
+        out = {f"train/{k}": float(np.mean(v)) for k, v in sums.items()}
+        if first_ratio_dev is not None:
+            out["train/first_ratio_max_dev"] = first_ratio_dev
+            if first_ratio_dev > cfg.log.ratio_tolerance:
+                warnings.warn(f"epoch {self.state.epoch}: the on-policy importance ratio deviates from 1 by "
+                              f"{first_ratio_dev:.2e} (> log.ratio_tolerance={cfg.log.ratio_tolerance}); {RATIO_HINT}",
+                              RuntimeWarning, stacklevel=2)
+        return out
+
+    def _after_optimizer_step(self) -> None:
+        self.state.global_step += 1
+        if self.ema is not None and self.state.global_step % self.cfg.train.ema_update_every == 0:
+            self.ema.step(self.params)
+
+    # ----------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self) -> tuple[dict[str, float], np.ndarray, list[str]]:
+        """Deterministic (ODE) sampling of the test prompts at ``eval_num_steps`` with the EMA weights.
+
+        Returns the metrics (means over all processes) and this process's first images and prompts.
+        """
+        cfg, acc, adapter = self.cfg, self.accelerator, self.adapter
+        n = cfg.sample.eval_images_per_prompt
+        jobs = [(i, r) for i in range(len(self.test_set)) for r in range(n)][acc.process_index::acc.num_processes]
+        guidance = cfg.sample.eval_guidance_scale if cfg.sample.eval_guidance_scale is not None else None
+        sigmas = adapter.schedule(cfg.sample.eval_num_steps).to(acc.device)
+        scores: dict[str, list[torch.Tensor]] = {k: [] for k in self.eval_rewards}
+        keep_images, keep_prompts = [], []
+        self.model.eval()
+        with self._ema_weights():
+            for start in range(0, len(jobs), cfg.sample.eval_batch_size):
+                chunk = jobs[start:start + cfg.sample.eval_batch_size]
+                prompts = [self.test_set.prompts[i] for i, _ in chunk]
+                metadata = [self.test_set.metadata[i] for i, _ in chunk]
+                with acc.autocast():
+                    cond = adapter.encode(prompts)
+                    x = adapter.initial_noise(self._generators(*[(cfg.seed, "eval", i, r) for i, r in chunk]))
+                    traj = rollout(lambda z, s: adapter.velocity(z, s, cond, guidance_scale=guidance,
+                                                                 model=self.unwrapped),
+                                   x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0))
+                    images = adapter.decode(traj.final).float()
+                for metric, reward in self.eval_rewards.items():
+                    scores[metric].append(reward(images, prompts, metadata).scores.to(acc.device, torch.float32))
+                if len(keep_images) < 16:
+                    keep_images.extend(images.permute(0, 2, 3, 1).cpu().numpy()[:16 - len(keep_images)])
+                    keep_prompts.extend(prompts[:16 - len(keep_prompts)])
+        metrics = {}
+        for metric, values in scores.items():
+            local = torch.cat(values) if values else torch.zeros(0, device=acc.device)
+            gathered = acc.gather_for_metrics(local, use_gather_object=False)
+            metrics[f"eval/{metric}"] = gathered[torch.isfinite(gathered)].mean().item()
+        return metrics, np.stack(keep_images) if keep_images else np.zeros((0, 1, 1, 3)), keep_prompts
+
+    @contextlib.contextmanager
+    def _ema_weights(self):
+        """Swap the EMA weights into the trainable parameters for the duration (no-op without EMA)."""
+        if self.ema is None:
+            yield
+            return
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        try:
+            yield
+        finally:
+            self.ema.restore(self.params)
+
+    # ----------------------------------------------------------------------------------- the loop
+    def _resume(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
+        if not cfg.resume:
+            return
+        path = resolve_resume(cfg.resume, self.output_dir / "checkpoints")
+        if path is None:
+            logger.warning("resume=latest but no checkpoint under %s; starting from scratch", self.output_dir)
+            return
+        acc.load_state(str(path))
+        if acc.is_main_process:
+            self.metrics_log.truncate_after(self.state.epoch)
+        logger.info("resumed from %s at epoch %d", path, self.state.epoch)
+
+    def _log(self, record: dict, grid: tuple[np.ndarray, list[str]] | None = None) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            self.metrics_log.append(record)
+            if grid is not None and len(grid[0]):
+                save_image_atomically(make_grid(grid[0], grid[1], columns=8, cell=96),
+                                      self.output_dir / "grids" / f"eval-epoch-{record['epoch']:06d}.png")
+        acc.log({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+
+    def train(self) -> dict:
+        """Run (or resume) the configured number of epochs; returns the last epoch's metrics."""
+        cfg, acc = self.cfg, self.accelerator
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            _write_text_atomically(self.output_dir / "config.yaml", to_yaml(cfg))
+        acc.init_trackers("genrl", config=_flat_scalars(asdict(cfg)))
+        self._resume()
+        if self.state.epoch == 0:
+            metrics, images, prompts = self.evaluate()
+            self._log({"epoch": 0, **metrics}, (images, prompts))
+        last: dict = {}
+        bar = tqdm(range(self.state.epoch, cfg.epochs), initial=self.state.epoch, total=cfg.epochs,
+                   disable=not acc.is_local_main_process, desc="epochs")
+        for _ in bar:
+            epoch = self.state.epoch
+            batches = []
+            for _b, indices in zip(range(cfg.sample.num_batches_per_epoch), self.sampler, strict=False):
+                batches.append(self.sample_batch(epoch, self.sampler.iteration, indices))
+            record = {"epoch": epoch + 1, **self.score_epoch(batches)}
+            record.update(self.optimize_epoch(batches))
+            self.state.epoch = epoch + 1
+            done = self.state.epoch == cfg.epochs
+            grid = None
+            if done or (cfg.log.eval_every and self.state.epoch % cfg.log.eval_every == 0):
+                metrics, images, prompts = self.evaluate()
+                record.update(metrics)
+                if done or (cfg.log.grid_every and self.state.epoch % cfg.log.grid_every == 0):
+                    grid = (images, prompts)
+            self._log(record, grid)
+            if done or (cfg.log.save_every and self.state.epoch % cfg.log.save_every == 0):
+                save_atomically(acc, self.output_dir / "checkpoints", self.state.epoch, cfg.log.keep_checkpoints)
+            bar.set_postfix(reward=f"{record['reward/mean']:.3f}")
+            last = record
+        if acc.is_main_process:
+            plot_reward_curve(self.metrics_log.records(), self.output_dir / "reward_curve.png")
+        self.export()
+        acc.end_training()
+        return last
+
+    # ----------------------------------------------------------------------------------- export
+    def _merged_pipeline(self, lora_dir: Path):
+        """A fresh copy of the base pipeline with the exported adapter fused in (the path users take)."""
+        m = self.cfg.model
+        pipe = load_pipeline(m.pretrained, trust_remote_code=m.trust_remote_code,
+                             **({"revision": m.revision} if m.revision else {}))
+        pipe.load_lora_weights(str(lora_dir))
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+        return pipe
+
+    def export(self) -> Path:
+        """Write ``final/lora`` (diffusers LoRA format, EMA weights if enabled) and ``final/pipeline``
+        (the merged pipeline, when ``log.export_merged``; the fully fine-tuned one otherwise)."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        final = self.output_dir / "final"
+        if acc.is_main_process:
+            with self._ema_weights():
+                if self.cfg.lora.enabled:
+                    _replace_dir(final / "lora", lambda d: export_lora(self.pipe, self.unwrapped, d))
+                else:
+                    _replace_dir(final / "pipeline", self.pipe.save_pretrained)
+            if self.cfg.lora.enabled and self.cfg.log.export_merged:
+                _replace_dir(final / "pipeline", lambda d: self._merged_pipeline(final / "lora").save_pretrained(d))
+        acc.wait_for_everyone()
+        return final
+
+
+def _replace_dir(target: Path, write) -> None:
+    """Call ``write(tmp_dir)`` and move the result to ``target`` only once it is complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
+    try:
+        write(tmp)
+        if target.exists():
+            old = target.with_name(f".old-{target.name}")
+            target.rename(old)
+            tmp.rename(target)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _flat_scalars(tree: dict, prefix: str = "") -> dict:
+    """Flatten a nested config to the scalar values trackers accept (lists and dicts become strings)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat_scalars(value, name + ".") if value and all(isinstance(v, dict) for v in value.values())
+                       else {name: str(value)})
+        elif isinstance(value, (int, float, str, bool)) or value is None:
+            out[name] = value if value is not None else "None"
+        else:
+            out[name] = str(value)
+    return out
+
+
+__all__ = ["Trainer", "TrainState", "derived_seed"]

@@ -1,0 +1,150 @@
+"""The one trainer on the toy world: on-policy invariants, checkpoints/resume, export, bad input."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genrl.algorithms.base import LossContext
+from genrl.config import ConfigError, load_config
+from genrl.models.lora import ReferencePolicy
+from genrl.toy.prompts import split
+from genrl.trainer import Trainer
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def tiny_overrides(tmp_path, **extra) -> list[str]:
+    """A few-second toy run: 4 sampling steps, groups of 2, four test prompts."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    test_file = tmp_path / "test_prompts.txt"
+    test_file.write_text("\n".join(s.prompt for s in split("test")[:4]) + "\n")
+    values = {"epochs": 2, "sample.num_steps": 4, "sample.eval_num_steps": 4, "sample.batch_size": 4,
+              "sample.group_size": 2, "sample.num_batches_per_epoch": 1, "sample.eval_batch_size": 4,
+              "sample.eval_images_per_prompt": 1, "lora.rank": 4, "lora.alpha": 8, "train.learning_rate": 1e-2,
+              "train.ema": False, "log.log_with": "[]", "log.output_dir": str(tmp_path / "run"),
+              "log.eval_every": 0, "log.save_every": 1, "data.test_prompts": str(test_file), **extra}
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+def make_trainer(tmp_path, config=CONFIGS / "toy.yaml", **extra) -> Trainer:
+    return Trainer(load_config(config, tiny_overrides(tmp_path, **extra)))
+
+
+def sample_and_score(trainer: Trainer, n: int = 1):
+    batches = [trainer.sample_batch(0, it, idx) for it, idx in zip(range(n), trainer.sampler, strict=False)]
+    return batches, trainer.score_epoch(batches)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
+def test_every_shipped_config_loads_and_validates(name):
+    cfg = load_config(CONFIGS / name)
+    assert cfg.epochs >= 1 and cfg.reward.weights
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="sample.batchsize"):
+        load_config(None, ["sample.batchsize=3"])
+    with pytest.raises(ConfigError, match="sample.batch_size"):
+        load_config(None, ["sample.batch_size=many"])
+    with pytest.raises(ConfigError, match="reward.weights"):
+        load_config(None, ["reward.weights={no_such_reward: 1.0}"])
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
+        load_config(None, ["sample.num_batches_per_epoch=3", "train.gradient_accumulation_steps=2"])
+    # a replaced reward mapping does not keep the defaults' entries
+    assert load_config(None, ["reward.weights={jpeg_compressibility: 1.0}"]).reward.weights == {
+        "jpeg_compressibility": 1.0}
+
+
+def test_first_update_is_on_policy_and_the_loss_has_its_closed_form(tmp_path):
+    trainer = make_trainer(tmp_path, **{"sample.group_size": 4, "reward.weights": "{jpeg_compressibility: 1.0}",
+                                        "reward.options": "{}"})
+    (batch,), metrics = sample_and_score(trainer)
+    assert batch.trajectory.log_probs.shape == (4, 4)
+    # all 4 steps are recorded, int(4 * 0.99) = 3 are trained: never the last one
+    assert trainer.algorithm.train_positions(batch) == [0, 1, 2]
+    assert metrics["zero_std_ratio"] == 0.0 and batch.keep.all()
+    assert abs(batch.advantages.mean().item()) < 1e-5  # one group of 4: advantages sum to zero
+    ctx = LossContext(trainer.adapter, trainer.model, None)
+    for pos in trainer.algorithm.train_positions(batch):
+        loss, m = trainer.algorithm.loss(ctx, batch, pos)
+        assert m["ratio_max_dev"] == 0.0 and m["clipfrac"] == 0.0 and m["approx_kl"] == 0.0
+        # at ratio 1 the clipped surrogate is exactly -mean(A)
+        assert loss.item() == pytest.approx(-batch.advantages.mean().item(), abs=1e-7)
+
+
+def test_kl_to_the_disabled_adapter_is_zero_at_init_and_positive_after_a_step(tmp_path):
+    trainer = make_trainer(tmp_path, **{"train.beta": 0.04, "sample.group_size": 4,
+                                        "reward.weights": "{jpeg_compressibility: 1.0}", "reward.options": "{}"})
+    assert isinstance(trainer.reference, ReferencePolicy) and trainer.reference.copy is None
+    (batch,), _ = sample_and_score(trainer)
+    ctx = LossContext(trainer.adapter, trainer.model, trainer.reference)
+    _, m = trainer.algorithm.loss(ctx, batch, 0)
+    assert m["kl_loss"] == 0.0
+    trainer.optimize_epoch([batch])
+    _, m = trainer.algorithm.loss(ctx, batch, 0)
+    assert m["kl_loss"] > 0.0 and m["ratio_max_dev"] > 0.0  # the policy moved; the reference did not
+
+
+def test_all_nan_rewards_stop_the_run_before_any_update(tmp_path):
+    trainer = make_trainer(tmp_path)
+    before = [p.detach().clone() for p in trainer.params]
+    batches = [trainer.sample_batch(0, 0, next(iter(trainer.sampler)))]
+    trainer.reward_fn.components["toy_verifier"].score = lambda images, prompts, metadata: type(
+        "R", (), {"scores": torch.full((len(prompts),), math.nan), "info": {}})()
+    with pytest.raises(FloatingPointError, match="toy_verifier"):
+        with pytest.warns(RuntimeWarning, match="non-finite"):
+            trainer.score_epoch(batches)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
+
+
+def test_empty_prompt_file_is_named(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    with pytest.raises(ValueError, match="empty.txt"):
+        make_trainer(tmp_path, **{"data.train_prompts": str(empty)})
+
+
+def _lora(run: Path) -> dict:
+    return load_file(str(run / "final" / "lora" / "pytorch_lora_weights.safetensors"))
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    straight = make_trainer(tmp_path / "a")
+    straight.train()
+    records = [json.loads(line) for line in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    assert "eval/strict" in records[0] and "eval/strict" in records[-1]
+    assert (tmp_path / "a" / "run" / "reward_curve.png").is_file()
+
+    interrupted = make_trainer(tmp_path / "b", epochs=1)
+    interrupted.train()
+    assert sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir()) == ["checkpoint-000001"]
+    resumed = make_trainer(tmp_path / "b", epochs=2, resume="latest")
+    resumed.train()
+    assert resumed.state.epoch == 2 and resumed.sampler.iteration == 2
+    a, b = _lora(tmp_path / "a" / "run"), _lora(tmp_path / "b" / "run")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # the run did train
+
+
+def test_exported_lora_and_merged_pipeline_reproduce_the_trained_policy(tmp_path):
+    from genrl.models.loading import load_pipeline
+
+    trainer = make_trainer(tmp_path, epochs=1)
+    trainer.train()
+    adapter, run = trainer.adapter, tmp_path / "run"
+    x = torch.randn(2, *adapter.latent_shape(), generator=torch.Generator().manual_seed(0))
+    cond = adapter.encode(["a photo of a red circle", "a photo of two squares"])
+    expected = adapter.velocity(x, 0.6, cond)
+
+    fresh = load_pipeline("toy")
+    fresh.load_lora_weights(str(run / "final" / "lora"))
+    merged = load_pipeline(str(run / "final" / "pipeline"))
+    for pipe in (fresh, merged):
+        got = type(adapter)(pipe, guidance_scale=adapter.guidance_scale, max_sequence_length=0).velocity(x, 0.6, cond)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
