@@ -312,10 +312,15 @@ class Trainer:
                     keep_images.extend(images.permute(0, 2, 3, 1).cpu().numpy()[:16 - len(keep_images)])
                     keep_prompts.extend(prompts[:16 - len(keep_prompts)])
         metrics = {}
-        for metric, values in scores.items():
+        for metric, values in scores.items():  # processes hold unequal shares: reduce sums and counts
             local = torch.cat(values) if values else torch.zeros(0, device=acc.device)
-            gathered = acc.gather_for_metrics(local, use_gather_object=False)
-            metrics[f"eval/{metric}"] = gathered[torch.isfinite(gathered)].mean().item()
+            good = torch.isfinite(local)
+            totals = acc.reduce(torch.stack([local[good].sum(), good.sum().float(), (~good).sum().float()]), "sum")
+            metrics[f"eval/{metric}"] = (totals[0] / totals[1].clamp(min=1)).item()
+            if totals[2] > 0:
+                metrics[f"eval/{metric}/nonfinite"] = totals[2].item()
+                warnings.warn(f"evaluation reward {metric!r} was non-finite for {int(totals[2])} images; "
+                              "they are left out of its mean", RuntimeWarning, stacklevel=2)
         return metrics, np.stack(keep_images) if keep_images else np.zeros((0, 1, 1, 3)), keep_prompts
 
     @contextlib.contextmanager

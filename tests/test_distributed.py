@@ -1,0 +1,49 @@
+"""Two CPU processes (gloo): groups span processes, rewards are gathered with their prompts, DDP stays in sync."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from genrl.algorithms.advantages import group_advantages
+from genrl.toy.prompts import split
+
+WORKER = Path(__file__).resolve().parent / "helpers" / "distributed_worker.py"
+
+
+@pytest.mark.timeout(300)
+def test_two_process_training_gathers_groups_across_ranks(tmp_path):
+    test_file = tmp_path / "test.txt"
+    test_file.write_text("\n".join(s.prompt for s in split("test")[:2]) + "\n")
+    overrides = ["epochs=1", "sample.num_steps=3", "sample.eval_num_steps=3", "sample.batch_size=2",
+                 "sample.group_size=4", "sample.num_batches_per_epoch=1", "sample.eval_batch_size=2",
+                 "lora.rank=4", "lora.alpha=8", "train.ema=false", "train.learning_rate=1e-2",
+                 "reward.weights={jpeg_compressibility: 1.0}", "reward.options={}", "log.log_with=[]",
+                 f"data.test_prompts={test_file}", f"log.output_dir={tmp_path / 'run'}", "log.export_merged=false"]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           str(WORKER), str(tmp_path), *overrides]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["world"] == 2 for r in ranks)
+    # one prompt, k = 4 copies, split 2 + 2 over the two processes
+    ids = ranks[0]["indices"] + ranks[1]["indices"]
+    assert len(set(ids)) == 1 and len(ranks[0]["indices"]) == 2
+    rewards = torch.tensor(ranks[0]["rewards"] + ranks[1]["rewards"])
+    expected = group_advantages(rewards, ids, global_std=True)
+    got = torch.tensor(ranks[0]["advantages"] + ranks[1]["advantages"])
+    torch.testing.assert_close(got, expected.advantages)
+    assert abs(got.sum().item()) < 1e-4  # the group's advantages sum to zero only across both ranks
+    assert ranks[0]["metrics"]["reward/mean"] == pytest.approx(rewards.mean().item(), abs=1e-6)
+
+    a, b = load_file(str(tmp_path / "lora0.safetensors")), load_file(str(tmp_path / "lora1.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
+    assert (tmp_path / "run" / "final" / "lora" / "pytorch_lora_weights.safetensors").is_file()
