@@ -25,9 +25,11 @@ def test_two_process_training_gathers_groups_across_ranks(tmp_path):
                  "lora.rank=4", "lora.alpha=8", "train.ema=false", "train.learning_rate=1e-2",
                  "reward.weights={jpeg_compressibility: 1.0}", "reward.options={}", "log.log_with=[]",
                  f"data.test_prompts={test_file}", f"log.output_dir={tmp_path / 'run'}", "log.export_merged=false"]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           str(WORKER), str(tmp_path), *overrides]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    # the Trainer asks for Accelerator(cpu=True) without CUDA, so --multi_gpu starts two gloo processes
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           "29517", str(WORKER), str(tmp_path), *overrides]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -2,6 +2,11 @@
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +20,7 @@ from genrl.toy.prompts import split
 from genrl.trainer import Trainer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+SCRIPT = CONFIGS.parent / "scripts" / "train_t2i.py"
 
 
 def tiny_overrides(tmp_path, **extra) -> list[str]:
@@ -112,7 +118,7 @@ def _lora(run: Path) -> dict:
     return load_file(str(run / "final" / "lora" / "pytorch_lora_weights.safetensors"))
 
 
-def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     straight = make_trainer(tmp_path / "a")
     straight.train()
     records = [json.loads(line) for line in (tmp_path / "a" / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -120,16 +126,29 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     assert "eval/strict" in records[0] and "eval/strict" in records[-1]
     assert (tmp_path / "a" / "run" / "reward_curve.png").is_file()
 
-    interrupted = make_trainer(tmp_path / "b", epochs=1)
-    interrupted.train()
-    assert sorted(p.name for p in (tmp_path / "b" / "run" / "checkpoints").iterdir()) == ["checkpoint-000001"]
-    resumed = make_trainer(tmp_path / "b", epochs=2, resume="latest")
+    # the same run as a script, killed (SIGKILL) as soon as its first checkpoint is in place
+    run_b = tmp_path / "b" / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--config", str(CONFIGS / "toy.yaml"),
+                             *tiny_overrides(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (run_b / "checkpoints" / "checkpoint-000001").is_dir() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.kill()
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (run_b / "final").exists()
+
+    resumed = make_trainer(tmp_path / "b", resume="latest")
     resumed.train()
     assert resumed.state.epoch == 2 and resumed.sampler.iteration == 2
-    a, b = _lora(tmp_path / "a" / "run"), _lora(tmp_path / "b" / "run")
+    a, b = _lora(tmp_path / "a" / "run"), _lora(run_b)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # the run did train
+    resumed_records = [json.loads(line) for line in (run_b / "metrics.jsonl").read_text().splitlines()]
+    assert resumed_records == records
 
 
 def test_exported_lora_and_merged_pipeline_reproduce_the_trained_policy(tmp_path):
@@ -148,3 +167,29 @@ def test_exported_lora_and_merged_pipeline_reproduce_the_trained_policy(tmp_path
     for pipe in (fresh, merged):
         got = type(adapter)(pipe, guidance_scale=adapter.guidance_scale, max_sequence_length=0).velocity(x, 0.6, cond)
         torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_zero_std_groups_contribute_no_gradient(tmp_path):
+    trainer = make_trainer(tmp_path)  # batch of 4 = two groups of 2
+    batch = trainer.sample_batch(0, 0, next(iter(trainer.sampler)))
+    order = batch.prompt_index.tolist()
+    first = order[0]
+    fixed = torch.tensor([0.5 if i == first else float(n) for n, i in enumerate(order)])
+    trainer.reward_fn.score = lambda images, prompts, metadata: type("R", (), {
+        "scores": fixed.clone(), "info": {"toy_verifier": fixed.clone()}})()
+    metrics = trainer.score_epoch([batch])
+    zero_group = batch.prompt_index == first
+    assert metrics["zero_std_ratio"] == 0.5 and not batch.keep[zero_group].any() and batch.keep[~zero_group].all()
+    ctx = LossContext(trainer.adapter, trainer.model, None)
+
+    def grads():
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss, _ = trainer.algorithm.loss(ctx, batch, 0)
+        loss.backward()
+        return [p.grad.clone() for p in trainer.params]
+
+    before = grads()
+    batch.advantages = torch.where(zero_group, torch.full_like(batch.advantages, 3.0), batch.advantages)
+    after = grads()
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert any(a.abs().sum() > 0 for a in before)

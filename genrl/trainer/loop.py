@@ -76,6 +76,7 @@ class Trainer:
         recorded = s.window_size or s.num_steps
         self.units_per_batch = max(1, int(recorded * cfg.train.timestep_fraction))
         self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),  # lets `accelerate launch --multi_gpu` run gloo processes on a CPU
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.train.gradient_accumulation_steps * self.units_per_batch,
             log_with=list(cfg.log.log_with) or None,
@@ -371,6 +372,7 @@ class Trainer:
             metrics, images, prompts = self.evaluate()
             self._log({"epoch": 0, **metrics}, (images, prompts))
         last: dict = {}
+        shown: dict[str, str] = {}
         bar = tqdm(range(self.state.epoch, cfg.epochs), initial=self.state.epoch, total=cfg.epochs,
                    disable=not acc.is_local_main_process, desc="epochs")
         for _ in bar:
@@ -391,7 +393,10 @@ class Trainer:
             self._log(record, grid)
             if done or (cfg.log.save_every and self.state.epoch % cfg.log.save_every == 0):
                 save_atomically(acc, self.output_dir / "checkpoints", self.state.epoch, cfg.log.keep_checkpoints)
-            bar.set_postfix(reward=f"{record['reward/mean']:.3f}")
+            shown.update({"reward": f"{record['reward/mean']:.3f}"})
+            shown.update({f"eval_{k[5:]}": f"{v:.3f}" for k, v in record.items() if k.startswith("eval/")
+                          and k.count("/") == 1})
+            bar.set_postfix(shown)
             last = record
         if acc.is_main_process:
             plot_reward_curve(self.metrics_log.records(), self.output_dir / "reward_curve.png")
