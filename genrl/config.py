@@ -80,6 +80,18 @@ class TrainConfig:
 
 
 @dataclass
+class NFTConfig:
+    """DiffusionNFT's own settings (``train.algorithm=diffusion_nft``); ``train.beta`` is its KL weight."""
+
+    beta: float = 1.0  # NFT beta: v+ = beta v + (1 - beta) v_old (1.0 GenEval/PickScore, 0.1 OCR)
+    old_decay_type: int = 1  # old-adapter EMA: 1: min(0.001 s, 0.5); 2: 0 until s = 75, then min(0.0075 (s - 75), 0.999)
+    loss_scale: float = 5.0  # the reference's constant factor on the NFT loss
+    weight_floor: float = 1e-5  # floor of the adaptive (stop-gradient) per-sample weights
+    ban_std: float = 0.0  # ban a prompt when its group reward std < ban_std and mean > ban_mean (0: off)
+    ban_mean: float = 0.9
+
+
+@dataclass
 class RewardConfig:
     #: reward name -> weight of the training reward (a weighted sum, no per-reward normalisation)
     weights: dict[str, float] = field(default_factory=lambda: {"toy_verifier": 1.0})
@@ -119,6 +131,7 @@ class ExperimentConfig:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    nft: NFTConfig = field(default_factory=NFTConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -173,6 +186,8 @@ def validate(cfg: ExperimentConfig) -> None:
         (s.window_range is None or len(s.window_range) == 2, "sample.window_range must be [start, end]"),
         (0 < t.timestep_fraction <= 1, "train.timestep_fraction must be in (0, 1]"),
         (t.clip_range > 0, "train.clip_range must be > 0"),
+        (cfg.nft.beta > 0, "nft.beta must be > 0"),
+        (cfg.nft.old_decay_type in (1, 2), "nft.old_decay_type must be 1 or 2"),
         (t.beta >= 0, "train.beta must be >= 0"),
         (t.kl_convention in ("code", "paper"), "train.kl_convention must be 'code' or 'paper'"),
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1"),

@@ -1,14 +1,19 @@
 """Regenerate the PNGs in samples/ that the README shows.
 
     python scripts/make_samples.py
+    python scripts/make_samples.py --run outputs/toy-flow-grpo     # also the before/after of a training run
 
 Writes samples/renderer_scenes.png (ground-truth scenes of test prompts, verifier-annotated)
 and samples/toy_pipeline_test.png (the shipped toy pipeline on the same prompts, deterministic).
+With ``--run``: samples/flow_grpo_before.png and flow_grpo_after.png (the base pipeline and the run's
+merged pipeline on the same held-out prompts and seeds) and samples/flow_grpo_reward_curve.png.
 """
 
 from __future__ import annotations
 
+import argparse
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +42,24 @@ def annotated(images: np.ndarray, specs) -> list[str]:
             for v, s in zip(verdicts, specs, strict=True)]
 
 
+def before_after(run: Path, specs) -> None:
+    """Base vs trained pipeline on the same held-out prompts and seeds, and the run's reward curve."""
+    from genrl.models.loading import load_pipeline
+
+    prompts, seeds = [s.prompt for s in specs], list(range(len(specs)))
+    for name, model in (("before", "toy"), ("after", str(run / "final" / "pipeline"))):
+        pipe = load_pipeline(model)
+        pipe.set_progress_bar_config(disable=True)
+        images = generate(pipe, prompts, seeds)
+        save_image_atomically(make_grid(images, annotated(images, specs), columns=6, cell=96),
+                              SAMPLES / f"flow_grpo_{name}.png")
+    shutil.copyfile(run / "reward_curve.png", SAMPLES / "flow_grpo_reward_curve.png")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, help="output_dir of a finished toy training run")
+    args = parser.parse_args()
     specs = pick_prompts()
     rng = random.Random(0)
     truth = np.stack([render(s, rng)[0] for s in specs])
@@ -49,6 +71,9 @@ def main() -> None:
     save_image_atomically(make_grid(images, annotated(images, specs), columns=6, cell=96),
                           SAMPLES / "toy_pipeline_test.png")
     print(f"wrote {SAMPLES}/renderer_scenes.png and toy_pipeline_test.png")
+    if args.run is not None:
+        before_after(args.run, pick_prompts(3))
+        print(f"wrote {SAMPLES}/flow_grpo_before.png, flow_grpo_after.png and flow_grpo_reward_curve.png")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from .advantages import Advantages, group_advantages
 from .base import Algorithm, LossContext, RolloutBatch, build_algorithm, register_algorithm
+from .diffusion_nft import DiffusionNFT
 from .flow_grpo import FlowGRPO
 from .sampler import KRepeatSampler
 
-__all__ = ["Advantages", "Algorithm", "FlowGRPO", "KRepeatSampler", "LossContext", "RolloutBatch",
+__all__ = ["Advantages", "Algorithm", "DiffusionNFT", "FlowGRPO", "KRepeatSampler", "LossContext", "RolloutBatch",
            "build_algorithm", "group_advantages", "register_algorithm"]

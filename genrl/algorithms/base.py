@@ -5,6 +5,7 @@ An algorithm never owns the training loop; :mod:`genrl.trainer` calls these meth
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -47,9 +48,31 @@ class LossContext:
 
 
 class Algorithm(ABC):
-    """Base class of registered post-training algorithms."""
+    """Base class of registered post-training algorithms.
+
+    Besides the abstract methods, hooks with do-nothing defaults let an algorithm act between
+    the trainer's phases: :meth:`setup` once the model is prepared, :meth:`sampling_policy`
+    around every rollout, :meth:`after_epoch` after the epoch's updates.
+    """
 
     name: str = "algorithm"
+    #: True when samples with ``keep == False`` contribute nothing to the loss (so all-masked batches can be skipped)
+    masked_samples_carry_no_loss: bool = False
+
+    @abstractmethod
+    def num_train_units(self) -> int:
+        """(batch, step) units trained per sampling batch; one backward each, accumulated by the trainer."""
+
+    def setup(self, trainer: Any) -> None:
+        """Called once the trainer has prepared the model, before any resume."""
+
+    def sampling_policy(self, trainer: Any):
+        """Context manager active while the trainer samples rollouts (default: the trained policy)."""
+        return contextlib.nullcontext()
+
+    def after_epoch(self, trainer: Any) -> dict[str, float]:
+        """Called after the epoch's optimizer steps; returns metrics to log."""
+        return {}
 
     @abstractmethod
     def rollout_window(self, num_steps: int, generator: torch.Generator) -> tuple[int, int]:

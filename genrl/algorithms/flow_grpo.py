@@ -29,8 +29,14 @@ class FlowGRPO(Algorithm):
       For CPS, whose log-prob drops its constants, the KL is always the exact Gaussian one.
     """
 
+    masked_samples_carry_no_loss = True
+
     def __init__(self, cfg) -> None:
         self.sample, self.train = cfg.sample, cfg.train
+
+    def num_train_units(self) -> int:
+        recorded = self.sample.window_size or self.sample.num_steps
+        return max(1, int(recorded * self.train.timestep_fraction))
 
     def rollout_window(self, num_steps: int, generator: torch.Generator) -> tuple[int, int]:
         s = self.sample

@@ -29,12 +29,18 @@ class KRepeatSampler:
         self.dataset_size, self.batch_size, self.k = dataset_size, batch_size, k
         self.num_replicas, self.rank, self.seed = num_replicas, rank, seed
         self.iteration = 0
+        self.banned: set[int] = set()  # prompts no longer sampled (e.g. solved ones, DiffusionNFT's banning)
 
     def global_layout(self, iteration: int) -> list[int]:
-        """All ``num_replicas * batch_size`` indices of one iteration, in rank order."""
+        """All ``num_replicas * batch_size`` indices of one iteration, in rank order (banned prompts skipped)."""
         g = torch.Generator().manual_seed(self.seed + iteration)
         m = self.num_replicas * self.batch_size // self.k
-        prompts = torch.randperm(self.dataset_size, generator=g)[:m].repeat_interleave(self.k)
+        order = torch.randperm(self.dataset_size, generator=g)
+        if self.banned:
+            order = order[~torch.isin(order, torch.tensor(sorted(self.banned), dtype=order.dtype))]
+            if len(order) < m:
+                raise RuntimeError(f"only {len(order)} prompts are not banned but an iteration needs {m}")
+        prompts = order[:m].repeat_interleave(self.k)
         return prompts[torch.randperm(len(prompts), generator=g)].tolist()
 
     def __iter__(self) -> Iterator[list[int]]:
@@ -43,10 +49,11 @@ class KRepeatSampler:
             self.iteration += 1
             yield layout[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
 
-    def state_dict(self) -> dict[str, int]:
-        """The position to restore on resume."""
-        return {"iteration": self.iteration, "seed": self.seed}
+    def state_dict(self) -> dict:
+        """The position (and banned prompts) to restore on resume."""
+        return {"iteration": self.iteration, "seed": self.seed, "banned": sorted(self.banned)}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         """Restore a position saved by :meth:`state_dict`."""
         self.iteration, self.seed = int(state["iteration"]), int(state["seed"])
+        self.banned = {int(i) for i in state.get("banned", [])}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,15 +56,16 @@ class ReferencePolicy:
             self.transformer.enable_adapters()
 
 
-def lora_state_dict(transformer: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The adapter's weights in peft's naming."""
-    return get_peft_model_state_dict(transformer)
+def lora_state_dict(transformer: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """An adapter's weights in peft's naming."""
+    return get_peft_model_state_dict(transformer, adapter_name=adapter_name)
 
 
-def load_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Tensor],
+                         adapter_name: str = "default") -> None:
     """Load weights saved by :func:`lora_state_dict`; raise if any adapter weight is missing."""
-    result = set_peft_model_state_dict(transformer, state)
-    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k]
+    result = set_peft_model_state_dict(transformer, state, adapter_name=adapter_name)
+    missing = [k for k in getattr(result, "missing_keys", []) if "lora_" in k and f".{adapter_name}." in k]
     if missing:
         raise KeyError(f"checkpoint lacks LoRA weights, e.g. {missing[:3]}")
 
@@ -75,3 +77,41 @@ def export_lora(pipe, transformer: torch.nn.Module, directory: str | Path) -> Pa
     pipe.__class__.save_lora_weights(directory, transformer_lora_layers=lora_state_dict(transformer),
                                      transformer_lora_adapter_metadata=config.to_dict())
     return directory
+
+
+def _adapter_params(transformer: torch.nn.Module, name: str) -> dict[str, torch.nn.Parameter]:
+    """LoRA parameters of adapter ``name`` keyed by their name with the adapter part removed."""
+    marker = f".{name}."
+    return {n.replace(marker, "."): p for n, p in transformer.named_parameters() if "lora_" in n and marker in n}
+
+
+def add_second_adapter(transformer: torch.nn.Module, name: str) -> None:
+    """Add adapter ``name`` with the default adapter's config and weights; it is frozen and inactive."""
+    with warnings.catch_warnings():  # peft warns that a second adapter is being added, which is the point
+        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+        transformer.add_adapter(transformer.peft_config["default"], adapter_name=name)
+    transformer.set_adapter("default")  # peft makes the newest adapter active and trainable; undo that
+    update_adapter_ema(transformer, name, source="default", decay=0.0)
+
+
+@torch.no_grad()
+def update_adapter_ema(transformer: torch.nn.Module, target: str, source: str = "default", decay: float = 0.0) -> None:
+    """``target <- decay * target + (1 - decay) * source`` over every LoRA weight of the two adapters."""
+    src, dst = _adapter_params(transformer, source), _adapter_params(transformer, target)
+    if src.keys() != dst.keys() or not src:
+        raise KeyError(f"adapters {source!r} and {target!r} do not have the same LoRA weights")
+    for key, p in dst.items():
+        p.mul_(decay).add_(src[key].detach().to(p.dtype), alpha=1.0 - decay)
+
+
+@contextlib.contextmanager
+def adapter_active(transformer: torch.nn.Module, name: str) -> Iterator[torch.nn.Module]:
+    """Make adapter ``name`` the active one for the duration (requires_grad flags are restored after)."""
+    flags = {n: p.requires_grad for n, p in transformer.named_parameters()}
+    transformer.set_adapter(name)
+    try:
+        yield transformer
+    finally:
+        transformer.set_adapter("default")
+        for n, p in transformer.named_parameters():
+            p.requires_grad_(flags[n])

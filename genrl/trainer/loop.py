@@ -72,9 +72,8 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.output_dir = Path(cfg.log.output_dir)
-        s = cfg.sample
-        recorded = s.window_size or s.num_steps
-        self.units_per_batch = max(1, int(recorded * cfg.train.timestep_fraction))
+        self.algorithm = build_algorithm(cfg.train.algorithm, cfg)
+        self.units_per_batch = self.algorithm.num_train_units()
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),  # lets `accelerate launch --multi_gpu` run gloo processes on a CPU
             mixed_precision=cfg.mixed_precision,
@@ -83,12 +82,12 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.output_dir),
                                                 logging_dir=str(self.output_dir / "logs")))
         set_seed(cfg.seed, device_specific=True)
-        self.algorithm = build_algorithm(cfg.train.algorithm, cfg)
         self.state = TrainState()
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl")
         self._setup_data()
         self._setup_model()
         self._setup_rewards()
+        self.algorithm.setup(self)
 
     # ----------------------------------------------------------------------------------- set-up
     def _setup_data(self) -> None:
@@ -141,17 +140,23 @@ class Trainer:
             acc.register_save_state_pre_hook(self._save_lora_hook)
             acc.register_load_state_pre_hook(self._load_lora_hook)
 
+    @staticmethod
+    def _lora_file(adapter: str) -> str:
+        return "lora.safetensors" if adapter == "default" else f"lora-{adapter}.safetensors"
+
     def _save_lora_hook(self, models, weights, output_dir) -> None:
+        model = self.accelerator.unwrap_model(models[0])
         if self.accelerator.is_main_process:
-            save_file(lora_state_dict(self.accelerator.unwrap_model(models[0])),
-                      os.path.join(output_dir, "lora.safetensors"))
+            for adapter in model.peft_config:  # every adapter, e.g. DiffusionNFT's old policy too
+                save_file(lora_state_dict(model, adapter), os.path.join(output_dir, self._lora_file(adapter)))
         if weights:
             weights.pop()
 
     def _load_lora_hook(self, models, input_dir) -> None:
-        model = models.pop()
-        load_lora_state_dict(self.accelerator.unwrap_model(model),
-                             load_file(os.path.join(input_dir, "lora.safetensors"), device=str(self.accelerator.device)))
+        model = self.accelerator.unwrap_model(models.pop())
+        for adapter in model.peft_config:
+            path = os.path.join(input_dir, self._lora_file(adapter))
+            load_lora_state_dict(model, load_file(path, device=str(self.accelerator.device)), adapter)
 
     def _setup_rewards(self) -> None:
         r = self.cfg.reward
@@ -180,7 +185,7 @@ class Trainer:
         sigmas = adapter.schedule(cfg.sample.num_steps).to(acc.device)
         window = self.algorithm.rollout_window(cfg.sample.num_steps, window_gen)
         self.model.eval()
-        with acc.autocast():
+        with acc.autocast(), self.algorithm.sampling_policy(self):
             cond = adapter.encode(prompts)
             x = adapter.initial_noise(self._generators(*noise_keys))
             traj = rollout(lambda z, s: adapter.velocity(z, s, cond, model=self.unwrapped), x, sigmas,
@@ -188,7 +193,8 @@ class Trainer:
                            generators=step_gens)
             images = adapter.decode(traj.final).float()
         return RolloutBatch(torch.tensor(indices, device=acc.device), prompts,
-                            [self.train_set.metadata[i] for i in indices], cond, sigmas, traj, images)
+                            [self.train_set.metadata[i] for i in indices], cond, sigmas, traj, images,
+                            extras={"seed_key": (cfg.seed, epoch, iteration, rank)})
 
     # ----------------------------------------------------------------------------------- rewards
     def score_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]:
@@ -220,6 +226,8 @@ class Trainer:
         metrics = {"reward/mean": all_rewards[finite].mean().item(), "reward/std": all_rewards[finite].std().item(),
                    "reward/nonfinite": adv.stats["nonfinite"], "zero_std_ratio": adv.stats["zero_std_ratio"],
                    "kept_fraction": adv.keep.float().mean().item()}
+        if "banned_prompts" in adv.stats:
+            metrics["banned_prompts"] = adv.stats["banned_prompts"]
         for name, values in components.items():
             gathered = acc.gather(torch.cat(values))
             good = gathered[torch.isfinite(gathered)]
@@ -235,7 +243,8 @@ class Trainer:
         ctx = LossContext(self.adapter, self.model, self.reference)
         sums: dict[str, list[float]] = {}
         first_ratio_dev = None
-        skip_allowed = acc.num_processes == 1
+        # on one process a batch whose samples are all masked can skip its forward passes
+        skip_allowed = acc.num_processes == 1 and self.algorithm.masked_samples_carry_no_loss
         self.model.train()
         for _ in range(cfg.train.num_inner_epochs):
             backward_in_cycle = False
@@ -382,6 +391,7 @@ class Trainer:
                 batches.append(self.sample_batch(epoch, self.sampler.iteration, indices))
             record = {"epoch": epoch + 1, **self.score_epoch(batches)}
             record.update(self.optimize_epoch(batches))
+            record.update(self.algorithm.after_epoch(self))
             self.state.epoch = epoch + 1
             done = self.state.epoch == cfg.epochs
             grid = None
