@@ -46,6 +46,7 @@ class SampleConfig:
     eval_guidance_scale: float | None = None  # None: same as guidance_scale
     step_type: str = "sde"  # "sde" (Flow-GRPO) or "cps" (coefficients-preserving)
     noise_level: float = 0.7
+    solver: str = "euler"  # deterministic steps of training rollouts: "euler" or "dpm2" (DPM-Solver++(2M))
     window_size: int = 0  # Flow-GRPO-Fast: stochastic steps per rollout (0: all steps)
     window_range: list[int] | None = None  # [r0, r1): where the window may start and end (None: all steps)
     batch_size: int = 8  # images per process per sampling iteration
@@ -178,6 +179,7 @@ def validate(cfg: ExperimentConfig) -> None:
     checks = [
         (cfg.model.family in ("sd3", "flux"), "model.family must be 'sd3' or 'flux'"),
         (s.step_type in ("sde", "cps"), "sample.step_type must be 'sde' or 'cps'"),
+        (s.solver in ("euler", "dpm2"), "sample.solver must be 'euler' or 'dpm2'"),
         (s.num_steps >= 2, "sample.num_steps must be >= 2"),
         (0 <= s.noise_level, "sample.noise_level must be >= 0"),
         (s.batch_size >= 1 and s.group_size >= 1, "sample.batch_size and sample.group_size must be >= 1"),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .steps import flow_step
+from .steps import dpm2_step, flow_step
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -47,16 +47,21 @@ def sde_window(num_steps: int, window_size: int, window_range: tuple[int, int] |
 @torch.no_grad()
 def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step_type: str = "sde",
             noise_level: float = 0.7, window: tuple[int, int] | None = None,
-            generators: Sequence[torch.Generator] | None = None) -> Trajectory:
+            generators: Sequence[torch.Generator] | None = None, ode_solver: str = "euler") -> Trajectory:
     """Sample from ``x`` (noise at ``sigmas[0]``) down the schedule.
 
     Steps ``j`` in ``[window[0], window[1])`` use ``step_type`` (``"sde"`` or ``"cps"``) at
     ``noise_level`` and are recorded; the others are deterministic Euler steps. ``generators``
     (one per sample) make the injected noise reproducible per sample, whatever the batch.
+    ``ode_solver`` is the deterministic solver outside the window: ``"euler"`` (the pipeline's own)
+    or ``"dpm2"`` (DPM-Solver++(2M), second order at no extra model evaluations).
     """
+    if ode_solver not in ("euler", "dpm2"):
+        raise ValueError(f"unknown ode_solver {ode_solver!r}; expected 'euler' or 'dpm2'")
     num_steps = len(sigmas) - 1
     lo, hi = window if window is not None else (0, num_steps)
     steps, states, nexts, logps = [], [], [], []
+    prev_x0 = prev_sigma = None
     for j in range(num_steps):
         sigma, sigma_next = sigmas[j], sigmas[j + 1]
         v = velocity(x, sigma)
@@ -67,6 +72,12 @@ def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step
             states.append(x)
             nexts.append(out.prev_sample)
             logps.append(out.log_prob)
+            prev_x0 = None  # a stochastic step breaks the multistep history
+        elif ode_solver == "dpm2":
+            nxt, x0 = dpm2_step(x, v, sigma, sigma_next, prev_x0=prev_x0, prev_sigma=prev_sigma)
+            prev_x0, prev_sigma = x0, sigma
+            x = nxt.to(x.dtype)
+            continue
         else:
             out = flow_step("ode", x, v, sigma, sigma_next, 0.0)
         x = out.prev_sample.to(x.dtype)

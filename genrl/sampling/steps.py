@@ -99,6 +99,32 @@ def ode_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, *, prev_sample
     return StepOutput(nxt, mean, torch.zeros_like(dt), _mean_over_dims(-((nxt.detach() - mean) ** 2)))
 
 
+def dpm2_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, *, prev_x0: torch.Tensor | None = None,
+              prev_sigma=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic DPM-Solver++(2M) step for flow matching (``alpha = 1 - sigma``), in data-prediction form.
+
+    With ``lambda = log(alpha / sigma)``, ``h = lambda' - lambda`` and ``x0 = x - sigma v``:
+    ``x' = (sigma'/sigma) x - alpha' (exp(-h) - 1) D``, where ``D = x0`` on the first step (first order,
+    i.e. DDIM) and ``D = (1 + 1/(2 r)) x0 - 1/(2 r) x0_prev`` with ``r = h_prev / h`` afterwards.
+    The final step to ``sigma' = 0`` returns ``x0``. Returns ``(x', x0)``; pass ``x0`` and ``sigma``
+    as ``prev_x0`` / ``prev_sigma`` to the next step. No extra model evaluations.
+    """
+    x, v = x.to(torch.float32), v.to(torch.float32)
+    s, s_next = _per_sample(sigma, x), _per_sample(sigma_next, x)
+    x0 = x - s * v
+    if bool((s_next == 0).all()):
+        return x0, x0
+    lam = lambda sig: torch.log((1 - sig).clamp(min=1e-12)) - torch.log(sig)  # noqa: E731
+    h = lam(s_next) - lam(s)
+    d = x0
+    if prev_x0 is not None and bool((s < 1).all()):
+        h_prev = lam(s) - lam(_per_sample(prev_sigma, x))
+        r = h_prev / h
+        d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * prev_x0.to(torch.float32)
+    x_next = (s_next / s) * x - (1 - s_next) * torch.expm1(-h) * d
+    return x_next, x0
+
+
 STEP_TYPES = ("sde", "cps", "ode")
 
 

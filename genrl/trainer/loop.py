@@ -190,7 +190,7 @@ class Trainer:
             x = adapter.initial_noise(self._generators(*noise_keys))
             traj = rollout(lambda z, s: adapter.velocity(z, s, cond, model=self.unwrapped), x, sigmas,
                            step_type=cfg.sample.step_type, noise_level=cfg.sample.noise_level, window=window,
-                           generators=step_gens)
+                           generators=step_gens, ode_solver=cfg.sample.solver)
             images = adapter.decode(traj.final).float()
         return RolloutBatch(torch.tensor(indices, device=acc.device), prompts,
                             [self.train_set.metadata[i] for i in indices], cond, sigmas, traj, images,
