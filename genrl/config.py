@@ -128,6 +128,7 @@ class ExperimentConfig:
     epochs: int = 40
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
     resume: str | None = None  # "latest" or a checkpoint directory
+    cpu_threads: int = 0  # torch threads when running on a CPU (0: this process's share of the cores; accelerate launch would use 1)
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -198,6 +199,7 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.mixed_precision in ("no", "fp16", "bf16"), "mixed_precision must be 'no', 'fp16' or 'bf16'"),
         (bool(cfg.reward.weights), "reward.weights must name at least one reward"),
         (cfg.epochs >= 1, "epochs must be >= 1"),
+        (cfg.cpu_threads >= 0, "cpu_threads must be >= 0"),
     ]
     for ok, message in checks:
         if not ok:

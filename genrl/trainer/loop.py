@@ -82,6 +82,10 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.output_dir),
                                                 logging_dir=str(self.output_dir / "logs")))
         set_seed(cfg.seed, device_specific=True)
+        if self.accelerator.device.type == "cpu":
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", self.accelerator.num_processes))
+            torch.set_num_threads(cfg.cpu_threads or max(1, cores // max(1, local)))
         self.state = TrainState()
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl")
         self._setup_data()
