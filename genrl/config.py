@@ -128,6 +128,7 @@ class ExperimentConfig:
     epochs: int = 40
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
     resume: str | None = None  # "latest" or a checkpoint directory
+    time_budget_minutes: float = 0.0  # stop (evaluate, save, export) once training time exceeds this (0: no limit)
     cpu_threads: int = 0  # torch threads when running on a CPU (0: this process's share of the cores; accelerate launch would use 1)
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -53,17 +54,21 @@ def derived_seed(*parts: int | str) -> int:
 
 
 class TrainState:
-    """Epochs completed and optimizer steps taken; checkpointed with the rest."""
+    """Epochs completed, optimizer steps taken, images generated and training time; checkpointed with the rest."""
 
     def __init__(self) -> None:
         self.epoch = 0
         self.global_step = 0
+        self.samples = 0  # training images generated, all processes
+        self.train_seconds = 0.0  # wall time of sampling, rewards and updates (evaluation excluded)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "global_step": self.global_step}
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "global_step": self.global_step, "samples": self.samples,
+                "train_seconds": self.train_seconds}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        self.samples, self.train_seconds = int(state.get("samples", 0)), float(state.get("train_seconds", 0.0))
 
 
 class Trainer:
@@ -390,6 +395,7 @@ class Trainer:
                    disable=not acc.is_local_main_process, desc="epochs")
         for _ in bar:
             epoch = self.state.epoch
+            started = time.perf_counter()
             batches = []
             for _b, indices in zip(range(cfg.sample.num_batches_per_epoch), self.sampler, strict=False):
                 batches.append(self.sample_batch(epoch, self.sampler.iteration, indices))
@@ -397,7 +403,11 @@ class Trainer:
             record.update(self.optimize_epoch(batches))
             record.update(self.algorithm.after_epoch(self))
             self.state.epoch = epoch + 1
-            done = self.state.epoch == cfg.epochs
+            self.state.samples += acc.num_processes * sum(len(b.prompts) for b in batches)
+            self.state.train_seconds += time.perf_counter() - started
+            record.update({"samples": self.state.samples, "time/train_s": round(self.state.train_seconds, 2)})
+            out_of_time = bool(cfg.time_budget_minutes) and self.state.train_seconds >= 60 * cfg.time_budget_minutes
+            done = self.state.epoch == cfg.epochs or out_of_time
             grid = None
             if done or (cfg.log.eval_every and self.state.epoch % cfg.log.eval_every == 0):
                 metrics, images, prompts = self.evaluate()
@@ -412,6 +422,8 @@ class Trainer:
                           and k.count("/") == 1})
             bar.set_postfix(shown)
             last = record
+            if done:
+                break
         if acc.is_main_process:
             plot_reward_curve(self.metrics_log.records(), self.output_dir / "reward_curve.png")
         self.export()
