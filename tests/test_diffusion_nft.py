@@ -4,10 +4,21 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from genrl.algorithms.diffusion_nft import (OLD_ADAPTER, implicit_policies, nft_loss, old_decay,
-                                            optimality_probability)
-from genrl.models.lora import ReferencePolicy, adapter_active, add_lora, add_second_adapter, lora_config, \
-    update_adapter_ema
+from genrl.algorithms.diffusion_nft import (
+    OLD_ADAPTER,
+    implicit_policies,
+    nft_loss,
+    old_decay,
+    optimality_probability,
+)
+from genrl.models.lora import (
+    ReferencePolicy,
+    adapter_active,
+    add_lora,
+    add_second_adapter,
+    lora_config,
+    update_adapter_ema,
+)
 from genrl.models.sd3 import SD3Adapter
 from genrl.toy.pipeline import build_toy_pipeline
 

@@ -30,7 +30,7 @@ def test_two_process_training_gathers_groups_across_ranks(tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
            "29517", str(WORKER), str(tmp_path), *overrides]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]

@@ -3,7 +3,17 @@ import math
 import pytest
 import torch
 
-from rewards import Ensemble, LSCReward, PARReward, ReferenceRewards, Reward, RewardOutput, aggregate, lsc, par
+from rewards import (
+    Ensemble,
+    LSCReward,
+    PARReward,
+    ReferenceRewards,
+    Reward,
+    RewardOutput,
+    aggregate,
+    lsc,
+    par,
+)
 
 
 class Fixed(Reward):

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-import torch
 from diffusers import StableDiffusion3Pipeline
 
 from genrl.models.loading import load_pipeline, resolve_model_path
-from genrl.toy.evaluate import generate, main as evaluate_main
+from genrl.toy.evaluate import generate
+from genrl.toy.evaluate import main as evaluate_main
 from genrl.toy.pipeline import TOY_PIPELINE_DIR, load_toy_pipeline
 
 PROMPTS = ["a photo of a red circle", "a photo of two squares", "a photo of a cross left of a triangle"]

@@ -101,9 +101,8 @@ def test_all_nan_rewards_stop_the_run_before_any_update(tmp_path):
     batches = [trainer.sample_batch(0, 0, next(iter(trainer.sampler)))]
     trainer.reward_fn.components["toy_verifier"].score = lambda images, prompts, metadata: type(
         "R", (), {"scores": torch.full((len(prompts),), math.nan), "info": {}})()
-    with pytest.raises(FloatingPointError, match="toy_verifier"):
-        with pytest.warns(RuntimeWarning, match="non-finite"):
-            trainer.score_epoch(batches)
+    with pytest.raises(FloatingPointError, match="toy_verifier"), pytest.warns(RuntimeWarning, match="non-finite"):
+        trainer.score_epoch(batches)
     assert all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
 
 
@@ -148,7 +147,7 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)  # the run did train
     resumed_records = [json.loads(line) for line in (run_b / "metrics.jsonl").read_text().splitlines()]
-    untimed = lambda rs: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]  # noqa: E731
+    untimed = lambda rs: [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rs]
     assert untimed(resumed_records) == untimed(records)
     assert resumed_records[-1]["samples"] == 8
 

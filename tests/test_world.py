@@ -2,8 +2,15 @@ import json
 
 import pytest
 
-from genrl.toy.prompts import (HELD_OUT_COLOR_SHAPES, HELD_OUT_SHAPE_PAIRS, all_specs, is_held_out,
-                               load_prompt_file, spec_from_prompt, split)
+from genrl.toy.prompts import (
+    HELD_OUT_COLOR_SHAPES,
+    HELD_OUT_SHAPE_PAIRS,
+    all_specs,
+    is_held_out,
+    load_prompt_file,
+    spec_from_prompt,
+    split,
+)
 from genrl.toy.tokenizer import MODEL_MAX_LENGTH, build_toy_tokenizer
 from genrl.toy.world import FAMILIES, ObjectSpec, PromptSpec, vocabulary
 

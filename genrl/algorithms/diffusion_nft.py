@@ -127,9 +127,8 @@ class DiffusionNFT(Algorithm):
         x_t = ((1 - tb) * x0 + tb * noise).to(batch.trajectory.final.dtype)
         model_unwrapped = ctx.adapter.transformer
         v = ctx.adapter.velocity(x_t, t, batch.cond, model=ctx.model).float()
-        with torch.no_grad():
-            with adapter_active(model_unwrapped, OLD_ADAPTER):
-                v_old = ctx.adapter.velocity(x_t, t, batch.cond, model=model_unwrapped).float()
+        with torch.no_grad(), adapter_active(model_unwrapped, OLD_ADAPTER):
+            v_old = ctx.adapter.velocity(x_t, t, batch.cond, model=model_unwrapped).float()
         r = optimality_probability(batch.advantages, self.train.adv_clip_max)
         per_sample = nft_loss(v, v_old, x_t.float(), x0, t, r, self.nft.beta, scale=self.nft.loss_scale,
                               floor=self.nft.weight_floor)

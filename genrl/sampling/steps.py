@@ -114,7 +114,7 @@ def dpm2_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, *, prev_x0: t
     x0 = x - s * v
     if bool((s_next == 0).all()):
         return x0, x0
-    lam = lambda sig: torch.log((1 - sig).clamp(min=1e-12)) - torch.log(sig)  # noqa: E731
+    lam = lambda sig: torch.log((1 - sig).clamp(min=1e-12)) - torch.log(sig)
     h = lam(s_next) - lam(s)
     d = x0
     if prev_x0 is not None and bool((s < 1).all()):

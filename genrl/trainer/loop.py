@@ -33,7 +33,14 @@ from genrl.data import load_prompts
 from genrl.grid import make_grid, save_image_atomically
 from genrl.models import build_adapter
 from genrl.models.loading import load_pipeline
-from genrl.models.lora import ReferencePolicy, add_lora, export_lora, lora_config, load_lora_state_dict, lora_state_dict
+from genrl.models.lora import (
+    ReferencePolicy,
+    add_lora,
+    export_lora,
+    load_lora_state_dict,
+    lora_config,
+    lora_state_dict,
+)
 from genrl.sampling.rollout import rollout
 from rewards import WeightedSum, build_reward
 
@@ -321,8 +328,8 @@ class Trainer:
                 with acc.autocast():
                     cond = adapter.encode(prompts)
                     x = adapter.initial_noise(self._generators(*[(cfg.seed, "eval", i, r) for i, r in chunk]))
-                    traj = rollout(lambda z, s: adapter.velocity(z, s, cond, guidance_scale=guidance,
-                                                                 model=self.unwrapped),
+                    traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, guidance_scale=guidance,
+                                                                         model=self.unwrapped),
                                    x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0))
                     images = adapter.decode(traj.final).float()
                 for metric, reward in self.eval_rewards.items():
@@ -499,4 +506,4 @@ def _flat_scalars(tree: dict, prefix: str = "") -> dict:
     return out
 
 
-__all__ = ["Trainer", "TrainState", "derived_seed"]
+__all__ = ["TrainState", "Trainer", "derived_seed"]
