@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from genrl.utils.files import atomic_write_path
 
 
 def make_grid(images: np.ndarray, captions: Sequence[str], *, columns: int = 4, cell: int = 128,
@@ -45,14 +46,6 @@ def make_grid(images: np.ndarray, captions: Sequence[str], *, columns: int = 4, 
 
 def save_image_atomically(image: Image.Image, path: str | os.PathLike) -> Path:
     """Write a PNG through a temporary file in the same directory, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_write_path(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return Path(path)

@@ -1,6 +1,7 @@
 """genrl reward models: ``reward(images, prompts, metadata) -> RewardOutput(scores, info)``."""
 
 from .base import Reward, RewardOutput, to_image_tensor
+from .brightness import BrightnessReward
 from .clip_score import ClipScoreReward
 from .combine import WeightedSum
 from .ctrl_u import classification_uncertainty, regression_uncertainty, uncertainty_weighted_loss

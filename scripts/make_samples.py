@@ -43,12 +43,19 @@ def annotated(images: np.ndarray, specs) -> list[str]:
 
 
 def before_after(run: Path, specs) -> None:
-    """Base vs trained pipeline on the same held-out prompts and seeds, and the run's reward curve."""
+    """Base vs trained pipeline on the same held-out prompts and seeds, and the run's reward curve.
+
+    The trained pipeline is the run's ``final/pipeline`` when it was exported merged, otherwise the
+    toy pipeline with ``final/lora`` loaded.
+    """
     from genrl.models.loading import load_pipeline
 
     prompts, seeds = [s.prompt for s in specs], list(range(len(specs)))
-    for name, model in (("before", "toy"), ("after", str(run / "final" / "pipeline"))):
-        pipe = load_pipeline(model)
+    for name in ("before", "after"):
+        merged = run / "final" / "pipeline"
+        pipe = load_pipeline(str(merged) if name == "after" and merged.is_dir() else "toy")
+        if name == "after" and not merged.is_dir():
+            pipe.load_lora_weights(str(run / "final" / "lora"))
         pipe.set_progress_bar_config(disable=True)
         images = generate(pipe, prompts, seeds)
         save_image_atomically(make_grid(images, annotated(images, specs), columns=6, cell=96),

@@ -42,6 +42,7 @@ from genrl.models.lora import (
     lora_state_dict,
 )
 from genrl.sampling.rollout import rollout
+from genrl.utils.files import atomic_write_path
 from rewards import WeightedSum, build_reward
 
 from .checkpoints import resolve_resume, save_atomically
@@ -485,10 +486,8 @@ def _replace_dir(target: Path, write) -> None:
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with atomic_write_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _flat_scalars(tree: dict, prefix: str = "") -> dict:

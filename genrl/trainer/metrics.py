@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from genrl.utils.files import atomic_write_path
 
 
 class MetricsLog:
@@ -30,10 +30,8 @@ class MetricsLog:
     def truncate_after(self, epoch: int) -> None:
         """Drop records of epochs after ``epoch`` (a resumed run re-does them), rewriting atomically."""
         kept = [r for r in self.records() if r.get("epoch", 0) <= epoch]
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".jsonl")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, sort_keys=True) + "\n" for r in kept)
-        os.replace(tmp, self.path)
+        with atomic_write_path(self.path) as tmp:
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
 
 
 def plot_reward_curve(records: list[dict], path: str | Path, train_key: str = "reward/mean") -> Path:
@@ -59,9 +57,7 @@ def plot_reward_curve(records: list[dict], path: str | Path, train_key: str = "r
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".png")
-    os.close(fd)
-    fig.savefig(tmp, format="png")
+    with atomic_write_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
