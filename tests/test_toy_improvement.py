@@ -1,10 +1,10 @@
 """Short end-to-end runs on the toy world must raise a reward (held-out prompts, deterministic sampler)."""
 
 import pytest
+from test_trainer import CONFIGS, tiny_overrides
 
 from genrl.config import load_config
 from genrl.trainer import Trainer
-from test_trainer import CONFIGS, tiny_overrides
 
 # darkness (-mean luma): on white toy scenes the policy must draw more, or darker, ink
 DARK = {"reward.weights": "{brightness: 1.0}", "reward.options": "{brightness: {sign: -1.0}}",

@@ -194,3 +194,15 @@ def test_zero_std_groups_contribute_no_gradient(tmp_path):
     after = grads()
     assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert any(a.abs().sum() > 0 for a in before)
+
+
+@pytest.mark.parametrize("same_latent", [True, False])
+def test_same_latent_shares_the_initial_noise_within_a_group(tmp_path, same_latent):
+    trainer = make_trainer(tmp_path, **{"sample.same_latent": same_latent})
+    batch = trainer.sample_batch(0, 0, next(iter(trainer.sampler)))
+    x0 = batch.trajectory.states[:, 0]
+    ids = batch.prompt_index.tolist()
+    pairs = [(i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)) if ids[i] == ids[j]]
+    assert pairs
+    assert all(torch.equal(x0[i], x0[j]) == same_latent for i, j in pairs)
+    assert not torch.equal(batch.trajectory.final[pairs[0][0]], batch.trajectory.final[pairs[0][1]])  # SDE noise differs
