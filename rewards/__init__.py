@@ -1,11 +1,14 @@
 """genrl reward models: ``reward(images, prompts, metadata) -> RewardOutput(scores, info)``."""
 
+from .aesthetic import AestheticMLP, AestheticReward
 from .base import Reward, RewardOutput, to_image_tensor
 from .brightness import BrightnessReward
 from .clip_score import ClipScoreReward
 from .combine import WeightedSum
+from .dino_similarity import DinoSimilarityReward
 from .ctrl_u import classification_uncertainty, regression_uncertainty, uncertainty_weighted_loss
 from .ensemble import Ensemble, aggregate
+from .hps import HPSv2Reward
 from .jpeg import JpegCompressibilityReward
 from .pickscore import PickScoreReward
 from .registry import available_rewards, build_reward, register_reward
@@ -13,6 +16,7 @@ from .toy_verifier import ToyVerifierReward
 from .transforms import LSCReward, PARReward, ReferenceRewards, lsc, par
 
 __all__ = [
+    "AestheticMLP", "AestheticReward", "DinoSimilarityReward", "HPSv2Reward",
     "ClipScoreReward",
     "Ensemble",
     "JpegCompressibilityReward",
