@@ -5,8 +5,8 @@ from .base import Reward, RewardOutput, to_image_tensor
 from .brightness import BrightnessReward
 from .clip_score import ClipScoreReward
 from .combine import WeightedSum
-from .dino_similarity import DinoSimilarityReward
 from .ctrl_u import classification_uncertainty, regression_uncertainty, uncertainty_weighted_loss
+from .dino_similarity import DinoSimilarityReward
 from .ensemble import Ensemble, aggregate
 from .hps import HPSv2Reward
 from .jpeg import JpegCompressibilityReward
@@ -16,9 +16,13 @@ from .toy_verifier import ToyVerifierReward
 from .transforms import LSCReward, PARReward, ReferenceRewards, lsc, par
 
 __all__ = [
-    "AestheticMLP", "AestheticReward", "DinoSimilarityReward", "HPSv2Reward",
+    "AestheticMLP",
+    "AestheticReward",
+    "BrightnessReward",
     "ClipScoreReward",
+    "DinoSimilarityReward",
     "Ensemble",
+    "HPSv2Reward",
     "JpegCompressibilityReward",
     "LSCReward",
     "PARReward",
