@@ -12,6 +12,7 @@ from .hps import HPSv2Reward
 from .jpeg import JpegCompressibilityReward
 from .pickscore import PickScoreReward
 from .registry import available_rewards, build_reward, register_reward
+from .remote import RemoteReward
 from .toy_verifier import ToyVerifierReward
 from .transforms import LSCReward, PARReward, ReferenceRewards, lsc, par
 
@@ -28,6 +29,7 @@ __all__ = [
     "PARReward",
     "PickScoreReward",
     "ReferenceRewards",
+    "RemoteReward",
     "Reward",
     "RewardOutput",
     "ToyVerifierReward",

@@ -1,0 +1,98 @@
+"""A reward computed by a reward server (``python -m rewards.server``) over HTTP, with JSON on the wire."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .base import Reward, RewardOutput
+from .registry import register_reward
+
+
+def encode_image(image: torch.Tensor) -> str:
+    """A ``(3, H, W)`` [0, 1] image as base64 PNG (lossless at 8 bits)."""
+    array = (image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def decode_image(data: str) -> np.ndarray:
+    """Base64 PNG -> ``(H, W, 3)`` uint8."""
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    raise TypeError(f"{where} is not JSON-serialisable ({type(value).__name__}); the reward server only "
+                    "accepts JSON metadata")
+
+
+@register_reward("remote")
+class RemoteReward(Reward):
+    """A reward computed by ``python -m rewards.server`` at ``url``.
+
+    Requests carry at most ``batch_size`` images, time out after ``timeout`` seconds, and are
+    retried ``retries`` times (with ``backoff`` seconds, doubling) on connection errors, timeouts and
+    HTTP 5xx; then a ``RuntimeError`` names the URL and the last error. HTTP 4xx is not retried.
+    """
+
+    def __init__(self, url: str, timeout: float = 120.0, retries: int = 3, backoff: float = 0.5,
+                 batch_size: int = 64) -> None:
+        self.url = url.rstrip("/")
+        self.timeout, self.retries, self.backoff, self.batch_size = timeout, retries, backoff, batch_size
+
+    def _post(self, body: dict) -> dict:
+        data = json.dumps(body).encode()
+        last: Exception | None = None
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(f"{self.url}/score", data=data,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    return json.loads(response.read())
+            except urllib.error.HTTPError as err:
+                detail = err.read().decode(errors="replace")
+                if err.code < 500:
+                    raise ValueError(f"reward server {self.url} rejected the request ({err.code}): {detail}") from None
+                last = RuntimeError(f"HTTP {err.code}: {detail}")
+            except (urllib.error.URLError, ConnectionError, TimeoutError) as err:
+                last = err
+            if attempt < self.retries:
+                time.sleep(self.backoff * 2**attempt)
+        raise RuntimeError(f"reward server {self.url} failed after {self.retries + 1} attempts: {last}")
+
+    def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
+        scores: list[float] = []
+        info: dict[str, list] = {}
+        for start in range(0, len(prompts), self.batch_size):
+            stop = start + self.batch_size
+            meta = [{k: v if _plain(v) else _jsonable(v, f"metadata[{start + i}][{k!r}]") for k, v in m.items()}
+                    for i, m in enumerate(metadata[start:stop])]
+            reply = self._post({"images": [encode_image(im) for im in images[start:stop]],
+                                "prompts": prompts[start:stop], "metadata": meta})
+            scores.extend(reply["scores"])
+            for key, value in reply.get("info", {}).items():
+                if isinstance(value, list):
+                    info.setdefault(key, []).extend(value)
+        return RewardOutput(torch.tensor(scores, dtype=torch.float32), info)
+
+
+def _plain(value: Any) -> bool:
+    try:
+        json.dumps(value)
+        return True
+    except TypeError:
+        return False
