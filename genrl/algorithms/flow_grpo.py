@@ -71,6 +71,7 @@ class FlowGRPO(Algorithm):
                                               "ratio_max_dev": (ratio_all - 1).abs().max().item()}
         policy = ppo_clip_loss(out.log_prob[keep], old[keep], batch.advantages[keep], self.train.clip_range)
         metrics = {"policy_loss": policy.loss.item(), "approx_kl": policy.approx_kl, "clipfrac": policy.clipfrac,
+                   "clipfrac_gt_one": policy.clipfrac_gt_one, "clipfrac_lt_one": policy.clipfrac_lt_one,
                    "ratio": ratio_all.mean().item(), "ratio_max_dev": (ratio_all - 1).abs().max().item()}
         loss = policy.loss
         if self.train.beta > 0:

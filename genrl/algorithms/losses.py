@@ -15,6 +15,8 @@ class PolicyLossOutput:
     ratio_mean: float
     clipfrac: float
     approx_kl: float
+    clipfrac_gt_one: float = 0.0  # share of ratios above 1 + eps
+    clipfrac_lt_one: float = 0.0  # share of ratios below 1 - eps
 
 
 def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor,
@@ -31,7 +33,9 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages
     with torch.no_grad():
         clipfrac = ((ratio - 1.0).abs() > clip_range).float().mean().item()
         approx_kl = 0.5 * (delta**2).mean().item()
-    return PolicyLossOutput(loss, ratio.detach().mean().item(), clipfrac, approx_kl)
+        above = (ratio > 1.0 + clip_range).float().mean().item()
+        below = (ratio < 1.0 - clip_range).float().mean().item()
+    return PolicyLossOutput(loss, ratio.detach().mean().item(), clipfrac, approx_kl, above, below)
 
 
 def step_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor, dt: torch.Tensor | float,
