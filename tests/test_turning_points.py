@@ -1,0 +1,61 @@
+"""TP-GRPO's step-reward rules against the spec's invariants (reference/tp-grpo.md §3, §10)."""
+
+import torch
+
+from genrl.algorithms.turning_points import (
+    aggregated_rewards,
+    balance_turning_points,
+    incremental_rewards,
+    step_rewards,
+    turning_points,
+)
+
+
+def _random_R(b=64, w=6, seed=0):
+    return torch.randn(b, w + 1, generator=torch.Generator().manual_seed(seed)).round(decimals=1)
+
+
+def test_increments_telescope_and_aggregates_are_suffix_sums():
+    R = _random_R()
+    d, G = incremental_rewards(R), aggregated_rewards(R)
+    torch.testing.assert_close(d.sum(1), R[:, -1] - R[:, 0])
+    torch.testing.assert_close(G, d.flip(1).cumsum(1).flip(1))
+
+
+def test_turning_point_rules():
+    R = _random_R(256)
+    tp = turning_points(R)
+    assert not tp[:, -1].any()  # the last step never is one
+    delta = R[:, -1] - R[:, 0]
+    G = aggregated_rewards(R)
+    assert (torch.sign(G[tp]) == torch.sign(delta.unsqueeze(1).expand_as(G)[tp])).all()
+    flat = delta == 0
+    assert not tp[flat][:, 1:].any()  # zero trend: no k >= 2 turning points
+    torch.testing.assert_close(turning_points(R + 3.0), tp)  # invariant to a constant shift
+
+
+def test_hand_worked_trajectories():
+    # dips then rises to the end: step 2 (index 1) turns the trend back up
+    R = torch.tensor([[0.0, -1.0, 0.5, 1.0, 2.0]])
+    assert turning_points(R).tolist() == [[False, True, False, False]]
+    # monotone increase: only the initial point
+    R = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+    assert turning_points(R).tolist() == [[True, False, False]]
+
+
+def test_balancing_keeps_equal_counts_with_the_largest_aggregates():
+    R = torch.tensor([[0.0, 1.0, 2.0, 3.0],     # up trend, TP at step 1, G = 3
+                      [0.0, 0.5, 1.0, 1.5],     # up trend, TP at step 1, G = 1.5
+                      [0.0, -1.0, -2.0, -2.5]])  # down trend, TP at step 1, G = -2.5
+    tp = turning_points(R)
+    assert tp[:, 0].tolist() == [True, True, True]
+    kept = balance_turning_points(tp, R)
+    assert kept[:, 0].tolist() == [True, False, True]
+    only_up = R[:2]
+    assert torch.equal(balance_turning_points(turning_points(only_up), only_up), turning_points(only_up))
+    rewards, mask = step_rewards(R)
+    assert rewards[0, 0] == 3.0 and rewards[1, 0] == 0.5 and rewards[2, 0] == -2.5  # G at kept TPs, d elsewhere
+    big = _random_R(512, seed=3)
+    kept = balance_turning_points(turning_points(big), big)
+    delta = (big[:, -1] - big[:, 0]).unsqueeze(1).expand_as(kept)
+    assert int((kept & (delta > 0)).sum()) == int((kept & (delta < 0)).sum()) > 0
