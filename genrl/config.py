@@ -93,6 +93,14 @@ class NFTConfig:
 
 
 @dataclass
+class TPConfig:
+    """TP-GRPO's switches (``train.algorithm=tp_grpo``), with the released launch scripts' defaults."""
+
+    balance: bool = True  # use_balanced_bonus: equal counts of positive/negative-trend turning points per batch
+    bonus: float = 1.0  # eta_b: the aggregated reward's factor at kept turning points (replacing the local one)
+
+
+@dataclass
 class RewardConfig:
     #: reward name -> weight of the training reward (a weighted sum, no per-reward normalisation)
     weights: dict[str, float] = field(default_factory=lambda: {"toy_verifier": 1.0})
@@ -135,6 +143,7 @@ class ExperimentConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     nft: NFTConfig = field(default_factory=NFTConfig)
+    tp: TPConfig = field(default_factory=TPConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -59,3 +59,38 @@ def test_balancing_keeps_equal_counts_with_the_largest_aggregates():
     kept = balance_turning_points(turning_points(big), big)
     delta = (big[:, -1] - big[:, 0]).unsqueeze(1).expand_as(kept)
     assert int((kept & (delta > 0)).sum()) == int((kept & (delta < 0)).sum()) > 0
+
+
+def test_tp_grpo_on_the_trainer(tmp_path):
+    from test_trainer import CONFIGS, tiny_overrides
+
+    from genrl.config import load_config
+    from genrl.sampling.rollout import rollout
+    from genrl.trainer import Trainer, derived_seed
+
+    overrides = tiny_overrides(tmp_path, **{"sample.window_size": 3, "sample.group_size": 4,
+                                            "reward.weights": "{brightness: 1.0}", "reward.options": "{}",
+                                            "reward.eval": "{bright: {name: brightness}}"})
+    trainer = Trainer(load_config(CONFIGS / "toy_tp.yaml", overrides))
+    indices = next(iter(trainer.sampler))
+    batch = trainer.sample_batch(0, 0, indices)
+    assert batch.trajectory.steps == [0, 1, 2] and batch.extras["partial_rewards"].shape == (4, 3)
+    # R_0 is the pure ODE sample from the rollout's own initial noise (not fresh noise)
+    adapter = trainer.adapter
+    gens = [torch.Generator().manual_seed(derived_seed(trainer.cfg.seed, "init", 0, 0, 0, b)) for b in range(4)]
+    x_T = adapter.initial_noise(gens)
+    assert torch.equal(x_T, batch.trajectory.states[:, 0])
+    with torch.no_grad():
+        ode = rollout(lambda z, s: adapter.velocity(z, s, batch.cond), x_T, batch.sigmas, window=(0, 0))
+        r0 = trainer.reward_fn(adapter.decode(ode.final).float(), batch.prompts, batch.metadata).scores
+    torch.testing.assert_close(batch.extras["partial_rewards"][:, 0], r0)
+    metrics = trainer.score_epoch([batch])
+    assert batch.advantages.shape == (4, 3)
+    for k in range(3):  # one group of 4: per-step advantages have mean 0
+        assert abs(batch.advantages[:, k].mean().item()) < 1e-5
+    record = trainer.optimize_epoch([batch])
+    assert record["train/first_ratio_max_dev"] == 0.0
+    extra = trainer.algorithm.after_epoch(trainer)
+    # completions from steps 1 and 2 of 4 (x^(0) completes over all 4): 4 + 3 + 2 velocity calls per trajectory
+    assert extra["tp/extra_transformer_calls_per_trajectory"] == 9 and extra["tp/reward_calls_per_trajectory"] == 4
+    assert metrics["kept_fraction"] > 0

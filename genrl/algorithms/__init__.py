@@ -5,6 +5,18 @@ from .base import Algorithm, LossContext, RolloutBatch, build_algorithm, registe
 from .diffusion_nft import DiffusionNFT
 from .flow_grpo import FlowGRPO
 from .sampler import KRepeatSampler
+from .tp_grpo import TPGRPO
 
-__all__ = ["Advantages", "Algorithm", "DiffusionNFT", "FlowGRPO", "KRepeatSampler", "LossContext", "RolloutBatch",
-           "build_algorithm", "group_advantages", "register_algorithm"]
+__all__ = [
+           "TPGRPO",
+           "Advantages",
+           "Algorithm",
+           "DiffusionNFT",
+           "FlowGRPO",
+           "KRepeatSampler",
+           "LossContext",
+           "RolloutBatch",
+           "build_algorithm",
+           "group_advantages",
+           "register_algorithm",
+]

@@ -70,6 +70,14 @@ class Algorithm(ABC):
         """Context manager active while the trainer samples rollouts (default: the trained policy)."""
         return contextlib.nullcontext()
 
+    def after_sampling(self, trainer: Any, batch: RolloutBatch) -> None:
+        """Called (without gradients, under :meth:`sampling_policy`) after each batch is sampled and decoded."""
+
+    def advantage_inputs(self, batches: list[RolloutBatch]) -> torch.Tensor | None:
+        """Per-sample tensors (this process's samples, in order) the trainer gathers across processes and
+        passes to :meth:`compute_advantages` as ``extra``; None when the rewards are all it needs."""
+        return None
+
     def after_epoch(self, trainer: Any) -> dict[str, float]:
         """Called after the epoch's optimizer steps; returns metrics to log."""
         return {}

@@ -69,7 +69,8 @@ class FlowGRPO(Algorithm):
         if not keep.any():  # nothing to learn here; a zero loss keeps distributed backward passes in step
             return out.log_prob.sum() * 0.0, {"ratio": ratio_all.mean().item(),
                                               "ratio_max_dev": (ratio_all - 1).abs().max().item()}
-        policy = ppo_clip_loss(out.log_prob[keep], old[keep], batch.advantages[keep], self.train.clip_range)
+        advantages = batch.advantages if batch.advantages.ndim == 1 else batch.advantages[:, position]  # per step
+        policy = ppo_clip_loss(out.log_prob[keep], old[keep], advantages[keep], self.train.clip_range)
         metrics = {"policy_loss": policy.loss.item(), "approx_kl": policy.approx_kl, "clipfrac": policy.clipfrac,
                    "clipfrac_gt_one": policy.clipfrac_gt_one, "clipfrac_lt_one": policy.clipfrac_lt_one,
                    "ratio": ratio_all.mean().item(), "ratio_max_dev": (ratio_all - 1).abs().max().item()}

@@ -209,9 +209,11 @@ class Trainer:
                            step_type=cfg.sample.step_type, noise_level=cfg.sample.noise_level, window=window,
                            generators=step_gens, ode_solver=cfg.sample.solver)
             images = adapter.decode(traj.final).float()
-        return RolloutBatch(torch.tensor(indices, device=acc.device), prompts,
-                            [self.train_set.metadata[i] for i in indices], cond, sigmas, traj, images,
-                            extras={"seed_key": (cfg.seed, epoch, iteration, rank)})
+            batch = RolloutBatch(torch.tensor(indices, device=acc.device), prompts,
+                                 [self.train_set.metadata[i] for i in indices], cond, sigmas, traj, images,
+                                 extras={"seed_key": (cfg.seed, epoch, iteration, rank)})
+            self.algorithm.after_sampling(self, batch)
+        return batch
 
     # ----------------------------------------------------------------------------------- rewards
     def score_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]:
@@ -230,7 +232,12 @@ class Trainer:
         if not finite.any():
             raise FloatingPointError("every reward of this epoch is NaN/inf; check the reward models "
                                      f"({sorted(self.reward_fn.components)}); no update was made")
-        adv = self.algorithm.compute_advantages(all_rewards.cpu(), all_ids.cpu().tolist())
+        extra = self.algorithm.advantage_inputs(batches)  # e.g. TP-GRPO's per-step rewards, gathered like rewards
+        if extra is None:
+            adv = self.algorithm.compute_advantages(all_rewards.cpu(), all_ids.cpu().tolist())
+        else:
+            adv = self.algorithm.compute_advantages(all_rewards.cpu(), all_ids.cpu().tolist(),
+                                                    extra=acc.gather(extra.to(acc.device)).cpu())
         n = local.numel()
         start = acc.process_index * n
         mine_adv = adv.advantages[start:start + n].to(acc.device)
