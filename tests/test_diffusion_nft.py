@@ -154,3 +154,22 @@ def test_nft_trainer_resume_restores_both_adapters(tmp_path):
     old = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "checkpoint-000002" / "lora-old.safetensors"))
     cur = load_file(str(tmp_path / "a" / "run" / "checkpoints" / "checkpoint-000002" / "lora.safetensors"))
     assert any(not torch.equal(old[k], cur[k]) for k in cur)  # the old adapter lags the trained one
+
+
+def test_prompt_banning_needs_both_conditions_and_removes_the_prompt_from_sampling(tmp_path):
+    from test_trainer import make_trainer
+
+    trainer = make_trainer(tmp_path, **{"train.algorithm": "diffusion_nft", "nft.ban_std": 0.05,
+                                        "nft.ban_mean": 0.9})
+    algo, sampler = trainer.algorithm, trainer.sampler
+    rewards = torch.tensor([0.95, 0.96, 0.5, 0.9, 0.95, 0.95, 0.2, 0.1])
+    ids = [3, 3, 5, 5, 7, 7, 9, 9]  # 3: solved; 5: high mean but spread; 7: solved; 9: low and flat
+    adv = algo.compute_advantages(rewards, ids)
+    assert sampler.banned == {3, 7} and adv.stats["banned_prompts"] == 2.0
+    for it in range(20):
+        assert not {3, 7} & set(sampler.global_layout(it))
+    state = sampler.state_dict()
+    sampler.load_state_dict({"iteration": 0, "seed": 0})
+    assert sampler.banned == set()
+    sampler.load_state_dict(state)
+    assert sampler.banned == {3, 7}
