@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from genrl.sampling.rollout import Trajectory
+from genrl.utils.registry import Registry
 
 from .advantages import Advantages
 
@@ -99,22 +100,14 @@ class Algorithm(ABC):
         """The loss of one (batch, recorded step) unit and its diagnostics."""
 
 
-_ALGORITHMS: dict[str, type[Algorithm]] = {}
+_ALGORITHMS: Registry[Algorithm] = Registry("algorithm")
 
 
 def register_algorithm(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
     """Class decorator registering an algorithm under ``name``."""
-    def wrap(cls: type[Algorithm]) -> type[Algorithm]:
-        if name in _ALGORITHMS and _ALGORITHMS[name] is not cls:
-            raise ValueError(f"an algorithm named {name!r} is already registered")
-        _ALGORITHMS[name] = cls
-        cls.name = name
-        return cls
-    return wrap
+    return _ALGORITHMS.register(name)
 
 
 def build_algorithm(name: str, cfg: Any) -> Algorithm:
     """Instantiate the algorithm registered as ``name`` from an experiment config."""
-    if name not in _ALGORITHMS:
-        raise KeyError(f"unknown algorithm {name!r} (train.algorithm); available: {sorted(_ALGORITHMS)}")
-    return _ALGORITHMS[name](cfg)
+    return _ALGORITHMS.build(name, cfg, hint=" (train.algorithm)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from genrl.models.lora import adapter_active, add_second_adapter, update_adapter_ema
+from genrl.utils.seeding import derived_seed
 
 from .advantages import group_advantages
 from .base import Algorithm, LossContext, RolloutBatch, register_algorithm
@@ -110,11 +111,12 @@ class DiffusionNFT(Algorithm):
 
     def _unit_randomness(self, batch: RolloutBatch, position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-sample schedule index of this unit and the fresh noise, reproducible from the batch's seed key."""
-        from genrl.trainer.loop import derived_seed
-
         x0 = batch.trajectory.final
-        g = torch.Generator().manual_seed(derived_seed(*batch.extras["seed_key"], "nft-order"))
-        order = torch.stack([torch.randperm(self.sample.num_steps, generator=g) for _ in range(x0.shape[0])])
+        if "nft_order" not in batch.extras:  # one permutation of the schedule per sample, drawn once per batch
+            g = torch.Generator().manual_seed(derived_seed(*batch.extras["seed_key"], "nft-order"))
+            batch.extras["nft_order"] = torch.stack([torch.randperm(self.sample.num_steps, generator=g)
+                                                     for _ in range(x0.shape[0])])
+        order = batch.extras["nft_order"]
         g_noise = torch.Generator().manual_seed(derived_seed(*batch.extras["seed_key"], "nft-noise", position))
         noise = torch.randn(x0.shape, generator=g_noise, dtype=torch.float32).to(x0.device)
         return order[:, position], noise

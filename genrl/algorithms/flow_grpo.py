@@ -47,8 +47,7 @@ class FlowGRPO(Algorithm):
         return group_advantages(rewards, group_ids, global_std=self.sample.global_std, clip=self.train.adv_clip_max)
 
     def train_positions(self, batch: RolloutBatch) -> list[int]:
-        recorded = len(batch.trajectory.steps)
-        return list(range(max(1, int(recorded * self.train.timestep_fraction)) if recorded else 0))
+        return list(range(min(self.num_train_units(), len(batch.trajectory.steps))))
 
     def step(self, ctx: LossContext, batch: RolloutBatch, position: int, model) -> tuple:
         """Velocity and step Gaussian of the recorded transition at ``position`` under ``model``."""

@@ -1,5 +1,7 @@
 """The one training loop (accelerate) and its checkpoint and metrics helpers."""
 
-from .loop import Trainer, TrainState, derived_seed
+from genrl.utils.seeding import derived_seed
+
+from .loop import Trainer, TrainState
 
 __all__ = ["TrainState", "Trainer", "derived_seed"]

@@ -8,7 +8,6 @@ EMA, evaluation, logging, checkpoints, resume and export.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -43,6 +42,7 @@ from genrl.models.lora import (
 )
 from genrl.sampling.rollout import rollout
 from genrl.utils.files import atomic_write_path
+from genrl.utils.seeding import derived_seed
 from rewards import WeightedSum, build_reward
 
 from .checkpoints import resolve_resume, save_atomically
@@ -53,12 +53,6 @@ logger = logging.getLogger(__name__)
 RATIO_HINT = ("the training forward does not reproduce the sampling forward; likely causes: a different batch "
               "size or order, mixed precision or CFG path differing between sampling and training, dropout in "
               "train mode, or non-deterministic attention kernels")
-
-
-def derived_seed(*parts: int | str) -> int:
-    """A 63-bit seed from a tuple, stable across processes and Python runs (unlike ``hash``)."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 class TrainState:
@@ -276,9 +270,10 @@ class Trainer:
                 positions = self.algorithm.train_positions(batch)
                 for pos in positions:
                     with acc.accumulate(self.model):
-                        if skip_allowed and not batch.keep.any() and first_ratio_dev is not None:
-                            pass  # nothing to learn from this batch; on one process its forward can be skipped
-                        else:
+                        # nothing to learn from an all-masked batch: on one process its forward can be
+                        # skipped (after the first unit, which checks the on-policy ratio)
+                        skip = skip_allowed and not batch.keep.any() and first_ratio_dev is not None
+                        if not skip:
                             with acc.autocast():
                                 loss, metrics = self.algorithm.loss(ctx, batch, pos)
                             if first_ratio_dev is None:
