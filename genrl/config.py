@@ -101,6 +101,20 @@ class TPConfig:
 
 
 @dataclass
+class AdvConfig:
+    """Adv-GRPO's discriminator schedule and references (``train.algorithm=adv_grpo``)."""
+
+    #: "d_times": a discriminator step every epoch except each d_times-th, which is a generator epoch
+    #: (the DINO code); "gate": a discriminator step (and no generator update) when mean r(gen) > mean r(ref)
+    schedule: str = "d_times"
+    d_times: int = 10
+    references: str = "toy"  # "toy" (renderer scenes of each prompt) or a folder (see rewards.references)
+    references_per_prompt: int = 8  # toy references rendered per prompt
+    heldout_references: int = 1  # references per prompt kept for the discriminator's accuracy
+    reference_image_size: int | None = None  # resize folder references to this square size (None: as stored)
+
+
+@dataclass
 class RewardConfig:
     #: reward name -> weight of the training reward (a weighted sum, no per-reward normalisation)
     weights: dict[str, float] = field(default_factory=lambda: {"toy_verifier": 1.0})
@@ -144,6 +158,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     nft: NFTConfig = field(default_factory=NFTConfig)
     tp: TPConfig = field(default_factory=TPConfig)
+    adv: AdvConfig = field(default_factory=AdvConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -202,6 +217,10 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.nft.beta > 0, "nft.beta must be > 0"),
         (cfg.nft.old_decay_type in (1, 2), "nft.old_decay_type must be 1 or 2"),
         (t.beta >= 0, "train.beta must be >= 0"),
+        (cfg.adv.schedule in ("d_times", "gate"), "adv.schedule must be 'd_times' or 'gate'"),
+        (cfg.adv.d_times >= 1, "adv.d_times must be >= 1"),
+        (0 <= cfg.adv.heldout_references < cfg.adv.references_per_prompt,
+         "adv.heldout_references must be in [0, adv.references_per_prompt)"),
         (t.kl_convention in ("code", "paper"), "train.kl_convention must be 'code' or 'paper'"),
         (t.gradient_accumulation_steps >= 1, "train.gradient_accumulation_steps must be >= 1"),
         (s.num_batches_per_epoch % t.gradient_accumulation_steps == 0,

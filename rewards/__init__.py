@@ -1,5 +1,7 @@
 """genrl reward models: ``reward(images, prompts, metadata) -> RewardOutput(scores, info)``."""
 
+from .adversarial import AdversarialReward, DinoAdversarialReward, PickScoreAdversarialReward
+from .artifacts import ArtifactClassifierReward
 from .aesthetic import AestheticMLP, AestheticReward
 from .base import Reward, RewardOutput, to_image_tensor
 from .brightness import BrightnessReward
@@ -11,12 +13,23 @@ from .ensemble import Ensemble, aggregate
 from .hps import HPSv2Reward
 from .jpeg import JpegCompressibilityReward
 from .pickscore import PickScoreReward
+from .reference_similarity import ReferenceSimilarityReward
+from .references import ReferenceImages
 from .registry import available_rewards, build_reward, register_reward
 from .remote import RemoteReward
 from .toy_verifier import ToyVerifierReward
+from .vlm_judge import ArtifactJudgeReward, VLMJudgeReward
 from .transforms import LSCReward, PARReward, ReferenceRewards, lsc, par
 
 __all__ = [
+    "ArtifactClassifierReward",
+    "ArtifactJudgeReward",
+    "VLMJudgeReward",
+    "AdversarialReward",
+    "DinoAdversarialReward",
+    "PickScoreAdversarialReward",
+    "ReferenceImages",
+    "ReferenceSimilarityReward",
     "AestheticMLP",
     "AestheticReward",
     "BrightnessReward",

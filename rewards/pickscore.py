@@ -26,11 +26,11 @@ class PickScoreReward(Reward):
 
         self.device = torch.device(device)
         self.processor = AutoProcessor.from_pretrained(processor)
-        self.model = CLIPModel.from_pretrained(model, torch_dtype=getattr(torch, dtype)).to(self.device).eval()
+        self.model = CLIPModel.from_pretrained(model, dtype=getattr(torch, dtype)).to(self.device).eval()
         self.scale = scale
 
-    @torch.no_grad()
-    def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
+    def scores_with_grad(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """Scores of ``images`` (float ``(N, 3, H, W)`` in [0, 1]) that keep gradients to the model's weights."""
         pixels = (images.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu()
         image_inputs = self.processor(images=list(pixels), return_tensors="pt").to(self.device)
         text_inputs = self.processor(text=prompts, padding=True, truncation=True, max_length=77,
@@ -39,8 +39,12 @@ class PickScoreReward(Reward):
         image_embeds = F.normalize(_features(self.model.get_image_features(
             pixel_values=image_inputs["pixel_values"].to(dtype))).float(), dim=-1)
         text_embeds = F.normalize(_features(self.model.get_text_features(**text_inputs)).float(), dim=-1)
-        cos = (image_embeds * text_embeds).sum(-1)
-        scores = self.model.logit_scale.exp().float() * cos * self.scale
+        return self.model.logit_scale.exp().float() * (image_embeds * text_embeds).sum(-1) * self.scale
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
+        scores = self.scores_with_grad(images, prompts)
+        cos = scores / (self.model.logit_scale.exp().float() * self.scale)
         return RewardOutput(scores.cpu(), {"cosine": cos.cpu().tolist()})
 
 

@@ -1,4 +1,8 @@
-"""Two CPU processes (gloo): groups span processes, rewards are gathered with their prompts, DDP stays in sync."""
+"""Two CPU processes (gloo): groups span processes, rewards are gathered with their prompts, DDP stays in sync.
+
+The run is Adv-GRPO (epoch 1 trains its discriminator, epoch 2 the generator with Flow-GRPO's loss), so the
+same two processes also show that discriminator updates are synchronised.
+"""
 
 import json
 import os
@@ -20,10 +24,11 @@ WORKER = Path(__file__).resolve().parent / "helpers" / "distributed_worker.py"
 def test_two_process_training_gathers_groups_across_ranks(tmp_path):
     test_file = tmp_path / "test.txt"
     test_file.write_text("\n".join(s.prompt for s in split("test")[:2]) + "\n")
-    overrides = ["epochs=1", "sample.num_steps=3", "sample.eval_num_steps=3", "sample.batch_size=2",
+    overrides = ["epochs=2", "train.algorithm=adv_grpo", "adv.d_times=2", "adv.references_per_prompt=2", "sample.num_steps=3", "sample.eval_num_steps=3", "sample.batch_size=2",
                  "sample.group_size=4", "sample.num_batches_per_epoch=1", "sample.eval_batch_size=2",
                  "lora.rank=4", "lora.alpha=8", "train.ema=false", "train.learning_rate=1e-2",
-                 "reward.weights={jpeg_compressibility: 1.0}", "reward.options={}", "log.log_with=[]",
+                 "reward.weights={jpeg_compressibility: 1.0, dino_adversarial: 1.0}",
+                 "reward.options={dino_adversarial: {backbone: toy, num_patches: 8, lr: 1e-2}}", "log.log_with=[]",
                  f"data.test_prompts={test_file}", f"log.output_dir={tmp_path / 'run'}", "log.export_merged=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # the Trainer asks for Accelerator(cpu=True) without CUDA, so --multi_gpu starts two gloo processes
@@ -49,3 +54,9 @@ def test_two_process_training_gathers_groups_across_ranks(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(a[k].abs().sum() > 0 for k in a if "lora_B" in k)
     assert (tmp_path / "run" / "final" / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+    # each rank scored its own generations, yet the averaged discriminator gradients keep the heads identical
+    d0, d1 = load_file(str(tmp_path / "discriminator0.safetensors")), load_file(str(tmp_path / "discriminator1.safetensors"))
+    assert all(torch.equal(d0[k], d1[k]) for k in d0)
+    assert [json.loads((tmp_path / f"adv{r}.json").read_text()) for r in range(2)] == \
+        [{"discriminator_steps": 1, "generator_epochs": 1}] * 2

@@ -1,5 +1,6 @@
 """Post-training algorithms, registered by name; each is a small object the one trainer calls."""
 
+from .adv_grpo import AdvGRPO
 from .advantages import Advantages, group_advantages
 from .base import Algorithm, LossContext, RolloutBatch, build_algorithm, register_algorithm
 from .diffusion_nft import DiffusionNFT
@@ -9,6 +10,7 @@ from .tp_grpo import TPGRPO
 
 __all__ = [
            "TPGRPO",
+           "AdvGRPO",
            "Advantages",
            "Algorithm",
            "DiffusionNFT",

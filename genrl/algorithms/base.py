@@ -53,7 +53,7 @@ class Algorithm(ABC):
 
     Besides the abstract methods, hooks with do-nothing defaults let an algorithm act between
     the trainer's phases: :meth:`setup` once the model is prepared, :meth:`sampling_policy`
-    around every rollout, :meth:`after_epoch` after the epoch's updates.
+    around every rollout, :meth:`generator_update` before the update, :meth:`after_epoch` after the epoch's updates.
     """
 
     name: str = "algorithm"
@@ -78,6 +78,11 @@ class Algorithm(ABC):
         """Per-sample tensors (this process's samples, in order) the trainer gathers across processes and
         passes to :meth:`compute_advantages` as ``extra``; None when the rewards are all it needs."""
         return None
+
+    def generator_update(self, trainer: Any, batches: list[RolloutBatch]) -> tuple[bool, dict[str, float]]:
+        """Called after rewards and advantages are set; returns whether the generator is updated this epoch
+        (default: always) and metrics to log. Adv-GRPO trains its discriminator here instead on some epochs."""
+        return True, {}
 
     def after_epoch(self, trainer: Any) -> dict[str, float]:
         """Called after the epoch's optimizer steps; returns metrics to log."""

@@ -16,6 +16,7 @@ import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,7 @@ from .metrics import MetricsLog, plot_reward_curve
 
 logger = logging.getLogger(__name__)
 
+TRAINER_STATE_FILE = "trainer_state.pt"
 RATIO_HINT = ("the training forward does not reproduce the sampling forward; likely causes: a different batch "
               "size or order, mixed precision or CFG path differing between sampling and training, dropout in "
               "train mode, or non-deterministic attention kernels")
@@ -143,19 +145,33 @@ class Trainer:
         self.model, self.optimizer, self.lr_scheduler = acc.prepare(transformer, optimizer, scheduler)
         self.params = params
         self.ema = EMAModel(params, decay=t.ema_decay) if t.ema else None
+        # Objects saved with every checkpoint (name -> object with state_dict/load_state_dict); algorithms
+        # add theirs with checkpoint_object. They go to one file loaded with weights_only=True, unlike
+        # accelerate's register_for_checkpointing, which unpickles them with weights_only=False.
+        self._checkpointed: dict[str, Any] = {"sampler": self.sampler, "train_state": self.state}
         if self.ema is not None:
             self.ema.to(acc.device)
-            acc.register_for_checkpointing(self.ema)
-        acc.register_for_checkpointing(self.sampler, self.state)
-        if cfg.lora.enabled:  # checkpoints hold the adapter only, not a copy of the frozen base model
-            acc.register_save_state_pre_hook(self._save_lora_hook)
-            acc.register_load_state_pre_hook(self._load_lora_hook)
+            self._checkpointed["ema"] = self.ema
+        acc.register_save_state_pre_hook(self._save_state_hook)
+        acc.register_load_state_pre_hook(self._load_state_hook)
+
+    def checkpoint_object(self, name: str, obj: Any) -> None:
+        """Save ``obj.state_dict()`` with every checkpoint and restore it on resume (call before training)."""
+        if name in self._checkpointed:
+            raise ValueError(f"a checkpointed object is already named {name!r}")
+        self._checkpointed[name] = obj
 
     @staticmethod
     def _lora_file(adapter: str) -> str:
         return "lora.safetensors" if adapter == "default" else f"lora-{adapter}.safetensors"
 
-    def _save_lora_hook(self, models, weights, output_dir) -> None:
+    def _save_state_hook(self, models, weights, output_dir) -> None:
+        if self.accelerator.is_main_process:
+            torch.save({name: obj.state_dict() for name, obj in self._checkpointed.items()},
+                       os.path.join(output_dir, TRAINER_STATE_FILE))
+        if not self.cfg.lora.enabled:
+            return
+        # checkpoints hold the adapter(s) only, not a copy of the frozen base model
         model = self.accelerator.unwrap_model(models[0])
         if self.accelerator.is_main_process:
             for adapter in model.peft_config:  # every adapter, e.g. DiffusionNFT's old policy too
@@ -163,11 +179,23 @@ class Trainer:
         if weights:
             weights.pop()
 
-    def _load_lora_hook(self, models, input_dir) -> None:
-        model = self.accelerator.unwrap_model(models.pop())
-        for adapter in model.peft_config:
-            path = os.path.join(input_dir, self._lora_file(adapter))
-            load_lora_state_dict(model, load_file(path, device=str(self.accelerator.device)), adapter)
+    def _load_state_hook(self, models, input_dir) -> None:
+        path = os.path.join(input_dir, TRAINER_STATE_FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{input_dir} is not a genrl checkpoint ({TRAINER_STATE_FILE} missing)")
+        states = torch.load(path, map_location="cpu", weights_only=True)
+        for name, obj in self._checkpointed.items():
+            if name not in states:
+                raise KeyError(f"checkpoint {input_dir} has no state for {name!r}; was it written by another "
+                               "algorithm or configuration?")
+            obj.load_state_dict(states[name])
+        if self.ema is not None:
+            self.ema.to(self.accelerator.device)
+        if self.cfg.lora.enabled:
+            model = self.accelerator.unwrap_model(models.pop())
+            for adapter in model.peft_config:
+                path = os.path.join(input_dir, self._lora_file(adapter))
+                load_lora_state_dict(model, load_file(path, device=str(self.accelerator.device)), adapter)
 
     def _setup_rewards(self) -> None:
         r = self.cfg.reward
@@ -217,6 +245,7 @@ class Trainer:
         for batch in batches:
             out = self.reward_fn(batch.images, batch.prompts, batch.metadata)
             batch.rewards = out.scores.to(acc.device, torch.float32)
+            batch.extras["reward_components"] = {name: out.info[name] for name in self.reward_fn.components}
             for name in self.reward_fn.components:
                 components.setdefault(name, []).append(out.info[name].to(acc.device, torch.float32))
         local = torch.cat([b.rewards for b in batches])
@@ -410,7 +439,10 @@ class Trainer:
             for _b, indices in zip(range(cfg.sample.num_batches_per_epoch), self.sampler, strict=False):
                 batches.append(self.sample_batch(epoch, self.sampler.iteration, indices))
             record = {"epoch": epoch + 1, **self.score_epoch(batches)}
-            record.update(self.optimize_epoch(batches))
+            update_generator, algorithm_metrics = self.algorithm.generator_update(self, batches)
+            record.update(algorithm_metrics)
+            if update_generator:
+                record.update(self.optimize_epoch(batches))
             record.update(self.algorithm.after_epoch(self))
             self.state.epoch = epoch + 1
             self.state.samples += acc.num_processes * sum(len(b.prompts) for b in batches)

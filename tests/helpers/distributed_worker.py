@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under ``torchrun --nproc_per_node 2`` (gloo on CPU).
 
 Each rank samples one batch, scores it and writes what it saw; then the ranks train one epoch and
-write their LoRA weights, which DDP must keep identical.
+write their LoRA weights, which DDP must keep identical (and Adv-GRPO's discriminator weights, which
+its gradient averaging must keep identical).
 """
 
 import json
@@ -28,6 +29,11 @@ def main(out: Path, overrides: list[str]) -> None:
     trainer.train()
     save_file({k: v.contiguous() for k, v in lora_state_dict(trainer.unwrapped).items()},
               str(out / f"lora{rank}.safetensors"))
+    reward = getattr(trainer.algorithm, "reward", None)  # Adv-GRPO's discriminator
+    if reward is not None:
+        save_file({k: v.detach().contiguous() for k, v in reward.trainable_parameters().items()},
+                  str(out / f"discriminator{rank}.safetensors"))
+        (out / f"adv{rank}.json").write_text(json.dumps(trainer.algorithm.state_dict()))
 
 
 if __name__ == "__main__":
