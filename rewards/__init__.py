@@ -5,12 +5,14 @@ from .artifacts import ArtifactClassifierReward
 from .aesthetic import AestheticMLP, AestheticReward
 from .base import Reward, RewardOutput, to_image_tensor
 from .brightness import BrightnessReward
+from .clap import ClapReward
 from .clip_score import ClipScoreReward
 from .combine import WeightedSum
 from .ctrl_u import classification_uncertainty, regression_uncertainty, uncertainty_weighted_loss
 from .dino_similarity import DinoSimilarityReward
 from .ensemble import Ensemble, aggregate
 from .hps import HPSv2Reward
+from .imagereward import ImageRewardReward
 from .jpeg import JpegCompressibilityReward
 from .pickscore import PickScoreReward
 from .reference_similarity import ReferenceSimilarityReward
@@ -22,6 +24,8 @@ from .vlm_judge import ArtifactJudgeReward, VLMJudgeReward
 from .transforms import LSCReward, PARReward, ReferenceRewards, lsc, par
 
 __all__ = [
+    "ClapReward",
+    "ImageRewardReward",
     "ArtifactClassifierReward",
     "ArtifactJudgeReward",
     "VLMJudgeReward",

@@ -29,13 +29,16 @@ class Reward(ABC):
     """
 
     name: str = "reward"
+    #: what the reward scores: images ``(N, 3, H, W)`` in [0, 1] or mono waveforms ``(N, T)``
+    modality: Literal["image", "audio"] = "image"
     kind: Literal["sample", "set"] = "sample"
     differentiable: bool = False
     required_metadata: tuple[str, ...] = ()
 
     def __call__(self, images: Any, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> RewardOutput:
-        """Score a batch; ``images`` are PIL images, uint8/float arrays or a tensor (see :func:`to_image_tensor`)."""
-        batch = to_image_tensor(images)
+        """Score a batch; ``images`` are PIL images, uint8/float arrays or a tensor (see :func:`to_image_tensor`),
+        or waveforms for audio rewards (see :func:`to_audio_tensor`)."""
+        batch = to_audio_tensor(images) if self.modality == "audio" else to_image_tensor(images)
         if len(prompts) != batch.shape[0]:
             raise ValueError(f"reward {self.name!r}: got {batch.shape[0]} images but {len(prompts)} prompts")
         metadata = list(metadata) if metadata is not None else [{} for _ in prompts]
@@ -53,7 +56,7 @@ class Reward(ABC):
 
     @abstractmethod
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
-        """Score ``images`` (float tensor ``(N, 3, H, W)`` in [0, 1])."""
+        """Score ``images`` (float tensor ``(N, 3, H, W)`` in [0, 1]; ``(N, T)`` waveforms for audio rewards)."""
 
 
 def to_image_tensor(images: Any) -> torch.Tensor:
@@ -73,3 +76,28 @@ def to_image_tensor(images: Any) -> torch.Tensor:
     if not arrays:
         raise ValueError("got an empty batch of images")
     return to_image_tensor(np.stack(arrays))
+
+
+def to_audio_tensor(audio: Any) -> torch.Tensor:
+    """Convert a ``(N, T)`` or ``(N, C, T)`` tensor/array, or a list of equal-length 1-D/2-D waveforms, to
+    float mono ``(N, T)`` (channels averaged). A float ``(N, T)`` tensor passes through, keeping gradients."""
+    if isinstance(audio, np.ndarray):
+        audio = torch.from_numpy(np.ascontiguousarray(audio))
+    if not isinstance(audio, torch.Tensor):
+        items = [torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a for a in audio]
+        if not items:
+            raise ValueError("got an empty batch of waveforms")
+        lengths = {a.shape[-1] for a in items}
+        if len(lengths) > 1:
+            raise ValueError(f"waveforms differ in length {sorted(lengths)[:4]}; pad or crop them to one length")
+        audio = torch.stack(items)
+    if audio.ndim == 3:
+        audio = audio.float().mean(1)
+    if audio.ndim != 2:
+        raise ValueError(f"expected waveforms of shape (N, T) or (N, C, T), got {tuple(audio.shape)}")
+    return audio if audio.is_floating_point() else audio.float()
+
+
+def projected_features(output: Any) -> torch.Tensor:
+    """Embeddings from a transformers ``get_*_features`` call: a tensor in transformers 4, ``pooler_output`` in 5."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .base import Reward, RewardOutput
+from .base import Reward, RewardOutput, projected_features
 from .registry import register_reward
 
 PICKSCORE_MODEL = "yuvalkirstain/PickScore_v1"
@@ -36,9 +36,9 @@ class PickScoreReward(Reward):
         text_inputs = self.processor(text=prompts, padding=True, truncation=True, max_length=77,
                                      return_tensors="pt").to(self.device)
         dtype = self.model.dtype
-        image_embeds = F.normalize(_features(self.model.get_image_features(
+        image_embeds = F.normalize(projected_features(self.model.get_image_features(
             pixel_values=image_inputs["pixel_values"].to(dtype))).float(), dim=-1)
-        text_embeds = F.normalize(_features(self.model.get_text_features(**text_inputs)).float(), dim=-1)
+        text_embeds = F.normalize(projected_features(self.model.get_text_features(**text_inputs)).float(), dim=-1)
         return self.model.logit_scale.exp().float() * (image_embeds * text_embeds).sum(-1) * self.scale
 
     @torch.no_grad()
@@ -47,7 +47,3 @@ class PickScoreReward(Reward):
         cos = scores / (self.model.logit_scale.exp().float() * self.scale)
         return RewardOutput(scores.cpu(), {"cosine": cos.cpu().tolist()})
 
-
-def _features(output) -> torch.Tensor:
-    """Projected embeddings from ``get_*_features`` (a tensor in transformers 4, ``pooler_output`` in 5)."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output

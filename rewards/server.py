@@ -97,6 +97,8 @@ def make_server(reward_name: str, options: dict | None = None, host: str = "127.
         raise PermissionError(f"refusing to bind {host!r}: the reward server binds loopback only unless "
                               "allow_remote (--allow-remote) is set")
     reward = build_reward(reward_name, **(options or {}))
+    if reward.modality != "image":
+        raise ValueError(f"reward {reward_name!r} scores {reward.modality}; the server carries images (PNG) only")
     return ThreadingHTTPServer((host, port), make_handler(reward, reward_name))
 
 

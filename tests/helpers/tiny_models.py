@@ -66,3 +66,34 @@ def save_tiny_vlm(model_dir: Path, seed: int = 0) -> None:
                                 pad_token_id=0, bos_token_id=2, eos_token_id=3),
         image_token_index=words.index("<image>"), vision_feature_select_strategy="default", vision_feature_layer=-1)
     LlavaForConditionalGeneration(config).save_pretrained(model_dir)
+
+
+def save_tiny_clap(model_dir: Path, seed: int = 0) -> None:
+    """A tiny transformers ClapModel (HTSAT audio tower, RoBERTa text tower) with its ClapProcessor."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import (
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapProcessor,
+        ClapTextConfig,
+        RobertaTokenizerFast,
+    )
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["a dog barking", "rain on a window", "a piano melody", "white noise", "a sine tone"],
+                            vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    model_dir.mkdir(parents=True, exist_ok=True)
+    bpe.save_model(str(model_dir))
+    tokenizer = RobertaTokenizerFast(vocab_file=str(model_dir / "vocab.json"), merges_file=str(model_dir / "merges.txt"),
+                                     model_max_length=32)
+    # as laion/clap-htsat-unfused: no fusion channels, clips under 10 s repeated to fill the window
+    ClapProcessor(feature_extractor=ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad"), tokenizer=tokenizer).save_pretrained(model_dir)
+    torch.manual_seed(seed)
+    text = ClapTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=40, pad_token_id=tokenizer.pad_token_id,
+                          projection_dim=16)
+    audio = ClapAudioConfig(depths=[1, 1], num_attention_heads=[1, 2], patch_embeds_hidden_size=16, hidden_size=32,
+                            projection_dim=16, num_hidden_layers=2)
+    ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)).save_pretrained(model_dir)

@@ -1,0 +1,82 @@
+"""CLAP text-audio score: cosine similarity of a waveform's and its prompt's CLAP embeddings.
+
+Two backends load the same kind of model:
+
+- ``backend="transformers"``: ``ClapModel`` + ``ClapProcessor`` by hub id or local directory
+  (``laion/clap-htsat-unfused``, ``laion/larger_clap_music``, ...);
+- ``backend="laion_clap"``: the ``laion_clap`` package's ``CLAP_Module`` with a checkpoint file
+  (the extra ``clap``: ``pip install -e ".[clap]"``), as Stable Audio / DRAGON-style pipelines load it.
+
+Waveforms arrive at ``sample_rate`` (the generator's, e.g. 44.1 kHz for Stable Audio) and are
+resampled to CLAP's 48 kHz with a polyphase filter.
+"""
+
+from __future__ import annotations
+
+from math import gcd
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genrl.utils.optional import require
+
+from .base import Reward, RewardOutput, projected_features
+from .registry import register_reward
+
+CLAP_SAMPLE_RATE = 48_000
+
+
+def resample(waveforms: torch.Tensor, orig_rate: int, new_rate: int = CLAP_SAMPLE_RATE) -> torch.Tensor:
+    """Polyphase resampling of ``(N, T)`` waveforms (scipy's ``resample_poly``); no-op at equal rates."""
+    if orig_rate == new_rate:
+        return waveforms
+    from scipy.signal import resample_poly
+
+    g = gcd(int(orig_rate), int(new_rate))
+    out = resample_poly(waveforms.detach().cpu().double().numpy(), new_rate // g, orig_rate // g, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(out)).float()
+
+
+@register_reward("clap")
+class ClapReward(Reward):
+    """``scale * cos(CLAP_audio(waveform), CLAP_text(prompt))`` for ``(N, T)`` waveforms."""
+
+    modality = "audio"
+
+    def __init__(self, model: str = "laion/clap-htsat-unfused", backend: str = "transformers",
+                 sample_rate: int = CLAP_SAMPLE_RATE, scale: float = 1.0, enable_fusion: bool = False,
+                 audio_model: str = "HTSAT-tiny", device: str | torch.device = "cpu") -> None:
+        self.device, self.sample_rate, self.scale, self.backend = torch.device(device), sample_rate, scale, backend
+        if backend == "transformers":
+            from transformers import ClapModel, ClapProcessor
+
+            self.processor = ClapProcessor.from_pretrained(model)
+            self.model = ClapModel.from_pretrained(model).to(self.device).eval().requires_grad_(False)
+        elif backend == "laion_clap":
+            laion_clap = require("laion_clap")
+            self.model = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=audio_model, device=self.device)
+            self.model.load_ckpt(model)  # a checkpoint file (.pt) from the LAION-CLAP releases
+            self.model.eval()
+        else:
+            raise ValueError(f"clap backend must be 'transformers' or 'laion_clap', got {backend!r}")
+
+    @torch.no_grad()
+    def embed(self, waveforms: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm audio and text embeddings."""
+        audio = resample(waveforms, self.sample_rate)
+        if self.backend == "transformers":
+            inputs = self.processor(audio=list(audio.numpy()), sampling_rate=CLAP_SAMPLE_RATE, return_tensors="pt")
+            audio_emb = projected_features(self.model.get_audio_features(**inputs.to(self.device)))
+            text = self.processor(text=prompts, padding=True, return_tensors="pt").to(self.device)
+            text_emb = projected_features(self.model.get_text_features(**text))
+        else:
+            audio_emb = self.model.get_audio_embedding_from_data(x=audio.to(self.device), use_tensor=True)
+            text_emb = self.model.get_text_embedding(prompts, use_tensor=True)
+        return F.normalize(audio_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
+
+    def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
+        audio, text = self.embed(images, prompts)
+        cos = (audio * text).sum(-1)
+        return RewardOutput((self.scale * cos).cpu(), {"cosine": cos.cpu().tolist()})
+
