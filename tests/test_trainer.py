@@ -162,12 +162,17 @@ def test_exported_lora_and_merged_pipeline_reproduce_the_trained_policy(tmp_path
     cond = adapter.encode(["a photo of a red circle", "a photo of two squares"])
     expected = adapter.velocity(x, 0.6, cond)
 
+    def velocity(pipe):
+        return type(adapter)(pipe, guidance_scale=adapter.guidance_scale, max_sequence_length=0).velocity(x, 0.6, cond)
+
+    base = velocity(load_pipeline("toy"))
     fresh = load_pipeline("toy")
     fresh.load_lora_weights(str(run / "final" / "lora"))
     merged = load_pipeline(str(run / "final" / "pipeline"))
+    # fusing the LoRA into the weights changes float rounding (~3e-5); training moved the policy far more
+    assert (expected - base).abs().max() > 1e-2
     for pipe in (fresh, merged):
-        got = type(adapter)(pipe, guidance_scale=adapter.guidance_scale, max_sequence_length=0).velocity(x, 0.6, cond)
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(velocity(pipe), expected, atol=2e-4, rtol=1e-3)
 
 
 def test_zero_std_groups_contribute_no_gradient(tmp_path):

@@ -46,14 +46,14 @@ class PretrainConfig:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6  # weight of the KL term against the L1 reconstruction loss
     # denoiser stage
-    steps: int = 4000  # optimisation steps of transformer + text encoders
+    steps: int = 5000  # optimisation steps of transformer + text encoders
     batch_size: int = 64
-    lr: float = 6e-4  # AdamW peak learning rate, cosine-decayed to 10 %
+    lr: float = 8e-4  # AdamW peak learning rate, cosine-decayed to 10 %
     warmup_steps: int = 200
     weight_decay: float = 0.01
     prompt_dropout: float = 0.1  # share of prompts replaced by "" (for classifier-free guidance)
     ema_decay: float = 0.999
-    eval_every: int = 500  # steps between test-split evaluations of the EMA weights (0: never)
+    eval_every: int = 1000  # steps between test-split evaluations of the EMA weights (0: never)
     eval_images_per_prompt: int = 2
     final_eval_images_per_prompt: int = 4  # images per test prompt in the final evaluation (0: skip it)
 
