@@ -1,7 +1,7 @@
 """Reward throughput: images (or clips) scored per second, per batch size, for the rewards that run offline.
 
-    python bench/rewards.py                      # 2 CPU threads, batch sizes 1 and 32
-    python bench/rewards.py --batch-sizes 8 64 --threads 1
+    python bench/reward_throughput.py                      # 2 CPU threads, batch sizes 1 and 32
+    python bench/reward_throughput.py --batch-sizes 8 64 --threads 1
 
 Real-architecture rewards whose weights cannot be downloaded here run on the toy CLIP / toy
 detector or on tiny models of the same architecture built from configs, so the figures measure
