@@ -233,6 +233,11 @@ def validate(cfg: ExperimentConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if s.step_type == "cps" and t.beta > 0 and t.algorithm != "diffusion_nft" and _last_trained_step(cfg) >= s.num_steps:
+        # the last CPS step lands on sigma = 0 with no noise, so its Gaussian has std 0 and the KL divides by 0
+        raise ConfigError("train.beta > 0 with sample.step_type 'cps' needs every trained step to end above sigma = 0: "
+                          f"end sample.window_range at most at sample.num_steps - 1 = {s.num_steps - 1} "
+                          "(or lower train.timestep_fraction when sample.window_size is 0)")
     from rewards import available_rewards
 
     known = set(available_rewards())
@@ -248,3 +253,12 @@ def validate(cfg: ExperimentConfig) -> None:
 def to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved configuration as YAML (saved next to every run)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def _last_trained_step(cfg: ExperimentConfig) -> int:
+    """Exclusive end of the latest sampling step a policy-gradient algorithm can train."""
+    s, t = cfg.sample, cfg.train
+    if t.algorithm == "tp_grpo":  # TP-GRPO's window is always the first W steps, W < num_steps
+        return s.window_size or s.num_steps - 1
+    latest_start = (s.window_range[1] if s.window_range else s.num_steps) - s.window_size if s.window_size else 0
+    return latest_start + max(1, int((s.window_size or s.num_steps) * t.timestep_fraction))

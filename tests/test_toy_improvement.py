@@ -11,7 +11,12 @@ DARK = {"reward.weights": "{brightness: 1.0}", "reward.options": "{brightness: {
         "reward.eval": "{dark: {name: brightness, sign: -1.0}}"}
 
 
-@pytest.mark.parametrize(("config", "lr", "extra"), [("toy.yaml", 1e-2, {}), ("toy_nft.yaml", 3e-3, {})])
+# TP-GRPO: 8 epochs of 6 steps, the first 5 stochastic (its window), one ODE completion per window step
+TP = {"epochs": 8, "sample.num_steps": 6, "sample.eval_num_steps": 6, "sample.window_size": 5}
+
+
+@pytest.mark.parametrize(("config", "lr", "extra"), [("toy.yaml", 1e-2, {}), ("toy_nft.yaml", 3e-3, {}),
+                                                     ("toy_tp.yaml", 1e-2, TP)])
 def test_a_short_run_raises_the_held_out_reward(tmp_path, config, lr, extra):
     overrides = tiny_overrides(tmp_path, **DARK, **{
         "epochs": 6, "sample.batch_size": 8, "sample.group_size": 4, "sample.num_batches_per_epoch": 1,

@@ -60,6 +60,13 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(None, ["reward.weights={no_such_reward: 1.0}"])
     with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
         load_config(None, ["sample.num_batches_per_epoch=3", "train.gradient_accumulation_steps=2"])
+    # a CPS window that may reach the last step (sigma' = 0, no noise) would make the KL divide by 0
+    cps = ["sample.step_type=cps", "train.beta=1e-4", "sample.num_steps=6", "sample.window_size=5",
+           "train.timestep_fraction=1.0"]
+    with pytest.raises(ConfigError, match="sample.window_range"):
+        load_config(None, cps)
+    assert load_config(None, [*cps, "sample.window_range=[0,5]"]).sample.window_range == [0, 5]
+    assert load_config(None, [*cps, "train.algorithm=tp_grpo"]).train.algorithm == "tp_grpo"  # W = first 5 steps
     # a replaced reward mapping does not keep the defaults' entries
     assert load_config(None, ["reward.weights={jpeg_compressibility: 1.0}"]).reward.weights == {
         "jpeg_compressibility": 1.0}
