@@ -41,6 +41,10 @@ def test_hand_worked_trajectories():
     # monotone increase: only the initial point
     R = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
     assert turning_points(R).tolist() == [[True, False, False]]
+    # any monotone trajectory, up or down: no k >= 2 turning points
+    steps = torch.rand(64, 6, generator=torch.Generator().manual_seed(1))
+    monotone = torch.cat([torch.zeros(64, 1), steps.cumsum(1)], 1)
+    assert not turning_points(monotone)[:, 1:].any() and not turning_points(-monotone)[:, 1:].any()
 
 
 def test_balancing_keeps_equal_counts_with_the_largest_aggregates():
@@ -72,8 +76,21 @@ def test_tp_grpo_on_the_trainer(tmp_path):
                                             "reward.weights": "{brightness: 1.0}", "reward.options": "{}",
                                             "reward.eval": "{bright: {name: brightness}}"})
     trainer = Trainer(load_config(CONFIGS / "toy_tp.yaml", overrides))
+    scored = []  # batch sizes the reward function sees
+
+    class CountingReward:
+        def __init__(self, inner):
+            self.inner, self.components = inner, inner.components
+
+        def __call__(self, images, *args):
+            scored.append(len(images))
+            return self.inner(images, *args)
+
+    trainer.reward_fn = CountingReward(trainer.reward_fn)
     indices = next(iter(trainer.sampler))
     batch = trainer.sample_batch(0, 0, indices)
+    # completions are batched, one reward call per window step; the final image is not scored here
+    assert scored == [4, 4, 4]
     assert batch.trajectory.steps == [0, 1, 2] and batch.extras["partial_rewards"].shape == (4, 3)
     # R_0 is the pure ODE sample from the rollout's own initial noise (not fresh noise)
     adapter = trainer.adapter
@@ -84,7 +101,13 @@ def test_tp_grpo_on_the_trainer(tmp_path):
         ode = rollout(lambda z, s: adapter.velocity(z, s, batch.cond), x_T, batch.sigmas, window=(0, 0))
         r0 = trainer.reward_fn(adapter.decode(ode.final).float(), batch.prompts, batch.metadata).scores
     torch.testing.assert_close(batch.extras["partial_rewards"][:, 0], r0)
+    partial, counts = batch.extras["partial_rewards"].clone(), dict(trainer.algorithm.counts)
+    trainer.algorithm.after_sampling(trainer, batch)  # noise-free completions: deterministic
+    assert torch.equal(batch.extras["partial_rewards"], partial)
+    trainer.algorithm.counts = counts
+    scored.clear()
     metrics = trainer.score_epoch([batch])
+    assert scored == [4]  # R_W is the rollout image's reward, scored once and reused
     assert batch.advantages.shape == (4, 3)
     for k in range(3):  # one group of 4: per-step advantages have mean 0
         assert abs(batch.advantages[:, k].mean().item()) < 1e-5
