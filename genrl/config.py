@@ -195,6 +195,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except OmegaConfBaseException as err:
         where = f" in {path}" if path is not None else ""
         raise ConfigError(f"invalid configuration{where}: {err}") from None
+    if cfg.mixed_precision == "False":  # YAML 1.1 reads a bare `no` (accelerate's spelling) as false
+        cfg.mixed_precision = "no"
     validate(cfg)
     return cfg
 

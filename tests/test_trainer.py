@@ -67,6 +67,7 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(None, cps)
     assert load_config(None, [*cps, "sample.window_range=[0,5]"]).sample.window_range == [0, 5]
     assert load_config(None, [*cps, "train.algorithm=tp_grpo"]).train.algorithm == "tp_grpo"  # W = first 5 steps
+    assert load_config(None, ["mixed_precision=no"]).mixed_precision == "no"  # not YAML's false
     # a replaced reward mapping does not keep the defaults' entries
     assert load_config(None, ["reward.weights={jpeg_compressibility: 1.0}"]).reward.weights == {
         "jpeg_compressibility": 1.0}
