@@ -47,3 +47,9 @@ def load_prompts(source: str) -> PromptDataset:
         return _from_items(list(split(source[len(TOY_PREFIX):])), source)
     path = Path(source).expanduser()
     return _from_items(load_prompt_file(path), str(path))
+
+
+def prompt_family(metadata: dict) -> str | None:
+    """The evaluation family of a prompt (a toy spec's GenEval family), or None."""
+    spec = metadata.get("spec")
+    return spec.family if isinstance(spec, PromptSpec) else None

@@ -219,3 +219,25 @@ def test_same_latent_shares_the_initial_noise_within_a_group(tmp_path, same_late
     assert pairs
     assert all(torch.equal(x0[i], x0[j]) == same_latent for i, j in pairs)
     assert not torch.equal(batch.trajectory.final[pairs[0][0]], batch.trajectory.final[pairs[0][1]])  # SDE noise differs
+
+
+def test_evaluation_reports_geneval_family_means(tmp_path):
+    """Per-family means and their mean (GenEval's overall score) next to the per-image mean."""
+    trainer = make_trainer(tmp_path, **{"data.test_prompts": "toy:test"})
+
+    class PromptLength:  # a score the test can recompute without images
+        def __call__(self, images, prompts, metadata):
+            return type("R", (), {"scores": torch.tensor([len(p) / 100 for p in prompts])})()
+
+    trainer.eval_rewards = {"length": PromptLength()}
+    metrics, _, _ = trainer.evaluate()
+    by_family: dict[str, list[float]] = {}
+    for spec in split("test"):
+        by_family.setdefault(spec.family, []).append(len(spec.prompt) / 100)
+    assert len(by_family) == 6
+    for family, values in by_family.items():
+        assert metrics[f"eval/length/{family}"] == pytest.approx(sum(values) / len(values))
+    family_mean = sum(sum(v) / len(v) for v in by_family.values()) / len(by_family)
+    per_image = sum(len(s.prompt) / 100 for s in split("test")) / len(split("test"))
+    assert metrics["eval/length/family_mean"] == pytest.approx(family_mean)
+    assert metrics["eval/length"] == pytest.approx(per_image) and per_image != pytest.approx(family_mean)

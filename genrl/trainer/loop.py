@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm
 from genrl.config import ExperimentConfig, to_yaml
-from genrl.data import load_prompts
+from genrl.data import load_prompts, prompt_family
 from genrl.grid import make_grid, save_image_atomically
 from genrl.models import build_adapter
 from genrl.models.loading import load_pipeline
@@ -350,6 +350,10 @@ class Trainer:
         guidance = cfg.sample.eval_guidance_scale if cfg.sample.eval_guidance_scale is not None else None
         sigmas = adapter.schedule(cfg.sample.eval_num_steps).to(acc.device)
         scores: dict[str, list[torch.Tensor]] = {k: [] for k in self.eval_rewards}
+        families = [prompt_family(m) for m in self.test_set.metadata]
+        family_names = sorted({f for f in families if f is not None})
+        family_index = torch.tensor([family_names.index(families[i]) if families[i] is not None else -1
+                                     for i, _ in jobs], dtype=torch.long, device=acc.device)
         keep_images, keep_prompts = [], []
         self.model.eval()
         with self._ema_weights():
@@ -379,7 +383,21 @@ class Trainer:
                 metrics[f"eval/{metric}/nonfinite"] = totals[2].item()
                 warnings.warn(f"evaluation reward {metric!r} was non-finite for {int(totals[2])} images; "
                               "they are left out of its mean", RuntimeWarning, stacklevel=2)
+            if family_names:
+                metrics.update(self._family_means(metric, local, family_index, len(family_names), family_names))
         return metrics, np.stack(keep_images) if keep_images else np.zeros((0, 1, 1, 3)), keep_prompts
+
+    def _family_means(self, metric: str, local: torch.Tensor, family_index: torch.Tensor, n: int,
+                      names: list[str]) -> dict[str, float]:
+        """Per-family means of one evaluation reward and their mean, GenEval's overall score."""
+        keep = torch.isfinite(local) & (family_index >= 0)
+        sums = torch.zeros(n, device=local.device).index_add_(0, family_index[keep], local[keep])
+        counts = torch.zeros(n, device=local.device).index_add_(0, family_index[keep], torch.ones_like(local[keep]))
+        sums, counts = self.accelerator.reduce(torch.stack([sums, counts]), "sum")
+        out = {f"eval/{metric}/{name}": (sums[k] / counts[k]).item() for k, name in enumerate(names) if counts[k] > 0}
+        if out:
+            out[f"eval/{metric}/family_mean"] = float(np.mean(list(out.values())))
+        return out
 
     @contextlib.contextmanager
     def _ema_weights(self):

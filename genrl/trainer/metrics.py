@@ -47,7 +47,9 @@ def plot_reward_curve(records: list[dict], path: str | Path, train_key: str = "r
     if train:
         e, v = np.array(train).T
         ax.plot(e, v, label=f"train {train_key}", color="tab:blue", alpha=0.8)
-    eval_keys = sorted({k for r in records for k in r if k.startswith("eval/")})
+    # headline metrics and GenEval-style family means; per-family curves stay in the JSONL log
+    eval_keys = sorted({k for r in records for k in r
+                        if k.startswith("eval/") and (k.count("/") == 1 or k.endswith("/family_mean"))})
     for key in eval_keys:
         points = [(r["epoch"], r[key]) for r in records if key in r]
         e, v = np.array(points).T
