@@ -53,9 +53,10 @@ def before_after(run: Path, specs) -> None:
     prompts, seeds = [s.prompt for s in specs], list(range(len(specs)))
     for name in ("before", "after"):
         merged = run / "final" / "pipeline"
-        pipe = load_pipeline(str(merged) if name == "after" and merged.is_dir() else "toy")
-        if name == "after" and not merged.is_dir():
-            pipe.load_lora_weights(str(run / "final" / "lora"))
+        if name == "before":
+            pipe = load_pipeline("toy")
+        else:
+            pipe = load_pipeline(merged) if merged.is_dir() else load_pipeline("toy", lora=run / "final" / "lora")
         pipe.set_progress_bar_config(disable=True)
         images = generate(pipe, prompts, seeds)
         save_image_atomically(make_grid(images, annotated(images, specs), columns=6, cell=96),

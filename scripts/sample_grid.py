@@ -30,6 +30,7 @@ def read_prompts(source: str) -> list[str | PromptSpec]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="toy", help="hub id, local pipeline dir, or 'toy' (default)")
+    parser.add_argument("--lora", default=None, help="a LoRA directory to load on top (e.g. a run's final/lora)")
     parser.add_argument("--prompts", default="toy:test", help="prompt file or toy:train / toy:test")
     parser.add_argument("--out", required=True, help="PNG file to write")
     parser.add_argument("--max-prompts", type=int, default=16)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     items = [it for it in items for _ in range(args.images_per_prompt)]
     prompts = [it.prompt if isinstance(it, PromptSpec) else it for it in items]
     is_toy = args.model in TOY_ALIASES
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, lora=args.lora)
     pipe.set_progress_bar_config(disable=True)
     images = generate(
         pipe, prompts, [args.seed + i for i in range(len(prompts))],

@@ -56,3 +56,5 @@ def test_missing_models_give_clear_errors(tmp_path):
         load_toy_pipeline(tmp_path / "empty")
     with pytest.raises(OSError, match="some-org/not-a-model"):
         load_pipeline("some-org/not-a-model")
+    with pytest.raises(FileNotFoundError, match="no pytorch_lora_weights.safetensors"):
+        load_pipeline("toy", lora=tmp_path / "empty")

@@ -174,8 +174,7 @@ def test_exported_lora_and_merged_pipeline_reproduce_the_trained_policy(tmp_path
         return type(adapter)(pipe, guidance_scale=adapter.guidance_scale, max_sequence_length=0).velocity(x, 0.6, cond)
 
     base = velocity(load_pipeline("toy"))
-    fresh = load_pipeline("toy")
-    fresh.load_lora_weights(str(run / "final" / "lora"))
+    fresh = load_pipeline("toy", lora=run / "final" / "lora")
     merged = load_pipeline(str(run / "final" / "pipeline"))
     # fusing the LoRA into the weights changes float rounding (~3e-5); training moved the policy far more
     assert (expected - base).abs().max() > 1e-2

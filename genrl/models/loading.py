@@ -46,13 +46,28 @@ def absent_components(location: str | os.PathLike) -> dict[str, None]:
     return {k: None for k, v in entries.items() if isinstance(v, list) and v == [None, None]}
 
 
-def load_pipeline(model: str | os.PathLike | None = None, *, trust_remote_code: bool = False, **kwargs):
+#: File name of a LoRA adapter in the diffusers format (what the trainer's ``final/lora`` holds).
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+
+
+def load_pipeline(model: str | os.PathLike | None = None, *, lora: str | os.PathLike | None = None,
+                  trust_remote_code: bool = False, **kwargs):
     """Load a diffusers pipeline from a hub id or a local directory (``None`` or ``"toy"``: the toy pipeline).
 
     A hub id is first looked up in the local cache only when ``HF_HUB_OFFLINE=1``; if it cannot
-    be reached the error names the id and how to make it available offline.
+    be reached the error names the id and how to make it available offline. ``lora`` is a directory
+    holding a diffusers-format adapter (a training run's ``final/lora``), loaded on top.
     """
-    location = resolve_model_path(model)
+    if lora is not None and not (Path(lora) / LORA_WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"LoRA directory {str(lora)!r} has no {LORA_WEIGHTS_NAME} "
+                                "(pass a training run's final/lora or a checkpoint's lora directory)")
+    pipe = _load(resolve_model_path(model), trust_remote_code, kwargs)
+    if lora is not None:
+        pipe.load_lora_weights(str(lora))
+    return pipe
+
+
+def _load(location: str, trust_remote_code: bool, kwargs: dict):
     kwargs = {**absent_components(location), **kwargs}
     try:
         return DiffusionPipeline.from_pretrained(location, trust_remote_code=trust_remote_code, **kwargs)

@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: prints the per-family table (and optionally writes JSON)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="hub id or local pipeline dir (default: the shipped toy pipeline)")
+    parser.add_argument("--lora", default=None, help="a LoRA directory to load on top (e.g. a run's final/lora)")
     parser.add_argument("--split", default="test", choices=["train", "test"])
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--steps", type=int, default=TOY_NUM_INFERENCE_STEPS)
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from genrl.models.loading import load_pipeline
 
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, lora=args.lora)
     report = evaluate_pipeline(pipe, split(args.split), images_per_prompt=args.images_per_prompt, seed=args.seed,
                                num_inference_steps=args.steps, guidance_scale=args.guidance,
                                max_sequence_length=args.max_sequence_length, progress=True)
