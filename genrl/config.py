@@ -25,6 +25,7 @@ class ModelConfig:
     height: int | None = None  # None: the transformer's native size
     width: int | None = None
     gradient_checkpointing: bool = False
+    attention: str = "sdpa"  # "sdpa" (torch scaled_dot_product_attention) or "xformers" (extra, GPU)
 
 
 @dataclass
@@ -208,6 +209,7 @@ def validate(cfg: ExperimentConfig) -> None:
         (cfg.model.family in ("sd3", "flux"), "model.family must be 'sd3' or 'flux'"),
         (s.step_type in ("sde", "cps"), "sample.step_type must be 'sde' or 'cps'"),
         (s.solver in ("euler", "dpm2"), "sample.solver must be 'euler' or 'dpm2'"),
+        (cfg.model.attention in ("sdpa", "xformers"), "model.attention must be 'sdpa' or 'xformers'"),
         (s.num_steps >= 2, "sample.num_steps must be >= 2"),
         (0 <= s.noise_level, "sample.noise_level must be >= 0"),
         (s.batch_size >= 1 and s.group_size >= 1, "sample.batch_size and sample.group_size must be >= 1"),

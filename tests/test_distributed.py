@@ -30,8 +30,9 @@ def test_two_process_training_gathers_groups_across_ranks(tmp_path):
                  "reward.weights={jpeg_compressibility: 1.0, dino_adversarial: 1.0}",
                  "reward.options={dino_adversarial: {backbone: toy, num_patches: 8, lr: 1e-2}}", "log.log_with=[]",
                  f"data.test_prompts={test_file}", f"log.output_dir={tmp_path / 'run'}", "log.export_merged=false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    # the Trainer asks for Accelerator(cpu=True) without CUDA, so --multi_gpu starts two gloo processes
+    # no GPU visible: the Trainer asks for Accelerator(cpu=True), so --multi_gpu starts two gloo processes
+    # (on a one-GPU machine two NCCL ranks would otherwise share the device and fail)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
            "29517", str(WORKER), str(tmp_path), *overrides]

@@ -165,13 +165,14 @@ def test_exported_lora_and_merged_pipeline_reproduce_the_trained_policy(tmp_path
 
     trainer = make_trainer(tmp_path, epochs=1)
     trainer.train()
-    adapter, run = trainer.adapter, tmp_path / "run"
-    x = torch.randn(2, *adapter.latent_shape(), generator=torch.Generator().manual_seed(0))
+    adapter, run, device = trainer.adapter, tmp_path / "run", trainer.accelerator.device
+    x = torch.randn(2, *adapter.latent_shape(), generator=torch.Generator().manual_seed(0)).to(device)
     cond = adapter.encode(["a photo of a red circle", "a photo of two squares"])
     expected = adapter.velocity(x, 0.6, cond)
 
     def velocity(pipe):
-        return type(adapter)(pipe, guidance_scale=adapter.guidance_scale, max_sequence_length=0).velocity(x, 0.6, cond)
+        return type(adapter)(pipe.to(device), guidance_scale=adapter.guidance_scale,
+                             max_sequence_length=0).velocity(x, 0.6, cond)
 
     base = velocity(load_pipeline("toy"))
     fresh = load_pipeline("toy", lora=run / "final" / "lora")
@@ -240,3 +241,17 @@ def test_evaluation_reports_geneval_family_means(tmp_path):
     per_image = sum(len(s.prompt) / 100 for s in split("test")) / len(split("test"))
     assert metrics["eval/length/family_mean"] == pytest.approx(family_mean)
     assert metrics["eval/length"] == pytest.approx(per_image) and per_image != pytest.approx(family_mean)
+
+
+def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
+    with pytest.raises(ConfigError, match="model.attention"):
+        load_config(None, ["model.attention=flash"])
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        from genrl.utils.optional import MissingExtraError
+
+        with pytest.raises(MissingExtraError, match=r"\[xformers\]"):
+            make_trainer(tmp_path, **{"model.attention": "xformers"})
+    else:
+        pytest.skip("xformers is installed; its path is measured by bench/gpu_scale.py on a GPU")

@@ -94,7 +94,8 @@ def test_tp_grpo_on_the_trainer(tmp_path):
     assert batch.trajectory.steps == [0, 1, 2] and batch.extras["partial_rewards"].shape == (4, 3)
     # R_0 is the pure ODE sample from the rollout's own initial noise (not fresh noise)
     adapter = trainer.adapter
-    gens = [torch.Generator().manual_seed(derived_seed(trainer.cfg.seed, "init", 0, 0, 0, b)) for b in range(4)]
+    gens = [torch.Generator(device=trainer.accelerator.device).manual_seed(
+        derived_seed(trainer.cfg.seed, "init", 0, 0, 0, b)) for b in range(4)]
     x_T = adapter.initial_noise(gens)
     assert torch.equal(x_T, batch.trajectory.states[:, 0])
     with torch.no_grad():

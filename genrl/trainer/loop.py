@@ -43,6 +43,7 @@ from genrl.models.lora import (
 )
 from genrl.sampling.rollout import rollout
 from genrl.utils.files import atomic_write_path
+from genrl.utils.optional import require
 from genrl.utils.seeding import derived_seed
 from rewards import WeightedSum, build_reward
 
@@ -135,6 +136,9 @@ class Trainer:
             params = [p for p in transformer.parameters() if p.requires_grad]
         if m.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
+        if m.attention == "xformers":
+            require("xformers")  # names the extra when it is missing
+            transformer.enable_xformers_memory_efficient_attention()
         self.reference = ReferencePolicy(transformer) if cfg.train.beta > 0 else None
         self.adapter = build_adapter(m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale,
                                      max_sequence_length=m.max_sequence_length, height=m.height, width=m.width)
