@@ -1,8 +1,8 @@
 """genrl reward models: ``reward(images, prompts, metadata) -> RewardOutput(scores, info)``."""
 
 from .adversarial import AdversarialReward, DinoAdversarialReward, PickScoreAdversarialReward
-from .artifacts import ArtifactClassifierReward
 from .aesthetic import AestheticMLP, AestheticReward
+from .artifacts import ArtifactClassifierReward
 from .base import Reward, RewardOutput, to_image_tensor
 from .brightness import BrightnessReward
 from .clap import ClapReward
@@ -20,36 +20,36 @@ from .references import ReferenceImages
 from .registry import available_rewards, build_reward, register_reward
 from .remote import RemoteReward
 from .toy_verifier import ToyVerifierReward
-from .vlm_judge import ArtifactJudgeReward, VLMJudgeReward
 from .transforms import LSCReward, PARReward, ReferenceRewards, lsc, par
+from .vlm_judge import ArtifactJudgeReward, VLMJudgeReward
 
 __all__ = [
-    "ClapReward",
-    "ImageRewardReward",
-    "ArtifactClassifierReward",
-    "ArtifactJudgeReward",
-    "VLMJudgeReward",
     "AdversarialReward",
-    "DinoAdversarialReward",
-    "PickScoreAdversarialReward",
-    "ReferenceImages",
-    "ReferenceSimilarityReward",
     "AestheticMLP",
     "AestheticReward",
+    "ArtifactClassifierReward",
+    "ArtifactJudgeReward",
     "BrightnessReward",
+    "ClapReward",
     "ClipScoreReward",
+    "DinoAdversarialReward",
     "DinoSimilarityReward",
     "Ensemble",
     "HPSv2Reward",
+    "ImageRewardReward",
     "JpegCompressibilityReward",
     "LSCReward",
     "PARReward",
+    "PickScoreAdversarialReward",
     "PickScoreReward",
+    "ReferenceImages",
     "ReferenceRewards",
+    "ReferenceSimilarityReward",
     "RemoteReward",
     "Reward",
     "RewardOutput",
     "ToyVerifierReward",
+    "VLMJudgeReward",
     "WeightedSum",
     "aggregate",
     "available_rewards",

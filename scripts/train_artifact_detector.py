@@ -45,7 +45,7 @@ def toy_data(n_train: int, n_val: int, seed: int):
 def folder_data(root: Path, val_fraction: float, seed: int, image_size: int | None):
     x, y = load_labelled_folder(root, image_size)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
-    n_val = max(1, int(round(val_fraction * len(y))))
+    n_val = max(1, round(val_fraction * len(y)))
     if n_val >= len(y):
         raise ValueError(f"{root}: {len(y)} images leave nothing to train on with val fraction {val_fraction}")
     val, train = order[:n_val], order[n_val:]

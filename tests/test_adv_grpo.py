@@ -7,13 +7,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers.tiny_models import save_tiny_clip
+from test_trainer import CONFIGS, make_trainer
 
 from genrl.algorithms.adv_grpo import discriminator_turn
 from genrl.data import load_prompts
 from genrl.models.lora import lora_state_dict
 from rewards import ReferenceImages, build_reward
 from rewards.adversarial import hinge_loss, pairwise_loss
-from test_trainer import CONFIGS, make_trainer
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import torch
 from helpers.tiny_models import save_tiny_vlm
 
 from genrl.toy.artifacts import ARTIFACT_KINDS, add_artifact, artifact_dataset
-from genrl.toy.render import render
 from genrl.toy.prompts import split
+from genrl.toy.render import render
 from rewards import build_reward
 from rewards.artifacts import binary_metrics, load_detector
 
@@ -104,7 +104,7 @@ def test_detector_script_trains_on_a_labelled_folder_and_the_reward_loads_it(tmp
         Image.fromarray(image).save(folder / f"{i}.png")
     out = tmp_path / "detector"
     result = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "data"), "--backbone", "toy",
-                             "--out", str(out), "--steps", "50"], capture_output=True, text=True, timeout=300)
+                             "--out", str(out), "--steps", "50"], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((out / "artifact_detector.json").read_text())
     assert config["backbone"] == "toy" and config["metrics"]["validation"]["n"] == 16
@@ -115,5 +115,5 @@ def test_detector_script_trains_on_a_labelled_folder_and_the_reward_loads_it(tmp
     (tmp_path / "bad" / "clean").mkdir(parents=True)
     Image.fromarray(images[0]).save(tmp_path / "bad" / "clean" / "0.png")
     bad = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "bad"), "--out", str(tmp_path / "o"),
-                          "--backbone", "toy"], capture_output=True, text=True, timeout=300)
+                          "--backbone", "toy"], capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode != 0 and "artifact" in bad.stderr and not (tmp_path / "o").exists()

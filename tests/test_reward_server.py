@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_toy_rewards import _scenes
 
 from rewards import build_reward
 from rewards.server import make_server
-from test_toy_rewards import _scenes
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 

@@ -57,7 +57,7 @@ def test_balancing_keeps_equal_counts_with_the_largest_aggregates():
     assert kept[:, 0].tolist() == [True, False, True]
     only_up = R[:2]
     assert torch.equal(balance_turning_points(turning_points(only_up), only_up), turning_points(only_up))
-    rewards, mask = step_rewards(R)
+    rewards, _ = step_rewards(R)
     assert rewards[0, 0] == 3.0 and rewards[1, 0] == 0.5 and rewards[2, 0] == -2.5  # G at kept TPs, d elsewhere
     big = _random_R(512, seed=3)
     kept = balance_turning_points(turning_points(big), big)
@@ -70,7 +70,7 @@ def test_tp_grpo_on_the_trainer(tmp_path):
 
     from genrl.config import load_config
     from genrl.sampling.rollout import rollout
-    from genrl.trainer import Trainer, derived_seed
+    from genrl.trainer import Trainer
 
     overrides = tiny_overrides(tmp_path, **{"sample.window_size": 3, "sample.group_size": 4,
                                             "reward.weights": "{brightness: 1.0}", "reward.options": "{}",
@@ -94,9 +94,7 @@ def test_tp_grpo_on_the_trainer(tmp_path):
     assert batch.trajectory.steps == [0, 1, 2] and batch.extras["partial_rewards"].shape == (4, 3)
     # R_0 is the pure ODE sample from the rollout's own initial noise (not fresh noise)
     adapter = trainer.adapter
-    gens = [torch.Generator(device=trainer.accelerator.device).manual_seed(
-        derived_seed(trainer.cfg.seed, "init", 0, 0, 0, b)) for b in range(4)]
-    x_T = adapter.initial_noise(gens)
+    x_T = adapter.initial_noise(trainer._generators(*[(trainer.cfg.seed, "init", 0, 0, 0, b) for b in range(4)]))
     assert torch.equal(x_T, batch.trajectory.states[:, 0])
     with torch.no_grad():
         ode = rollout(lambda z, s: adapter.velocity(z, s, batch.cond), x_T, batch.sigmas, window=(0, 0))

@@ -95,7 +95,7 @@ def test_toy_clip_loads_with_open_clip_and_matches_registered_architecture():
 
     from genrl.toy.clip import TOY_CLIP_DIR, load_toy_clip, register_toy_clip_config
 
-    model, preprocess, tokenizer = load_toy_clip()
+    model, _, tokenizer = load_toy_clip()
     fresh = open_clip.create_model(register_toy_clip_config())
     assert set(fresh.state_dict()) == set(model.state_dict())
     assert tokenizer(["a photo of a red circle"]).shape == (1, MODEL_MAX_LENGTH)

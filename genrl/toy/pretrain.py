@@ -187,7 +187,8 @@ def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
     rng = random.Random(cfg.seed)
     pipe = load_toy_pipeline(cfg.init_from) if cfg.init_from else build_toy_pipeline(cfg.seed)
     pipe.set_progress_bar_config(disable=True)
-    log_file = open(log_path, "a", encoding="utf-8") if log_path else None
+    # closed by hand: before the restart cycle reopens it, or at the end
+    log_file = open(log_path, "a", encoding="utf-8") if log_path else None  # noqa: SIM115
 
     def log(record: dict) -> None:
         line = json.dumps(record)

@@ -106,7 +106,7 @@ def detect(image: np.ndarray) -> list[Detection]:
     labels = label_colors(_to_uint8_hwc(image))
     found: list[Detection] = []
     for ci, cname in enumerate(_COLOR_NAMES):
-        components, n = ndimage.label(labels == ci, structure=_EIGHT_CONNECTED)
+        components, _ = ndimage.label(labels == ci, structure=_EIGHT_CONNECTED)
         for idx, box in enumerate(ndimage.find_objects(components), start=1):
             mask = components[box] == idx
             area = int(mask.sum())

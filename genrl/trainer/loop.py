@@ -356,8 +356,9 @@ class Trainer:
         scores: dict[str, list[torch.Tensor]] = {k: [] for k in self.eval_rewards}
         families = [prompt_family(m) for m in self.test_set.metadata]
         family_names = sorted({f for f in families if f is not None})
-        family_index = torch.tensor([family_names.index(families[i]) if families[i] is not None else -1
-                                     for i, _ in jobs], dtype=torch.long, device=acc.device)
+        position = {name: k for k, name in enumerate(family_names)}
+        family_index = torch.tensor([position.get(families[i], -1) for i, _ in jobs], dtype=torch.long,
+                                    device=acc.device)
         keep_images, keep_prompts = [], []
         self.model.eval()
         with self._ema_weights():
@@ -388,12 +389,13 @@ class Trainer:
                 warnings.warn(f"evaluation reward {metric!r} was non-finite for {int(totals[2])} images; "
                               "they are left out of its mean", RuntimeWarning, stacklevel=2)
             if family_names:
-                metrics.update(self._family_means(metric, local, family_index, len(family_names), family_names))
+                metrics.update(self._family_means(metric, local, family_index, family_names))
         return metrics, np.stack(keep_images) if keep_images else np.zeros((0, 1, 1, 3)), keep_prompts
 
-    def _family_means(self, metric: str, local: torch.Tensor, family_index: torch.Tensor, n: int,
+    def _family_means(self, metric: str, local: torch.Tensor, family_index: torch.Tensor,
                       names: list[str]) -> dict[str, float]:
         """Per-family means of one evaluation reward and their mean, GenEval's overall score."""
+        n = len(names)
         keep = torch.isfinite(local) & (family_index >= 0)
         sums = torch.zeros(n, device=local.device).index_add_(0, family_index[keep], local[keep])
         counts = torch.zeros(n, device=local.device).index_add_(0, family_index[keep], torch.ones_like(local[keep]))
