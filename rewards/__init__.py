@@ -13,6 +13,7 @@ from .dino_similarity import DinoSimilarityReward
 from .ensemble import Ensemble, aggregate
 from .hps import HPSv2Reward
 from .imagereward import ImageRewardReward
+from .ink_balance import InkBalanceReward
 from .jpeg import JpegCompressibilityReward
 from .pickscore import PickScoreReward
 from .reference_similarity import ReferenceSimilarityReward
@@ -37,6 +38,7 @@ __all__ = [
     "Ensemble",
     "HPSv2Reward",
     "ImageRewardReward",
+    "InkBalanceReward",
     "JpegCompressibilityReward",
     "LSCReward",
     "PARReward",

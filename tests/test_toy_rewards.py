@@ -90,3 +90,19 @@ def test_weighted_sum_logs_components_and_flags_nonfinite_by_name():
     torch.testing.assert_close(out.info["verifier"], torch.ones(3))
     by_name = WeightedSum({"toy_verifier": 1.0})
     assert by_name(images, [s.prompt for s in specs]).scores.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_ink_balance_is_left_minus_right_ink_and_needs_a_layout_change():
+    specs, images = _scenes(n=4)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    ink = 1 - images.astype(np.float64).mean(axis=-1) / 255  # independent: numpy over HWC uint8
+    half = ink.shape[2] // 2
+    expected = ink[:, :, :half].mean(axis=(1, 2)) - ink[:, :, -half:].mean(axis=(1, 2))
+    left = build_reward("ink_balance")(x, [s.prompt for s in specs]).scores
+    np.testing.assert_allclose(left.double().numpy(), expected, atol=1e-6)
+    # mirroring the layout flips the sign; the "right" side is the negative; total ink alone does not count
+    torch.testing.assert_close(build_reward("ink_balance")(x.flip(-1), ["p"] * 4).scores, -left)
+    torch.testing.assert_close(build_reward("ink_balance", side="right")(x, ["p"] * 4).scores, -left)
+    assert build_reward("ink_balance")(torch.zeros(2, 3, 8, 9), ["p"] * 2).scores.tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError, match="side"):
+        build_reward("ink_balance", side="up")
