@@ -237,6 +237,11 @@ def validate(cfg: ExperimentConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if s.same_latent and (t.algorithm == "diffusion_nft" or s.noise_level == 0):
+        # one initial noise per group through a deterministic sampler gives identical images: no reward spread
+        why = "train.algorithm 'diffusion_nft' samples" if t.algorithm == "diffusion_nft" else "sample.noise_level 0 samples"
+        raise ConfigError(f"sample.same_latent=true makes every image of a group identical when {why} "
+                          "deterministically, so no group has a reward spread to learn from; set sample.same_latent=false")
     if s.step_type == "cps" and t.beta > 0 and t.algorithm != "diffusion_nft" and _last_trained_step(cfg) >= s.num_steps:
         # the last CPS step lands on sigma = 0 with no noise, so its Gaussian has std 0 and the KL divides by 0
         raise ConfigError("train.beta > 0 with sample.step_type 'cps' needs every trained step to end above sigma = 0: "

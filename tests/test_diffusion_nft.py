@@ -141,6 +141,7 @@ def test_nft_trainer_resume_restores_both_adapters(tmp_path):
     from test_trainer import make_trainer
 
     nft = {"train.algorithm": "diffusion_nft", "train.beta": 1e-4, "sample.group_size": 4,
+           "sample.same_latent": "false",  # deterministic rollouts: a shared x_T would repeat one image
            "train.timestep_fraction": 0.75, "reward.weights": "{jpeg_compressibility: 1.0}", "reward.options": "{}"}
     straight = make_trainer(tmp_path / "a", **nft)
     record = straight.train()
@@ -159,7 +160,8 @@ def test_nft_trainer_resume_restores_both_adapters(tmp_path):
 def test_prompt_banning_needs_both_conditions_and_removes_the_prompt_from_sampling(tmp_path):
     from test_trainer import make_trainer
 
-    trainer = make_trainer(tmp_path, **{"train.algorithm": "diffusion_nft", "nft.ban_std": 0.05,
+    trainer = make_trainer(tmp_path, **{"train.algorithm": "diffusion_nft", "sample.same_latent": "false",
+                                        "nft.ban_std": 0.05,
                                         "nft.ban_mean": 0.9})
     algo, sampler = trainer.algorithm, trainer.sampler
     rewards = torch.tensor([0.95, 0.96, 0.5, 0.9, 0.95, 0.95, 0.2, 0.1])

@@ -22,8 +22,8 @@ def test_windows_parse_and_bad_ones_name_the_schedule():
 
 def test_without_step_noise_the_steps_decide_nothing(tmp_path):
     # noise level 0: every rollout from one x_T is the same ODE sample, so all variance is x_T's
-    ode = reward_variance.window_variance(make_trainer(tmp_path / "a", **INK, **{"sample.noise_level": 0.0}),
-                                          (0, 4), [0, 1], latents=2, seeds=3)
+    ode_trainer = make_trainer(tmp_path / "a", **INK, **{"sample.noise_level": 0.0, "sample.same_latent": "false"})
+    ode = reward_variance.window_variance(ode_trainer, (0, 4), [0, 1], latents=2, seeds=3)
     assert ode["within"] < 1e-12 and ode["total"] > 1e-6 and ode["share"] < 1e-9  # float rounding only
     sde = reward_variance.window_variance(make_trainer(tmp_path / "b", **INK), (0, 4), [0, 1], latents=2, seeds=3)
     assert sde["within"] > 0 and 0 < sde["share"] <= 1.5

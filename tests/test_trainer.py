@@ -68,14 +68,21 @@ def test_config_errors_name_the_key(tmp_path):
     assert load_config(None, [*cps, "sample.window_range=[0,5]"]).sample.window_range == [0, 5]
     assert load_config(None, [*cps, "train.algorithm=tp_grpo"]).train.algorithm == "tp_grpo"  # W = first 5 steps
     assert load_config(None, ["mixed_precision=no"]).mixed_precision == "no"  # not YAML's false
+    # one initial noise per group through a deterministic sampler would repeat one image per group
+    for deterministic in ("train.algorithm=diffusion_nft", "sample.noise_level=0"):
+        with pytest.raises(ConfigError, match="sample.same_latent"):
+            load_config(None, ["sample.same_latent=true", deterministic])
+    assert load_config(None, ["sample.same_latent=true"]).sample.same_latent
     # a replaced reward mapping does not keep the defaults' entries
     assert load_config(None, ["reward.weights={jpeg_compressibility: 1.0}"]).reward.weights == {
         "jpeg_compressibility": 1.0}
 
 
 def test_first_update_is_on_policy_and_the_loss_has_its_closed_form(tmp_path):
+    # Flow-GRPO without a window (the toy default has one): every step stochastic and recorded
     trainer = make_trainer(tmp_path, **{"sample.group_size": 4, "reward.weights": "{jpeg_compressibility: 1.0}",
-                                        "reward.options": "{}"})
+                                        "reward.options": "{}", "sample.window_size": 0,
+                                        "sample.window_range": "null", "train.timestep_fraction": 0.99})
     (batch,), metrics = sample_and_score(trainer)
     assert batch.trajectory.log_probs.shape == (4, 4)
     # all 4 steps are recorded, int(4 * 0.99) = 3 are trained: never the last one
