@@ -3,6 +3,7 @@
     python bench/compare.py                                   # Flow-GRPO vs DiffusionNFT, 10 minutes each
     python bench/compare.py --minutes 5 --configs configs/toy.yaml configs/toy_fast_cps.yaml
     python bench/compare.py --plot-only                       # re-plot finished runs
+    python bench/compare.py --plot-only --configs configs/toy.yaml --run-dirs bench/runs/toy_allsteps
 
 Each config runs with ``time_budget_minutes`` (training time: sampling, rewards and updates;
 evaluation excluded) into ``bench/runs/<config name>``. The held-out verifier accuracy of every
@@ -76,6 +77,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "runs")
     parser.add_argument("--plot", type=Path, default=ROOT / "bench" / "runs" / "compare.png")
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--run-dirs", nargs="*", type=Path, default=[],
+                        help="finished run directories to add to the plot and table, named by their directory")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     args = parser.parse_args(argv)
     runs = {}
@@ -84,6 +87,10 @@ def main(argv: list[str]) -> int:
         if not args.plot_only:
             run(config, args.minutes, args.out / name, args.overrides)
         runs[name] = load(args.out / name)
+    for run_dir in args.run_dirs:
+        if not (run_dir / "metrics.jsonl").is_file():
+            parser.error(f"--run-dirs: {run_dir} has no metrics.jsonl")
+        runs[run_dir.name] = load(run_dir)
     args.plot.parent.mkdir(parents=True, exist_ok=True)
     plot(runs, args.key, args.plot)
     for name, records in runs.items():

@@ -231,7 +231,8 @@ class Trainer:
         with acc.autocast(), self.algorithm.sampling_policy(self):
             cond = adapter.encode(prompts)
             x = adapter.initial_noise(self._generators(*noise_keys))
-            traj = rollout(lambda z, s: adapter.velocity(z, s, cond, model=self.unwrapped), x, sigmas,
+            model = self.unwrapped  # unwrap once: unwrap_model walks the module tree on every call
+            traj = rollout(lambda z, s: adapter.velocity(z, s, cond, model=model), x, sigmas,
                            step_type=cfg.sample.step_type, noise_level=cfg.sample.noise_level, window=window,
                            generators=step_gens, ode_solver=cfg.sample.solver)
             images = adapter.decode(traj.final).float()
@@ -361,6 +362,7 @@ class Trainer:
                                     device=acc.device)
         keep_images, keep_prompts = [], []
         self.model.eval()
+        unwrapped = self.unwrapped
         with self._ema_weights():
             for start in range(0, len(jobs), cfg.sample.eval_batch_size):
                 chunk = jobs[start:start + cfg.sample.eval_batch_size]
@@ -370,7 +372,7 @@ class Trainer:
                     cond = adapter.encode(prompts)
                     x = adapter.initial_noise(self._generators(*[(cfg.seed, "eval", i, r) for i, r in chunk]))
                     traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, guidance_scale=guidance,
-                                                                         model=self.unwrapped),
+                                                                         model=unwrapped),
                                    x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0))
                     images = adapter.decode(traj.final).float()
                 for metric, reward in self.eval_rewards.items():
