@@ -29,7 +29,7 @@ import torch
 
 from genrl.config import load_config
 from genrl.sampling.rollout import rollout
-from genrl.trainer import Trainer, derived_seed
+from genrl.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,17 +51,15 @@ def parse_window(text: str, num_steps: int) -> tuple[int, int]:
 def window_variance(trainer: Trainer, window: tuple[int, int], prompt_ids: list[int], latents: int,
                     seeds: int) -> dict[str, float]:
     """Mean reward, within-x_T variance, total variance and their ratio for one window of SDE steps."""
-    cfg, adapter, device = trainer.cfg, trainer.adapter, trainer.accelerator.device
-    sigmas = adapter.schedule(cfg.sample.num_steps).to(device)
+    cfg, adapter = trainer.cfg, trainer.adapter
+    sigmas = adapter.schedule(cfg.sample.num_steps).to(trainer.accelerator.device)
     means, within, total = [], [], []
     for p in prompt_ids:
         n = latents * seeds
         prompts = [trainer.train_set.prompts[p]] * n
         metadata = [trainer.train_set.metadata[p]] * n
-        x_gens = [torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "x_T", p, i // seeds))
-                  for i in range(n)]
-        step_gens = [torch.Generator(device=device).manual_seed(derived_seed(cfg.seed, "steps", p, i))
-                     for i in range(n)]
+        x_gens = trainer._generators(*[(cfg.seed, "x_T", p, i // seeds) for i in range(n)])
+        step_gens = trainer._generators(*[(cfg.seed, "steps", p, i) for i in range(n)])
         with trainer.accelerator.autocast():
             cond = adapter.encode(prompts)
             traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, model=trainer.unwrapped),

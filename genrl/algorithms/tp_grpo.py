@@ -45,10 +45,10 @@ class TPGRPO(FlowGRPO):
     def after_sampling(self, trainer, batch: RolloutBatch) -> None:
         """R_0 .. R_{W-1}: rewards of ODE completions from x^(0) = x_T, ..., x^(W-1)."""
         adapter, traj, sigmas = trainer.adapter, batch.trajectory, batch.sigmas
-        rewards, calls, model = [], 0, trainer.unwrapped
+        rewards, calls = [], 0
         for k in range(self.window):
             start = traj.steps[k]
-            done = rollout(lambda z, s: adapter.velocity(z, s, batch.cond, model=model),
+            done = rollout(lambda z, s: adapter.velocity(z, s, batch.cond, model=trainer.unwrapped),
                            traj.states[:, k], sigmas[start:], window=(0, 0))
             calls += len(sigmas) - 1 - start
             images = adapter.decode(done.final).float()

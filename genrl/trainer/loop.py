@@ -147,6 +147,9 @@ class Trainer:
                                       weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
         scheduler = get_scheduler("constant", optimizer)
         self.model, self.optimizer, self.lr_scheduler = acc.prepare(transformer, optimizer, scheduler)
+        # the bare transformer under accelerate's wrappers, unwrapped once: unwrap_model walks the module
+        # tree, and the rollouts call the model on every step
+        self.unwrapped: torch.nn.Module = acc.unwrap_model(self.model)
         self.params = params
         self.ema = EMAModel(params, decay=t.ema_decay) if t.ema else None
         # Objects saved with every checkpoint (name -> object with state_dict/load_state_dict); algorithms
@@ -207,10 +210,6 @@ class Trainer:
         self.eval_rewards = {metric: build_reward(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
                              for metric, spec in r.eval.items()}
 
-    @property
-    def unwrapped(self) -> torch.nn.Module:
-        return self.accelerator.unwrap_model(self.model)
-
     # ----------------------------------------------------------------------------------- sampling
     def _generators(self, *parts) -> list[torch.Generator]:
         return [torch.Generator(device=self.accelerator.device).manual_seed(derived_seed(*p)) for p in parts]
@@ -231,8 +230,7 @@ class Trainer:
         with acc.autocast(), self.algorithm.sampling_policy(self):
             cond = adapter.encode(prompts)
             x = adapter.initial_noise(self._generators(*noise_keys))
-            model = self.unwrapped  # unwrap once: unwrap_model walks the module tree on every call
-            traj = rollout(lambda z, s: adapter.velocity(z, s, cond, model=model), x, sigmas,
+            traj = rollout(lambda z, s: adapter.velocity(z, s, cond, model=self.unwrapped), x, sigmas,
                            step_type=cfg.sample.step_type, noise_level=cfg.sample.noise_level, window=window,
                            generators=step_gens, ode_solver=cfg.sample.solver)
             images = adapter.decode(traj.final).float()
@@ -362,7 +360,6 @@ class Trainer:
                                     device=acc.device)
         keep_images, keep_prompts = [], []
         self.model.eval()
-        unwrapped = self.unwrapped
         with self._ema_weights():
             for start in range(0, len(jobs), cfg.sample.eval_batch_size):
                 chunk = jobs[start:start + cfg.sample.eval_batch_size]
@@ -372,7 +369,7 @@ class Trainer:
                     cond = adapter.encode(prompts)
                     x = adapter.initial_noise(self._generators(*[(cfg.seed, "eval", i, r) for i, r in chunk]))
                     traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, guidance_scale=guidance,
-                                                                         model=unwrapped),
+                                                                         model=self.unwrapped),
                                    x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0))
                     images = adapter.decode(traj.final).float()
                 for metric, reward in self.eval_rewards.items():
