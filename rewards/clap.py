@@ -6,6 +6,13 @@ Two backends load the same kind of model:
   (``laion/clap-htsat-unfused``, ``laion/larger_clap_music``, ...);
 - ``backend="laion_clap"``: the ``laion_clap`` package's ``CLAP_Module`` with a checkpoint file
   (the extra ``clap``: ``pip install -e ".[clap]"``), as Stable Audio / DRAGON-style pipelines load it.
+  The package builds its text branch from the hub repos ``roberta-base`` (and, at import, the
+  tokenizers of ``bert-base-uncased`` and ``facebook/bart-base``), so offline use needs them in the
+  Hugging Face cache. The checkpoint is read by :func:`load_laion_clap_state_dict`, not by the
+  package's ``load_ckpt``, which unpickles arbitrary objects.
+
+Both backends' preprocessing crops clips longer than 10 s at a random offset (CLAP's
+``rand_trunc``), so on long audio the score is stochastic; score 10 s chunks to avoid it.
 
 Waveforms arrive at ``sample_rate`` (the generator's, e.g. 44.1 kHz for Stable Audio) and are
 resampled to CLAP's 48 kHz with a polyphase filter.
@@ -13,7 +20,9 @@ resampled to CLAP's 48 kHz with a polyphase filter.
 
 from __future__ import annotations
 
+import pickle
 from math import gcd
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +47,50 @@ def resample(waveforms: torch.Tensor, orig_rate: int, new_rate: int = CLAP_SAMPL
     return torch.from_numpy(np.ascontiguousarray(out)).float()
 
 
+def _numpy_scalar_globals() -> list:
+    """What a checkpoint holding numpy scalars (LAION-CLAP's releases do) needs beyond tensors.
+
+    ``multiarray.scalar`` rebuilds a scalar from a dtype and raw bytes; the dtype classes carry no
+    code. Listed under the name the pickle uses (``numpy.core...``) as well as numpy's own.
+    """
+    scalar = np.core.multiarray.scalar if hasattr(np, "core") else np._core.multiarray.scalar
+    dtype_classes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
+    return [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype, *dtype_classes]
+
+
+def load_laion_clap_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """The CLAP model's state dict from a LAION-CLAP checkpoint (``.pt``) or a ``.safetensors`` file.
+
+    ``.pt`` files are read with ``weights_only=True`` (numpy scalars allowed); ``allow_pickle=True``
+    unpickles anything, for trusted files only. The ``state_dict`` entry is taken when present, a
+    DDP ``module.`` prefix is removed, and ``text_branch.embeddings.position_ids`` (a buffer recent
+    transformers no longer saves) is dropped, as the package's own loader does.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"clap (backend laion_clap): checkpoint {str(path)!r} is not a file; pass the path of a LAION-CLAP "
+            "release such as 630k-audioset-best.pt or music_audioset_epoch_15_esc_90.14.pt")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+                state = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        except pickle.UnpicklingError as err:
+            raise pickle.UnpicklingError(
+                f"clap (backend laion_clap): {str(path)!r} holds objects other than tensors and numpy scalars, "
+                "so it was not unpickled. If you trust the file, pass allow_pickle=True (reward option "
+                f"clap.allow_pickle), or convert it to .safetensors.\n{err}") from err
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state.pop("text_branch.embeddings.position_ids", None)
+    return state
+
+
 @register_reward("clap")
 class ClapReward(Reward):
     """``scale * cos(CLAP_audio(waveform), CLAP_text(prompt))`` for ``(N, T)`` waveforms."""
@@ -46,7 +99,8 @@ class ClapReward(Reward):
 
     def __init__(self, model: str = "laion/clap-htsat-unfused", backend: str = "transformers",
                  sample_rate: int = CLAP_SAMPLE_RATE, scale: float = 1.0, enable_fusion: bool = False,
-                 audio_model: str = "HTSAT-tiny", device: str | torch.device = "cpu") -> None:
+                 audio_model: str = "HTSAT-tiny", allow_pickle: bool = False,
+                 device: str | torch.device = "cpu") -> None:
         self.device, self.sample_rate, self.scale, self.backend = torch.device(device), sample_rate, scale, backend
         if backend == "transformers":
             from transformers import ClapModel, ClapProcessor
@@ -55,9 +109,10 @@ class ClapReward(Reward):
             self.model = ClapModel.from_pretrained(model).to(self.device).eval().requires_grad_(False)
         elif backend == "laion_clap":
             laion_clap = require("laion_clap")
+            state = load_laion_clap_state_dict(model, allow_pickle)  # before the slow model build
             self.model = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=audio_model, device=self.device)
-            self.model.load_ckpt(model)  # a checkpoint file (.pt) from the LAION-CLAP releases
-            self.model.eval()
+            self.model.model.load_state_dict(state)
+            self.model.eval().requires_grad_(False)
         else:
             raise ValueError(f"clap backend must be 'transformers' or 'laion_clap', got {backend!r}")
 

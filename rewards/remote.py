@@ -31,6 +31,16 @@ def decode_image(data: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
 
 
+def encode_waveform(waveform: torch.Tensor) -> str:
+    """A 1-D waveform as base64 of its little-endian float32 samples (lossless for float32 audio)."""
+    return base64.b64encode(waveform.detach().float().cpu().numpy().astype("<f4").tobytes()).decode("ascii")
+
+
+def decode_waveform(data: str) -> np.ndarray:
+    """Base64 little-endian float32 -> 1-D ``float32`` array."""
+    return np.frombuffer(base64.b64decode(data), dtype="<f4").astype(np.float32)
+
+
 def _jsonable(value: Any, where: str) -> Any:
     if hasattr(value, "to_dict"):
         return value.to_dict()
@@ -44,13 +54,17 @@ def _jsonable(value: Any, where: str) -> Any:
 class RemoteReward(Reward):
     """A reward computed by ``python -m rewards.server`` at ``url``.
 
-    Requests carry at most ``batch_size`` images, time out after ``timeout`` seconds, and are
+    ``modality`` must match the served reward's: ``"image"`` (sent as PNG) or ``"audio"``
+    (``(N, T)`` waveforms sent as float32; the server's reward holds the ``sample_rate``). Requests carry at most ``batch_size`` images, time out after ``timeout`` seconds, and are
     retried ``retries`` times (with ``backoff`` seconds, doubling) on connection errors, timeouts and
     HTTP 5xx; then a ``RuntimeError`` names the URL and the last error. HTTP 4xx is not retried.
     """
 
     def __init__(self, url: str, timeout: float = 120.0, retries: int = 3, backoff: float = 0.5,
-                 batch_size: int = 64) -> None:
+                 batch_size: int = 64, modality: str = "image") -> None:
+        if modality not in ("image", "audio"):
+            raise ValueError(f"remote: modality must be 'image' or 'audio', got {modality!r}")
+        self.modality = modality
         self.url = url.rstrip("/")
         self.timeout, self.retries, self.backoff, self.batch_size = timeout, retries, backoff, batch_size
 
@@ -81,8 +95,9 @@ class RemoteReward(Reward):
             stop = start + self.batch_size
             meta = [{k: v if _plain(v) else _jsonable(v, f"metadata[{start + i}][{k!r}]") for k, v in m.items()}
                     for i, m in enumerate(metadata[start:stop])]
-            reply = self._post({"images": [encode_image(im) for im in images[start:stop]],
-                                "prompts": prompts[start:stop], "metadata": meta})
+            media = ({"audio": [encode_waveform(w) for w in images[start:stop]]} if self.modality == "audio"
+                     else {"images": [encode_image(im) for im in images[start:stop]]})
+            reply = self._post({**media, "prompts": prompts[start:stop], "metadata": meta})
             scores.extend(reply["scores"])
             for key, value in reply.get("info", {}).items():
                 if isinstance(value, list):

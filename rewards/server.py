@@ -5,7 +5,8 @@
 
 A reward with conflicting dependencies runs in its own environment behind this server; the
 trainer uses ``remote`` (:class:`RemoteReward`) with ``url=http://127.0.0.1:8765``. The wire
-format is JSON: images as base64 PNG, prompts, JSON metadata; never pickle. The server binds the
+format is JSON: images as base64 PNG (key ``images``) or waveforms as base64 float32 (key
+``audio``, for audio rewards such as ``clap``), prompts, JSON metadata; never pickle. The server binds the
 loopback interface unless ``--allow-remote`` is given.
 """
 
@@ -25,7 +26,7 @@ import torch
 
 from .base import Reward
 from .registry import build_reward
-from .remote import decode_image
+from .remote import decode_image, decode_waveform
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def make_handler(reward: Reward, name: str) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             if self.path == "/health":
-                self._reply(200, {"reward": name})
+                self._reply(200, {"reward": name, "modality": reward.modality})
             else:
                 self._reply(404, {"error": f"unknown path {self.path}"})
 
@@ -68,8 +69,13 @@ def make_handler(reward: Reward, name: str) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                images = np.stack([decode_image(d) for d in body["images"]])
-                out = reward(images, body["prompts"], body.get("metadata"))
+                key = "audio" if reward.modality == "audio" else "images"
+                if key not in body:
+                    raise ValueError(f"{name} scores {reward.modality}: the request needs {key!r} "
+                                   f"(the client's modality option), got keys {sorted(body)}")
+                decode = decode_waveform if key == "audio" else decode_image
+                media = np.stack([decode(d) for d in body[key]])
+                out = reward(media, body["prompts"], body.get("metadata"))
                 self._reply(200, {"scores": out.scores.float().tolist(), "info": _info_to_json(out.info)})
             except (KeyError, ValueError, TypeError) as err:
                 self._reply(400, {"error": f"{type(err).__name__}: {err}"})
@@ -97,8 +103,6 @@ def make_server(reward_name: str, options: dict | None = None, host: str = "127.
         raise PermissionError(f"refusing to bind {host!r}: the reward server binds loopback only unless "
                               "allow_remote (--allow-remote) is set")
     reward = build_reward(reward_name, **(options or {}))
-    if reward.modality != "image":
-        raise ValueError(f"reward {reward_name!r} scores {reward.modality}; the server carries images (PNG) only")
     return ThreadingHTTPServer((host, port), make_handler(reward, reward_name))
 
 

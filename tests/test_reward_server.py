@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny_models import save_tiny_clap
 from test_toy_rewards import _scenes
 
 from rewards import build_reward
@@ -36,6 +37,22 @@ def test_served_reward_matches_the_local_one():
         assert len(out.info["partial"]) == 6  # info lists are concatenated over the two requests
         with pytest.raises(ValueError, match="rejected"):  # 4xx is the caller's fault and is not retried
             remote(images[:2], ["a photo of a unicorn", "x"])
+    finally:
+        proc.kill()
+
+
+def test_served_audio_reward_matches_the_local_one(tmp_path):
+    save_tiny_clap(tmp_path)
+    proc, url = _start(["-m", "rewards.server", "clap", "--option", f"model={tmp_path}",
+                        "--option", "sample_rate=16000"])
+    try:
+        waves = torch.randn(3, 16_000, generator=torch.Generator().manual_seed(0)) * 0.1
+        prompts = ["a dog barking", "rain on a window", "a piano melody"]
+        remote = build_reward("remote", url=url, modality="audio", batch_size=2)
+        local = build_reward("clap", model=str(tmp_path), sample_rate=16_000)
+        torch.testing.assert_close(remote(waves, prompts).scores, local(waves, prompts).scores)
+        with pytest.raises(ValueError, match="needs 'audio'"):  # an image client on an audio server
+            build_reward("remote", url=url)(torch.rand(1, 3, 8, 8), ["x"])
     finally:
         proc.kill()
 
