@@ -20,7 +20,6 @@ resampled to CLAP's 48 kHz with a polyphase filter.
 
 from __future__ import annotations
 
-import pickle
 from math import gcd
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from genrl.utils.optional import require
 
 from .base import Reward, RewardOutput, projected_features
 from .registry import register_reward
+from .weight_files import load_weight_file
 
 CLAP_SAMPLE_RATE = 48_000
 
@@ -47,17 +47,6 @@ def resample(waveforms: torch.Tensor, orig_rate: int, new_rate: int = CLAP_SAMPL
     return torch.from_numpy(np.ascontiguousarray(out)).float()
 
 
-def _numpy_scalar_globals() -> list:
-    """What a checkpoint holding numpy scalars (LAION-CLAP's releases do) needs beyond tensors.
-
-    ``multiarray.scalar`` rebuilds a scalar from a dtype and raw bytes; the dtype classes carry no
-    code. Listed under the name the pickle uses (``numpy.core...``) as well as numpy's own.
-    """
-    scalar = np.core.multiarray.scalar if hasattr(np, "core") else np._core.multiarray.scalar
-    dtype_classes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType")]
-    return [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype, *dtype_classes]
-
-
 def load_laion_clap_state_dict(path: str | Path, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The CLAP model's state dict from a LAION-CLAP checkpoint (``.pt``) or a ``.safetensors`` file.
 
@@ -66,24 +55,8 @@ def load_laion_clap_state_dict(path: str | Path, allow_pickle: bool = False) -> 
     DDP ``module.`` prefix is removed, and ``text_branch.embeddings.position_ids`` (a buffer recent
     transformers no longer saves) is dropped, as the package's own loader does.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"clap (backend laion_clap): checkpoint {str(path)!r} is not a file; pass the path of a LAION-CLAP "
-            "release such as 630k-audioset-best.pt or music_audioset_epoch_15_esc_90.14.pt")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            with torch.serialization.safe_globals(_numpy_scalar_globals()):
-                state = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-        except pickle.UnpicklingError as err:
-            raise pickle.UnpicklingError(
-                f"clap (backend laion_clap): {str(path)!r} holds objects other than tensors and numpy scalars, "
-                "so it was not unpickled. If you trust the file, pass allow_pickle=True (reward option "
-                f"clap.allow_pickle), or convert it to .safetensors.\n{err}") from err
+    state = load_weight_file(path, "clap", allow_pickle, hint="pass the path of a LAION-CLAP release such as "
+                             "630k-audioset-best.pt or music_audioset_epoch_15_esc_90.14.pt")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items()}

@@ -59,8 +59,3 @@ def test_laion_clap_backend_names_its_extra_when_missing():
     with pytest.raises(MissingExtraError, match=r"\.\[clap\]"):
         build_reward("clap", backend="laion_clap", model="music_audioset_epoch_15_esc_90.14.pt")
 
-
-@pytest.mark.skipif(importlib.util.find_spec("ImageReward") is not None, reason="ImageReward is installed")
-def test_imagereward_names_its_extra_when_missing():
-    with pytest.raises(MissingExtraError, match=r"\.\[imagereward\]"):
-        build_reward("imagereward")

@@ -8,7 +8,6 @@ from types import ModuleType
 #: Import name -> (distribution, genrl extra that installs it).
 OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "laion_clap": ("laion-clap", "clap"),
-    "ImageReward": ("image-reward", "imagereward"),
     "xformers": ("xformers", "xformers"),
     "wandb": ("wandb", "wandb"),
 }

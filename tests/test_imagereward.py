@@ -1,0 +1,92 @@
+"""ImageReward rebuilt on transformers' BLIP modules, against scores computed by the image-reward package.
+
+The fixture holds a tiny ImageReward in the package's own key layout, inputs, and the package's scores
+for them (written by tests/fixtures/make_imagereward_fixture.py in an environment with the package).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
+from torchvision import transforms
+
+from rewards import build_reward
+from rewards.imagereward import (
+    CLIP_MEAN,
+    CLIP_STD,
+    ImageRewardModel,
+    convert_imagereward_state_dict,
+    resize_center_crop,
+)
+
+FIXTURE = Path(__file__).parent / "fixtures" / "imagereward_tiny.safetensors"
+
+
+@pytest.fixture(scope="module")
+def fixture():
+    tensors = load_file(FIXTURE)
+    with safe_open(FIXTURE, "pt") as f:
+        meta = f.metadata()
+    weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
+    return weights, tensors, json.loads(meta["vision"]), json.loads(meta["text"])
+
+
+def test_rebuilt_model_reproduces_the_packages_scores(fixture):
+    weights, tensors, vision, text = fixture
+    model = ImageRewardModel(vision, text).eval()
+    model.load_state_dict(convert_imagereward_state_dict(weights))  # strict: every weight accounted for
+    with torch.no_grad():
+        scores = model(tensors["inputs.pixel_values"], tensors["inputs.input_ids"], tensors["inputs.attention_mask"])
+    torch.testing.assert_close(scores, tensors["expected.scores"], rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_vision_weights_are_refused():
+    with pytest.raises(KeyError, match="blip.visual_encoder.head.weight"):
+        convert_imagereward_state_dict({"blip.visual_encoder.head.weight": torch.zeros(1)})
+
+
+def test_preprocessing_matches_the_packages_torchvision_transform():
+    image = Image.fromarray((torch.rand(45, 70, 3) * 255).to(torch.uint8).numpy())
+    package = transforms.Compose([transforms.Resize(32, interpolation=transforms.InterpolationMode.BICUBIC),
+                                  transforms.CenterCrop(32), transforms.ToTensor()])(image)
+    ours = resize_center_crop(transforms.functional.to_tensor(image)[None], 32)[0]
+    assert ours.shape == package.shape
+    assert (ours - package).abs().mean() < 0.02  # PIL resamples uint8, torch floats: close, not equal
+    square = torch.rand(1, 3, 32, 32)
+    assert resize_center_crop(square, 32) is square
+
+
+@pytest.fixture(scope="module")
+def reward(fixture, tmp_path_factory):
+    weights, _, vision, text = fixture
+    root = tmp_path_factory.mktemp("imagereward")
+    torch.save(weights, root / "ImageReward.pt")  # a plain state dict, as the release ships it
+    (root / "bert").mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "cat", "dog", "on", "the", "grass"]
+    (root / "bert" / "vocab.txt").write_text("\n".join(words) + "\n")
+    return build_reward("imagereward", model=str(root), tokenizer=str(root / "bert"), text_config=text,
+                        vision_config=vision)
+
+
+def test_reward_scores_batches_and_passes_gradients_to_pixels(reward):
+    prompts = ["a red cat", "a dog on the grass", "the cat"]
+    images = torch.rand(3, 3, 40, 48, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    scores = reward(images, prompts).scores
+    assert scores.shape == (3,) and torch.isfinite(scores).all()
+    one_by_one = torch.cat([reward(images[i:i + 1], prompts[i:i + 1]).scores for i in range(3)])
+    torch.testing.assert_close(one_by_one, scores, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(reward(images, prompts[::-1]).scores, scores)  # the prompt matters
+    scores.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0 and torch.isfinite(images.grad).all()
+    # the pixels the model sees are CLIP-normalised, as the package's transform makes them
+    pixels = reward.pixel_values(torch.ones(1, 3, 32, 32))
+    torch.testing.assert_close(pixels[0, :, 0, 0], (1 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD))
+
+
+def test_missing_checkpoint_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="imagereward: checkpoint"):
+        build_reward("imagereward", model=str(tmp_path / "nope.pt"))
