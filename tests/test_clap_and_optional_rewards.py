@@ -25,10 +25,12 @@ def test_clap_score_is_the_models_audio_text_cosine(clap_dir):
     waves = torch.randn(3, 48_000, generator=torch.Generator().manual_seed(0)) * 0.1
     prompts = ["a dog barking", "rain on a window", "a piano melody"]
     scores = reward(waves, prompts).scores
-    inputs = reward.processor(text=prompts, audio=list(waves.numpy()), sampling_rate=48_000, return_tensors="pt",
-                              padding=True)
+    # tokenizer and feature extractor called apart: through the joint processor call, padding=True also
+    # reaches the feature extractor, which transformers 5.17 took as an audio padding mode (zero padding)
+    text = reward.processor.tokenizer(prompts, padding=True, return_tensors="pt")
+    audio = reward.processor.feature_extractor(list(waves.numpy()), sampling_rate=48_000, return_tensors="pt")
     with torch.no_grad():
-        out = reward.model(**inputs)
+        out = reward.model(**text, **audio)
     expected = out.logits_per_audio.diagonal() / reward.model.logit_scale_a.exp()
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
     assert ((scores >= -1) & (scores <= 1)).all()
