@@ -161,11 +161,16 @@ class ImageRewardReward(Reward):
         text = {}
         if med_config is not None:
             text = {k: v for k, v in json.loads(Path(med_config).read_text()).items() if k in _MED_CONFIG_KEYS}
-        state = load_weight_file(_checkpoint_path(model), "imagereward", allow_pickle,
+        path = _checkpoint_path(model)
+        state = load_weight_file(path, "imagereward", allow_pickle,
                                  hint="pass a release name (ImageReward-v1.0), a checkpoint file or its directory")
         self.device = torch.device(device)
         self.model = ImageRewardModel(vision_config, {**text, **(text_config or {})})
-        self.model.load_state_dict(convert_imagereward_state_dict(state.get("state_dict", state)))
+        try:
+            self.model.load_state_dict(convert_imagereward_state_dict(state.get("state_dict", state)))
+        except RuntimeError as err:
+            raise RuntimeError(f"imagereward: {str(path)!r} does not fit the ImageReward architecture (set med_config, "
+                               f"text_config or vision_config for a different one):\n{err}") from err
         self.model.to(self.device).eval().requires_grad_(False)
         self.tokenizer = BertTokenizer.from_pretrained(tokenizer)
         self.tokenizer.add_special_tokens({"bos_token": "[DEC]", "additional_special_tokens": ["[ENC]"]})

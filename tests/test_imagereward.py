@@ -87,6 +87,10 @@ def test_reward_scores_batches_and_passes_gradients_to_pixels(reward):
     torch.testing.assert_close(pixels[0, :, 0, 0], (1 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD))
 
 
-def test_missing_checkpoint_is_named(tmp_path):
+def test_missing_or_mismatched_checkpoints_are_named(tmp_path, fixture):
     with pytest.raises(FileNotFoundError, match="imagereward: checkpoint"):
         build_reward("imagereward", model=str(tmp_path / "nope.pt"))
+    weights, _, vision, _ = fixture
+    torch.save(weights, tmp_path / "ImageReward.pt")
+    with pytest.raises(RuntimeError, match="ImageReward.pt' does not fit"):  # tiny weights, BERT-base text encoder
+        build_reward("imagereward", model=str(tmp_path), vision_config=vision)
