@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tiny-model builders the tests use
 
 def offline_rewards(tmp: Path) -> dict[str, dict]:
     """Reward name -> build options that load without a network."""
-    from helpers.tiny_models import save_tiny_clap, save_tiny_clip, save_tiny_vlm
+    from helpers.tiny_models import save_tiny_clap, save_tiny_clip, save_tiny_imagereward, save_tiny_vlm
 
     from rewards import AestheticMLP, build_reward
 
@@ -46,6 +46,7 @@ def offline_rewards(tmp: Path) -> dict[str, dict]:
         "reference_similarity (toy tower)": {"name": "reference_similarity", "backbone": "toy"},
         "artifact_classifier (toy)": {"name": "artifact_classifier", "detector": "toy"},
         "vlm_judge (tiny LLaVA)": {"name": "vlm_judge", "model": str(tmp / "vlm")},
+        "imagereward (tiny BLIP)": {"name": "imagereward", **save_tiny_imagereward(tmp / "imagereward")},
         "clap (tiny, 1 s clips)": {"name": "clap", "model": str(tmp / "clap"), "sample_rate": 48_000},
     }
 

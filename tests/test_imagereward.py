@@ -5,10 +5,10 @@ for them (written by tests/fixtures/make_imagereward_fixture.py in an environmen
 """
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from helpers.tiny_models import IMAGEREWARD_FIXTURE, save_tiny_imagereward
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -23,7 +23,7 @@ from rewards.imagereward import (
     resize_center_crop,
 )
 
-FIXTURE = Path(__file__).parent / "fixtures" / "imagereward_tiny.safetensors"
+FIXTURE = IMAGEREWARD_FIXTURE
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +61,8 @@ def test_preprocessing_matches_the_packages_torchvision_transform():
 
 
 @pytest.fixture(scope="module")
-def reward(fixture, tmp_path_factory):
-    weights, _, vision, text = fixture
-    root = tmp_path_factory.mktemp("imagereward")
-    torch.save(weights, root / "ImageReward.pt")  # a plain state dict, as the release ships it
-    (root / "bert").mkdir()
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "cat", "dog", "on", "the", "grass"]
-    (root / "bert" / "vocab.txt").write_text("\n".join(words) + "\n")
-    return build_reward("imagereward", model=str(root), tokenizer=str(root / "bert"), text_config=text,
-                        vision_config=vision)
+def reward(tmp_path_factory):
+    return build_reward("imagereward", **save_tiny_imagereward(tmp_path_factory.mktemp("imagereward")))
 
 
 def test_reward_scores_batches_and_passes_gradients_to_pixels(reward):

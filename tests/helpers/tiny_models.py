@@ -97,3 +97,27 @@ def save_tiny_clap(model_dir: Path, seed: int = 0) -> None:
     audio = ClapAudioConfig(depths=[1, 1], num_attention_heads=[1, 2], patch_embeds_hidden_size=16, hidden_size=32,
                             projection_dim=16, num_hidden_layers=2)
     ClapModel(ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)).save_pretrained(model_dir)
+
+
+IMAGEREWARD_FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "imagereward_tiny.safetensors"
+
+
+def save_tiny_imagereward(root: Path) -> dict:
+    """The fixture's tiny ImageReward as a release-layout ``ImageReward.pt`` plus a BERT vocabulary in ``root``;
+    returns the ``imagereward`` reward options that load it."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    root.mkdir(parents=True, exist_ok=True)
+    tensors = load_file(IMAGEREWARD_FIXTURE)
+    with safe_open(IMAGEREWARD_FIXTURE, "pt") as f:
+        meta = f.metadata()
+    torch.save({k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")},
+               root / "ImageReward.pt")  # a plain state dict, as the release ships it
+    (root / "bert").mkdir(exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "cat", "dog", "on", "the", "grass"]
+    (root / "bert" / "vocab.txt").write_text("\n".join(words) + "\n")
+    return {"model": str(root), "tokenizer": str(root / "bert"), "text_config": json.loads(meta["text"]),
+            "vision_config": json.loads(meta["vision"])}
