@@ -36,7 +36,10 @@ def main(argv: list[str]) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # libraries warn; genrl and rewards also report progress (resume, export, reward servers)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("genrl", "rewards"):
+        logging.getLogger(name).setLevel(logging.INFO)
     Trainer(cfg).train()
     return 0
 

@@ -44,6 +44,7 @@ from genrl.models.lora import (
 from genrl.sampling.rollout import rollout
 from genrl.utils.files import atomic_write_path
 from genrl.utils.optional import require
+from genrl.utils.quiet import quiet_hub_libraries
 from genrl.utils.seeding import derived_seed
 from rewards import WeightedSum, build_reward
 
@@ -122,11 +123,11 @@ class Trainer:
         self.pipe.set_progress_bar_config(disable=True)
         for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
             module = getattr(self.pipe, name, None)
-            if module is not None:
-                module.requires_grad_(False).to(acc.device, dtype=self._weight_dtype())
+            if module is not None:  # the VAE decodes in fp32, as the reference keeps it
+                _place(module.requires_grad_(False), acc.device, torch.float32 if name == "vae" else self._weight_dtype())
         transformer = self.pipe.transformer
         if cfg.lora.enabled:
-            transformer.to(acc.device, dtype=self._weight_dtype())
+            _place(transformer, acc.device, self._weight_dtype())
             params = add_lora(transformer, lora_config(cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules,
                                                        cfg.lora.init))
             for p in params:  # trainable weights stay in fp32 under mixed precision
@@ -519,9 +520,18 @@ class Trainer:
                 else:
                     _replace_dir(final / "pipeline", self.pipe.save_pretrained)
             if self.cfg.lora.enabled and self.cfg.log.export_merged:
-                _replace_dir(final / "pipeline", lambda d: self._merged_pipeline(final / "lora").save_pretrained(d))
+                with quiet_hub_libraries():
+                    _replace_dir(final / "pipeline", lambda d: self._merged_pipeline(final / "lora").save_pretrained(d))
+            logger.info("exported %s", ", ".join(str(p) for p in sorted(final.iterdir())))
         acc.wait_for_everyone()
         return final
+
+
+def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """Move ``module`` to ``device`` and cast it only if its dtype differs (diffusers warns on every cast)."""
+    module.to(device)
+    if next(module.parameters()).dtype != dtype:
+        module.to(dtype=dtype)
 
 
 def _replace_dir(target: Path, write) -> None:
