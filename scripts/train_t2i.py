@@ -4,6 +4,7 @@
     accelerate launch scripts/train_t2i.py --config configs/sd3.5m_geneval.yaml
     accelerate launch scripts/train_t2i.py sample.batch_size=4 epochs=5     # dotted overrides
     accelerate launch scripts/train_t2i.py --resume                         # from the newest checkpoint
+    accelerate launch scripts/train_t2i.py --resume log.output_dir=runs/a   # newest of that run
     accelerate launch scripts/train_t2i.py --resume outputs/x/checkpoints/checkpoint-000010
 
 Every key of ``genrl.config.ExperimentConfig`` can be overridden as ``key=value``.
@@ -22,7 +23,8 @@ from genrl.trainer import Trainer
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
 
 
-def main(argv: list[str]) -> int:
+def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
+    """The config file and the ``key=value`` overrides (``resume=...`` included) of a command line."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG) if DEFAULT_CONFIG.is_file() else None,
                         help="YAML config (default: configs/toy.yaml)")
@@ -30,9 +32,18 @@ def main(argv: list[str]) -> int:
                         help="resume from the newest checkpoint of log.output_dir, or from the given one")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sample.batch_size=4")
     args = parser.parse_args(argv)
-    overrides = list(args.overrides) + ([f"resume={args.resume}"] if args.resume else [])
+    overrides = list(args.overrides)
+    if args.resume and "=" in args.resume and not Path(args.resume).exists():
+        # `--resume key=value`: the optional value swallowed the first override
+        overrides.insert(0, args.resume)
+        args.resume = "latest"
+    return args.config, overrides + ([f"resume={args.resume}"] if args.resume else [])
+
+
+def main(argv: list[str]) -> int:
+    config, overrides = parse_args(argv)
     try:
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(config, overrides)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
