@@ -60,10 +60,10 @@ class ImageRewardModel(nn.Module):
     def __init__(self, vision: dict | None = None, text: dict | None = None) -> None:
         from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
+        super().__init__()
         vision_cfg = BlipVisionConfig(**{**VISION_DEFAULTS, **(vision or {})})
         text_cfg = BlipTextConfig(**{**TEXT_DEFAULTS, **(text or {}), "encoder_hidden_size": vision_cfg.hidden_size})
         self.image_size = vision_cfg.image_size
-        super().__init__()
         self.vision_model = BlipVisionModel(vision_cfg)
         self.text_encoder = BlipTextModel(text_cfg, add_pooling_layer=False)
         self.mlp = ImageRewardHead(text_cfg.hidden_size)
