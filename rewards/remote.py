@@ -41,6 +41,11 @@ def decode_waveform(data: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(data), dtype="<f4").astype(np.float32)
 
 
+#: Modality -> (request key, encoder of one item, decoder of one item): what the client and server agree on.
+WIRE_FORMATS = {"image": ("images", encode_image, decode_image),
+                "audio": ("audio", encode_waveform, decode_waveform)}
+
+
 def _jsonable(value: Any, where: str) -> Any:
     if hasattr(value, "to_dict"):
         return value.to_dict()
@@ -55,15 +60,16 @@ class RemoteReward(Reward):
     """A reward computed by ``python -m rewards.server`` at ``url``.
 
     ``modality`` must match the served reward's: ``"image"`` (sent as PNG) or ``"audio"``
-    (``(N, T)`` waveforms sent as float32; the server's reward holds the ``sample_rate``). Requests carry at most ``batch_size`` images, time out after ``timeout`` seconds, and are
+    (``(N, T)`` waveforms sent as float32; the server's reward holds the ``sample_rate``).
+    Requests carry at most ``batch_size`` items, time out after ``timeout`` seconds, and are
     retried ``retries`` times (with ``backoff`` seconds, doubling) on connection errors, timeouts and
     HTTP 5xx; then a ``RuntimeError`` names the URL and the last error. HTTP 4xx is not retried.
     """
 
     def __init__(self, url: str, timeout: float = 120.0, retries: int = 3, backoff: float = 0.5,
                  batch_size: int = 64, modality: str = "image") -> None:
-        if modality not in ("image", "audio"):
-            raise ValueError(f"remote: modality must be 'image' or 'audio', got {modality!r}")
+        if modality not in WIRE_FORMATS:
+            raise ValueError(f"remote: modality must be one of {sorted(WIRE_FORMATS)}, got {modality!r}")
         self.modality = modality
         self.url = url.rstrip("/")
         self.timeout, self.retries, self.backoff, self.batch_size = timeout, retries, backoff, batch_size
@@ -95,9 +101,9 @@ class RemoteReward(Reward):
             stop = start + self.batch_size
             meta = [{k: v if _plain(v) else _jsonable(v, f"metadata[{start + i}][{k!r}]") for k, v in m.items()}
                     for i, m in enumerate(metadata[start:stop])]
-            media = ({"audio": [encode_waveform(w) for w in images[start:stop]]} if self.modality == "audio"
-                     else {"images": [encode_image(im) for im in images[start:stop]]})
-            reply = self._post({**media, "prompts": prompts[start:stop], "metadata": meta})
+            key, encode, _ = WIRE_FORMATS[self.modality]
+            reply = self._post({key: [encode(item) for item in images[start:stop]], "prompts": prompts[start:stop],
+                                "metadata": meta})
             scores.extend(reply["scores"])
             for key, value in reply.get("info", {}).items():
                 if isinstance(value, list):

@@ -5,9 +5,9 @@
 
 A reward with conflicting dependencies runs in its own environment behind this server; the
 trainer uses ``remote`` (:class:`RemoteReward`) with ``url=http://127.0.0.1:8765``. The wire
-format is JSON: images as base64 PNG (key ``images``) or waveforms as base64 float32 (key
-``audio``, for audio rewards such as ``clap``), prompts, JSON metadata; never pickle. The server binds the
-loopback interface unless ``--allow-remote`` is given.
+format is JSON (:data:`rewards.remote.WIRE_FORMATS`): images as base64 PNG (key ``images``) or
+waveforms as base64 float32 (key ``audio``, for audio rewards such as ``clap``), prompts, JSON
+metadata; never pickle. The server binds the loopback interface unless ``--allow-remote`` is given.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 
 from .base import Reward
 from .registry import build_reward
-from .remote import decode_image, decode_waveform
+from .remote import WIRE_FORMATS
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,10 @@ def make_handler(reward: Reward, name: str) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                key = "audio" if reward.modality == "audio" else "images"
+                key, _, decode = WIRE_FORMATS[reward.modality]
                 if key not in body:
                     raise ValueError(f"{name} scores {reward.modality}: the request needs {key!r} "
-                                   f"(the client's modality option), got keys {sorted(body)}")
-                decode = decode_waveform if key == "audio" else decode_image
+                                     f"(the client's modality option), got keys {sorted(body)}")
                 media = np.stack([decode(d) for d in body[key]])
                 out = reward(media, body["prompts"], body.get("metadata"))
                 self._reply(200, {"scores": out.scores.float().tolist(), "info": _info_to_json(out.info)})

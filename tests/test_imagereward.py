@@ -4,14 +4,10 @@ The fixture holds a tiny ImageReward in the package's own key layout, inputs, an
 for them (written by tests/fixtures/make_imagereward_fixture.py in an environment with the package).
 """
 
-import json
-
 import pytest
 import torch
-from helpers.tiny_models import IMAGEREWARD_FIXTURE, save_tiny_imagereward
+from helpers.tiny_models import load_imagereward_fixture, save_tiny_imagereward
 from PIL import Image
-from safetensors import safe_open
-from safetensors.torch import load_file
 from torchvision import transforms
 
 from rewards import build_reward
@@ -23,16 +19,10 @@ from rewards.imagereward import (
     resize_center_crop,
 )
 
-FIXTURE = IMAGEREWARD_FIXTURE
-
 
 @pytest.fixture(scope="module")
 def fixture():
-    tensors = load_file(FIXTURE)
-    with safe_open(FIXTURE, "pt") as f:
-        meta = f.metadata()
-    weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
-    return weights, tensors, json.loads(meta["vision"]), json.loads(meta["text"])
+    return load_imagereward_fixture()
 
 
 def test_rebuilt_model_reproduces_the_packages_scores(fixture):

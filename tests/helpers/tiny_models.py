@@ -102,22 +102,28 @@ def save_tiny_clap(model_dir: Path, seed: int = 0) -> None:
 IMAGEREWARD_FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "imagereward_tiny.safetensors"
 
 
-def save_tiny_imagereward(root: Path) -> dict:
-    """The fixture's tiny ImageReward as a release-layout ``ImageReward.pt`` plus a BERT vocabulary in ``root``;
-    returns the ``imagereward`` reward options that load it."""
+def load_imagereward_fixture() -> tuple[dict, dict, dict, dict]:
+    """The fixture's weights (package key layout), all its tensors (inputs, expected scores) and its
+    vision and text configs."""
     import json
 
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    root.mkdir(parents=True, exist_ok=True)
     tensors = load_file(IMAGEREWARD_FIXTURE)
     with safe_open(IMAGEREWARD_FIXTURE, "pt") as f:
         meta = f.metadata()
-    torch.save({k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")},
-               root / "ImageReward.pt")  # a plain state dict, as the release ships it
+    weights = {k.removeprefix("weights."): v for k, v in tensors.items() if k.startswith("weights.")}
+    return weights, tensors, json.loads(meta["vision"]), json.loads(meta["text"])
+
+
+def save_tiny_imagereward(root: Path) -> dict:
+    """The fixture's tiny ImageReward as a release-layout ``ImageReward.pt`` plus a BERT vocabulary in ``root``;
+    returns the ``imagereward`` reward options that load it."""
+    weights, _, vision, text = load_imagereward_fixture()
+    root.mkdir(parents=True, exist_ok=True)
+    torch.save(weights, root / "ImageReward.pt")  # a plain state dict, as the release ships it
     (root / "bert").mkdir(exist_ok=True)
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "cat", "dog", "on", "the", "grass"]
     (root / "bert" / "vocab.txt").write_text("\n".join(words) + "\n")
-    return {"model": str(root), "tokenizer": str(root / "bert"), "text_config": json.loads(meta["text"]),
-            "vision_config": json.loads(meta["vision"])}
+    return {"model": str(root), "tokenizer": str(root / "bert"), "text_config": text, "vision_config": vision}
