@@ -33,11 +33,9 @@ def _sync() -> None:
 
 
 def time_epoch(trainer: Trainer, epoch: int) -> tuple[float, list]:
-    cfg = trainer.cfg
     _sync()
     start = time.perf_counter()
-    batches = [trainer.sample_batch(epoch, trainer.sampler.iteration, idx)
-               for _, idx in zip(range(cfg.sample.num_batches_per_epoch), trainer.sampler, strict=False)]
+    batches = trainer.sample_epoch(epoch)
     trainer.score_epoch(batches)
     trainer.optimize_epoch(batches)
     _sync()

@@ -131,6 +131,9 @@ class RewardConfig:
 class DataConfig:
     train_prompts: str = "toy:train"  # "toy:train", or a .txt / .jsonl prompt file
     test_prompts: str = "toy:test"
+    # how training prompts are drawn: "uniform" over prompts, or "family" (each family, e.g. a toy
+    # GenEval family, the same share; prompts without a family count as one family)
+    balance: str = "uniform"
 
 
 @dataclass
@@ -233,6 +236,7 @@ def validate(cfg: ExperimentConfig) -> None:
         (bool(cfg.reward.weights), "reward.weights must name at least one reward"),
         (cfg.epochs >= 1, "epochs must be >= 1"),
         (cfg.cpu_threads >= 0, "cpu_threads must be >= 0"),
+        (cfg.data.balance in ("uniform", "family"), "data.balance must be 'uniform' or 'family'"),
     ]
     for ok, message in checks:
         if not ok:

@@ -6,7 +6,7 @@ import torch
 
 from genrl.algorithms.advantages import group_advantages
 from genrl.algorithms.losses import ppo_clip_loss, step_kl
-from genrl.algorithms.sampler import KRepeatSampler
+from genrl.algorithms.sampler import KRepeatSampler, family_weights
 
 
 def _groups(n_groups=4, k=6, seed=0):
@@ -102,3 +102,34 @@ def test_k_repeat_sampler_keeps_groups_in_one_iteration_across_ranks():
     assert next(iter(resumed)) == next(iter(ranks[0]))
     with pytest.raises(ValueError, match="must divide"):
         KRepeatSampler(50, batch_size=5, k=4)
+
+
+def test_family_balanced_sampler_gives_each_family_an_equal_share_and_keeps_groups_whole():
+    families = ["big"] * 40 + ["mid"] * 8 + ["small"] * 2
+    weights = family_weights(families)
+    assert sum(weights) == pytest.approx(1.0)
+    ranks = [KRepeatSampler(50, batch_size=4, k=4, num_replicas=2, rank=r, seed=3, weights=weights) for r in range(2)]
+    drawn = Counter()
+    for _ in range(3000):
+        batches = [next(iter(s)) for s in ranks]
+        union = Counter(batches[0] + batches[1])
+        assert len(union) == 2 and set(union.values()) == {4}  # two distinct prompts, whole groups
+        drawn.update(families[i] for i in union)
+    shares = {f: n / 6000 for f, n in drawn.items()}
+    # uniform sampling would give big/mid/small 0.80/0.16/0.04
+    assert shares == pytest.approx({"big": 1 / 3, "mid": 1 / 3, "small": 1 / 3}, abs=0.03)
+
+
+def test_weighted_sampler_never_draws_banned_or_zero_weight_prompts():
+    weights = [0.0] * 5 + [1.0] * 5
+    sampler = KRepeatSampler(10, batch_size=4, k=2, seed=0, weights=weights)
+    sampler.banned = {5, 6}
+    seen = {i for it in range(200) for i in sampler.global_layout(it)}
+    assert seen == {7, 8, 9}
+    sampler.banned = {5, 6, 7, 8}
+    with pytest.raises(RuntimeError, match="not banned"):
+        sampler.global_layout(0)
+    with pytest.raises(ValueError, match="finite non-negative"):
+        KRepeatSampler(10, batch_size=4, k=2, weights=[1.0] * 9)
+    with pytest.raises(ValueError, match="positive weight"):
+        KRepeatSampler(10, batch_size=4, k=2, weights=[1.0] + [0.0] * 9)

@@ -60,6 +60,8 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(None, ["reward.weights={no_such_reward: 1.0}"])
     with pytest.raises(ConfigError, match="gradient_accumulation_steps"):
         load_config(None, ["sample.num_batches_per_epoch=3", "train.gradient_accumulation_steps=2"])
+    with pytest.raises(ConfigError, match="data.balance"):
+        load_config(None, ["data.balance=families"])
     # a CPS window that may reach the last step (sigma' = 0, no noise) would make the KL divide by 0
     cps = ["sample.step_type=cps", "train.beta=1e-4", "sample.num_steps=6", "sample.window_size=5",
            "train.timestep_fraction=1.0"]

@@ -5,7 +5,7 @@ from .advantages import Advantages, group_advantages
 from .base import Algorithm, LossContext, RolloutBatch, build_algorithm, register_algorithm
 from .diffusion_nft import DiffusionNFT
 from .flow_grpo import FlowGRPO
-from .sampler import KRepeatSampler
+from .sampler import KRepeatSampler, family_weights
 from .tp_grpo import TPGRPO
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
            "LossContext",
            "RolloutBatch",
            "build_algorithm",
+           "family_weights",
            "group_advantages",
            "register_algorithm",
 ]

@@ -27,7 +27,7 @@ from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm
+from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm, family_weights
 from genrl.config import ExperimentConfig, to_yaml
 from genrl.data import load_prompts, prompt_family
 from genrl.grid import make_grid, save_image_atomically
@@ -109,8 +109,11 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         self.train_set = load_prompts(cfg.data.train_prompts)
         self.test_set = load_prompts(cfg.data.test_prompts)
+        weights = (family_weights([prompt_family(m) for m in self.train_set.metadata])
+                   if cfg.data.balance == "family" else None)
         self.sampler = KRepeatSampler(len(self.train_set), cfg.sample.batch_size, cfg.sample.group_size,
-                                      num_replicas=acc.num_processes, rank=acc.process_index, seed=cfg.seed)
+                                      num_replicas=acc.num_processes, rank=acc.process_index, seed=cfg.seed,
+                                      weights=weights)
 
     def _weight_dtype(self) -> torch.dtype:
         return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.cfg.mixed_precision, torch.float32)
@@ -240,6 +243,11 @@ class Trainer:
                                  extras={"seed_key": (cfg.seed, epoch, iteration, rank)})
             self.algorithm.after_sampling(self, batch)
         return batch
+
+    def sample_epoch(self, epoch: int) -> list[RolloutBatch]:
+        """The epoch's ``sample.num_batches_per_epoch`` batches, in the sampler's order (advancing it)."""
+        return [self.sample_batch(epoch, self.sampler.iteration, indices)
+                for _b, indices in zip(range(self.cfg.sample.num_batches_per_epoch), self.sampler, strict=False)]
 
     # ----------------------------------------------------------------------------------- rewards
     def score_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]:
@@ -459,9 +467,7 @@ class Trainer:
         for _ in bar:
             epoch = self.state.epoch
             started = time.perf_counter()
-            batches = []
-            for _b, indices in zip(range(cfg.sample.num_batches_per_epoch), self.sampler, strict=False):
-                batches.append(self.sample_batch(epoch, self.sampler.iteration, indices))
+            batches = self.sample_epoch(epoch)
             record = {"epoch": epoch + 1, **self.score_epoch(batches)}
             update_generator, algorithm_metrics = self.algorithm.generator_update(self, batches)
             record.update(algorithm_metrics)
