@@ -83,9 +83,9 @@ class KRepeatSampler:
 def family_weights(families: Sequence[Hashable]) -> list[float]:
     """Per-prompt weights that give every family the same share: ``1 / (F * size of the prompt's family)``.
 
-    GenEval scores the mean over its families, and Flow-GRPO trains on prompts spread evenly over them;
-    a split whose families differ in size (the toy world's has 92 colour-attribution prompts and 4
-    single-object ones) is drawn this way to keep that balance.
+    GenEval scores the mean over its families, so a training split whose families differ in size
+    (the toy world's has 92 colour-attribution prompts and 4 single-object ones) can be drawn this
+    way to train each family as much as the score weighs it.
     """
     sizes = Counter(families)
     return [1.0 / (len(sizes) * sizes[f]) for f in families]
