@@ -47,20 +47,15 @@ class KRepeatSampler:
         """All ``num_replicas * batch_size`` indices of one iteration, in rank order (banned prompts skipped)."""
         g = torch.Generator().manual_seed(self.seed + iteration)
         m = self.num_replicas * self.batch_size // self.k
+        allowed = torch.ones(self.dataset_size, dtype=torch.bool) if self.weights is None else self.weights > 0
+        allowed[sorted(self.banned)] = False
+        if int(allowed.sum()) < m:
+            raise RuntimeError(f"only {int(allowed.sum())} prompts are not banned but an iteration needs {m}")
         if self.weights is None:
             order = torch.randperm(self.dataset_size, generator=g)
-            if self.banned:
-                order = order[~torch.isin(order, torch.tensor(sorted(self.banned), dtype=order.dtype))]
-            if len(order) < m:
-                raise RuntimeError(f"only {len(order)} prompts are not banned but an iteration needs {m}")
-            chosen = order[:m]
+            chosen = order[allowed[order]][:m]
         else:
-            weights = self.weights.clone()
-            if self.banned:
-                weights[sorted(self.banned)] = 0.0
-            if int((weights > 0).sum()) < m:
-                raise RuntimeError(f"only {int((weights > 0).sum())} prompts are not banned but an iteration needs {m}")
-            chosen = torch.multinomial(weights, m, replacement=False, generator=g)
+            chosen = torch.multinomial(self.weights * allowed, m, replacement=False, generator=g)
         prompts = chosen.repeat_interleave(self.k)
         return prompts[torch.randperm(len(prompts), generator=g)].tolist()
 
