@@ -80,7 +80,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run-dirs", nargs="*", type=Path, default=[],
                         help="finished run directories to add to the plot and table, named by their directory")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     runs = {}
     for config in args.configs:
         name = Path(config).stem

@@ -94,7 +94,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--epochs", type=int, default=40, help="epochs whose gradients are compared")
     parser.add_argument("--json", type=Path, default=None, help="also write the result to this file")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     if args.epochs < 2:
         raise SystemExit("error: --epochs must be >= 2")
     scratch = tempfile.mkdtemp(prefix="gradient_snr-")  # the trainer wants an output dir; nothing is kept

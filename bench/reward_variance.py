@@ -84,7 +84,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--seeds", type=int, default=8, help="SDE noise seeds per initial noise")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     scratch = tempfile.mkdtemp(prefix="reward_variance-")  # the trainer wants an output dir; nothing is kept
     cfg = load_config(args.config, [*args.overrides, "log.log_with=[]", f"log.output_dir={scratch}"])
     trainer = Trainer(cfg)

@@ -31,7 +31,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="resume from the newest checkpoint of log.output_dir, or from the given one")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sample.batch_size=4")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     overrides = list(args.overrides)
     if args.resume and "=" in args.resume and not Path(args.resume).exists():
         # `--resume key=value`: the optional value swallowed the first override

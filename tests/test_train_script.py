@@ -18,3 +18,9 @@ def test_resume_takes_latest_or_a_path_and_leaves_overrides_alone(tmp_path):
         "log.output_dir=runs/a", "epochs=3", "resume=latest"]
     assert train_t2i.parse_args([])[1] == []
     assert train_t2i.parse_args(["--config", "c.yaml"])[0] == "c.yaml"
+
+
+def test_overrides_may_come_before_and_after_options():
+    config, overrides = train_t2i.parse_args(["epochs=3", "--config", "c.yaml", "seed=1", "--resume"])
+    assert config == "c.yaml"
+    assert overrides == ["epochs=3", "seed=1", "resume=latest"]
