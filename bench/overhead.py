@@ -82,6 +82,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs (after one warm-up epoch)")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
+    if args.epochs < 1:
+        parser.error("--epochs must be >= 1")
     cfg = load_config(args.config, ["log.log_with=[]", "log.output_dir=/tmp/genrl-bench", *args.overrides])
     trainer = Trainer(cfg)
     time_epoch(trainer, 0)
