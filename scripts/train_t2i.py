@@ -42,16 +42,16 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
 
 def main(argv: list[str]) -> int:
     config, overrides = parse_args(argv)
-    try:
-        cfg = load_config(config, overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     # libraries warn; genrl and rewards also report progress (resume, export, reward servers)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("genrl", "rewards"):
         logging.getLogger(name).setLevel(logging.INFO)
-    Trainer(cfg).train()
+    try:
+        trainer = Trainer(load_config(config, overrides))
+    except ConfigError as err:  # a bad key, value or prompt source: one line naming it, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    trainer.train()
     return 0
 
 

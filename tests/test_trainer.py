@@ -80,6 +80,18 @@ def test_config_errors_name_the_key(tmp_path):
         "jpeg_compressibility": 1.0}
 
 
+def test_bad_prompt_sources_are_config_errors_naming_the_key(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    cases = [("data.train_prompts", str(empty), "contains no prompts"),
+             ("data.test_prompts", str(tmp_path / "missing.txt"), "not found"),
+             ("data.train_prompts", "toy:validation", "unknown toy split")]
+    for key, source, reason in cases:
+        cfg = load_config(None, [f"{key}={source}", f"log.output_dir={tmp_path / 'run'}"])
+        with pytest.raises(ConfigError, match=f"{key}=.*{reason}"):
+            Trainer(cfg)
+
+
 def test_first_update_is_on_policy_and_the_loss_has_its_closed_form(tmp_path):
     # Flow-GRPO without a window (the toy default has one): every step stochastic and recorded
     trainer = make_trainer(tmp_path, **{"sample.group_size": 4, "reward.weights": "{jpeg_compressibility: 1.0}",

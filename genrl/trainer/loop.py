@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm, family_weights
-from genrl.config import ExperimentConfig, to_yaml
-from genrl.data import load_prompts, prompt_family
+from genrl.config import ConfigError, ExperimentConfig, to_yaml
+from genrl.data import PromptDataset, load_prompts, prompt_family
 from genrl.grid import make_grid, save_image_atomically
 from genrl.models import build_adapter
 from genrl.models.loading import load_pipeline
@@ -77,6 +77,14 @@ class TrainState:
         self.samples, self.train_seconds = int(state.get("samples", 0)), float(state.get("train_seconds", 0.0))
 
 
+def _load_prompt_set(key: str, source: str) -> PromptDataset:
+    """The prompts of config key ``key``; a missing, empty or malformed source is a :class:`ConfigError` naming it."""
+    try:
+        return load_prompts(source)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{key}={source!r}: {err}") from err
+
+
 class Trainer:
     """Runs an :class:`ExperimentConfig`; ``Trainer(cfg).train()`` is the whole job."""
 
@@ -107,8 +115,8 @@ class Trainer:
     # ----------------------------------------------------------------------------------- set-up
     def _setup_data(self) -> None:
         cfg, acc = self.cfg, self.accelerator
-        self.train_set = load_prompts(cfg.data.train_prompts)
-        self.test_set = load_prompts(cfg.data.test_prompts)
+        self.train_set = _load_prompt_set("data.train_prompts", cfg.data.train_prompts)
+        self.test_set = _load_prompt_set("data.test_prompts", cfg.data.test_prompts)
         weights = (family_weights([prompt_family(m) for m in self.train_set.metadata])
                    if cfg.data.balance == "family" else None)
         self.sampler = KRepeatSampler(len(self.train_set), cfg.sample.batch_size, cfg.sample.group_size,
