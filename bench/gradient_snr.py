@@ -96,16 +96,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     if args.epochs < 2:
-        raise SystemExit("error: --epochs must be >= 2")
+        parser.error("--epochs must be >= 2")
     scratch = tempfile.mkdtemp(prefix="gradient_snr-")  # the trainer wants an output dir; nothing is kept
     try:
         cfg = load_config(args.config, [*args.overrides, "log.log_with=[]", f"log.output_dir={scratch}"])
         trainer = Trainer(cfg)
         grads, images = zip(*(epoch_gradient(trainer, epoch) for epoch in range(args.epochs)), strict=True)
-        result = signal_to_noise(torch.stack(grads), images[0])
+        r = signal_to_noise(torch.stack(grads), images[0])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    r = result
     print(f"{r['epochs']} epochs x {r['images_per_epoch']} images: signal {r['signal']:.3e} (se {r['signal_se']:.1e}), "
           f"noise {r['noise']:.3e}, per-epoch ratio {r['ratio_per_epoch']:.4f}, mean cosine {r['mean_cosine']:.4f}")
     if r["resolved"]:

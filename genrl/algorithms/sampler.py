@@ -50,7 +50,8 @@ class KRepeatSampler:
         allowed = torch.ones(self.dataset_size, dtype=torch.bool) if self.weights is None else self.weights > 0
         allowed[sorted(self.banned)] = False
         if int(allowed.sum()) < m:
-            raise RuntimeError(f"only {int(allowed.sum())} prompts are not banned but an iteration needs {m}")
+            raise RuntimeError(f"only {int(allowed.sum())} prompts are drawable (not banned, positive weight) "
+                               f"but an iteration needs {m}")
         if self.weights is None:
             order = torch.randperm(self.dataset_size, generator=g)
             chosen = order[allowed[order]][:m]
