@@ -7,11 +7,19 @@ the SD3.5-M and FLUX configs in ``configs/`` override them with the reference va
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import math
+import os
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 
@@ -72,7 +80,7 @@ class TrainConfig:
     adv_clip_max: float = 5.0
     beta: float = 0.0  # KL weight against the reference policy (adapter disabled)
     kl_convention: str = "code"  # "code" (the released code: no dt factor) or "paper"
-    timestep_fraction: float = 0.99  # share of each rollout's recorded steps that is trained (first ones)
+    timestep_fraction: float = 0.99  # share of each rollout's steps that is trained (first ones); a window trains all its steps
     cfg: bool = True  # repeat classifier-free guidance in the training forward
     gradient_accumulation_steps: int = 1  # sampling batches per optimizer step
     num_inner_epochs: int = 1
@@ -172,41 +180,86 @@ class ExperimentConfig:
 #: ``reward.weights={pickscore: 1.0}`` means "only PickScore", not "PickScore and the toy verifier".
 REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
 
+#: ``model.pretrained`` values that name the toy pipeline shipped in the package: the names of
+#: ``genrl.models.loading.TOY_ALIASES``, repeated here because that module imports diffusers.
+TOY_MODEL_ALIASES = frozenset({"toy", "genrl/sd3-toy"})
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Merge the schema defaults, a YAML file and ``key=value`` overrides into an :class:`ExperimentConfig`."""
-    schema = OmegaConf.structured(ExperimentConfig)
-    try:
-        parts = [schema]
-        if path is not None:
-            path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file not found: {path}")
-            parts.append(OmegaConf.load(path))
-        parts.append(OmegaConf.from_dotlist(list(overrides or [])))
-        merged = OmegaConf.merge(*parts)
-        for key in REPLACED_MAPPINGS:  # the last file or override that sets one of these replaces it whole
-            for part in reversed(parts[1:]):
-                value = OmegaConf.select(part, key)
-                if value is not None:
-                    OmegaConf.update(merged, key, value, merge=False)
-                    break
-        cfg: ExperimentConfig = OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        where = f" in {path}" if path is not None else ""
-        raise ConfigError(f"invalid configuration{where}: {err}") from None
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, *,
+                num_processes: int | None = None) -> ExperimentConfig:
+    """Merge the schema defaults, a YAML file and ``key=value`` overrides into an :class:`ExperimentConfig`.
+
+    Every error is a one-line :class:`ConfigError` naming its source: the file (with the line of a
+    YAML syntax error) or the override. Nothing here imports torch or a model, so a command line is
+    checked in well under a second. ``num_processes`` is passed on to :func:`validate`.
+    """
+    parts: list[tuple[str, DictConfig]] = [(f"in {path}", _read_yaml(Path(path)))] if path is not None else []
+    for override in overrides or []:
+        source = f"in the command-line override {override!r}"
+        if "=" not in override:
+            raise ConfigError(f"invalid configuration {source}: expected key=value")
+        parts.append((source, _guarded(source, OmegaConf.from_dotlist, [override])))
+    merged = OmegaConf.structured(ExperimentConfig)
+    for source, part in parts:  # one at a time, so that an error names the file or override that caused it
+        merged = _guarded(source, OmegaConf.merge, merged, part)
+    for key in REPLACED_MAPPINGS:  # the last file or override that sets one of these replaces it whole
+        for source, part in reversed(parts):
+            value = OmegaConf.select(part, key)
+            if value is not None:
+                _guarded(source, OmegaConf.update, merged, key, value, merge=False)
+                break
+    cfg: ExperimentConfig = _guarded("", OmegaConf.to_object, merged)
     if cfg.mixed_precision == "False":  # YAML 1.1 reads a bare `no` (accelerate's spelling) as false
         cfg.mixed_precision = "no"
-    validate(cfg)
+    validate(cfg, num_processes=num_processes)
     return cfg
 
 
-def validate(cfg: ExperimentConfig) -> None:
-    """Check relations between values that types alone cannot express; raise :class:`ConfigError`."""
+def _read_yaml(path: Path) -> DictConfig:
+    """A config file's mapping; a missing file, a YAML syntax error or a non-mapping is a :class:`ConfigError`."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = OmegaConf.load(path)
+    except yaml.MarkedYAMLError as err:  # PyYAML's own message is several lines; keep the problem and where
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"invalid YAML in {path}{where}: {err.problem or err.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"invalid YAML in {path}: {str(err).splitlines()[0]}") from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"invalid configuration in {path}: {_describe(err)}") from None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
+    return data
+
+
+def _guarded(source: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with OmegaConf's errors turned into a one-line :class:`ConfigError` naming ``source``."""
+    try:
+        return fn(*args, **kwargs)
+    except OmegaConfBaseException as err:
+        where = f" {source}" if source else ""
+        raise ConfigError(f"invalid configuration{where}: {_describe(err)}") from None
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    """OmegaConf's message on one line, led by the full key (its further lines repeat the key and types)."""
+    message = str(getattr(err, "msg", None) or err).splitlines()[0]
+    key = getattr(err, "full_key", None)
+    return f"{key}: {message}" if key else message
+
+
+def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
+    """Check relations between values that types alone cannot express; raise :class:`ConfigError`.
+
+    ``num_processes`` (when given) also checks that the prompt sampler can lay out whole groups
+    (:func:`check_group_layout`); a config written for 8 GPUs cannot know it by itself.
+    """
     s, t = cfg.sample, cfg.train
     checks = [
         (cfg.model.family in ("sd3", "flux"), "model.family must be 'sd3' or 'flux'"),
@@ -241,6 +294,8 @@ def validate(cfg: ExperimentConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+    if num_processes is not None:
+        check_group_layout(s, num_processes)
     if s.same_latent and (t.algorithm == "diffusion_nft" or s.noise_level == 0):
         # one initial noise per group through a deterministic sampler gives identical images: no reward spread
         why = "train.algorithm 'diffusion_nft' samples" if t.algorithm == "diffusion_nft" else "sample.noise_level 0 samples"
@@ -251,16 +306,119 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.beta > 0 with sample.step_type 'cps' needs every trained step to end above sigma = 0: "
                           f"end sample.window_range at most at sample.num_steps - 1 = {s.num_steps - 1} "
                           "(or lower train.timestep_fraction when sample.window_size is 0)")
-    from rewards import available_rewards
+    _check_pretrained(cfg.model.pretrained)
+    _check_rewards(cfg.reward)
 
-    known = set(available_rewards())
-    for key, names in (("reward.weights", list(cfg.reward.weights)), ("reward.options", list(cfg.reward.options))):
+
+def check_group_layout(sample: SampleConfig, num_processes: int) -> None:
+    """The prompt sampler's rule (``genrl.algorithms.sampler.KRepeatSampler``): the images of one
+    sampling iteration, ``num_processes * sample.batch_size``, form whole groups of ``sample.group_size``
+    images of one prompt (a group may span processes)."""
+    total = num_processes * sample.batch_size
+    if total % sample.group_size:
+        raise ConfigError(f"sample.group_size={sample.group_size} must divide num_processes x sample.batch_size = "
+                          f"{num_processes} x {sample.batch_size} = {total}, the images of one sampling iteration, "
+                          "which form whole groups of one prompt")
+
+
+def _check_pretrained(pretrained: str) -> None:
+    """A ``model.pretrained`` that names a local path must be a diffusers pipeline directory.
+
+    The rule is the loader's (``genrl.models.loading.resolve_model_path``): a value is a path when
+    it exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/``; anything else (say
+    ``stabilityai/stable-diffusion-3.5-medium``) is a hub id, which only loading can check.
+    """
+    if pretrained in TOY_MODEL_ALIASES:
+        return
+    path = Path(pretrained).expanduser()
+    if not (path.exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1):
+        return
+    if not path.is_dir():
+        raise ConfigError(f"model.pretrained={pretrained!r}: model directory not found: {path.absolute()}")
+    if not (path / "model_index.json").is_file():
+        raise ConfigError(f"model.pretrained={pretrained!r}: {path} is not a diffusers pipeline directory "
+                          "(no model_index.json)")
+
+
+def _check_rewards(reward: RewardConfig) -> None:
+    """Weights finite, >= 0 and not all 0; every reward name known (see :func:`known_rewards`)."""
+    for name, weight in reward.weights.items():
+        if not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"reward.weights.{name}={weight} must be a finite number >= 0")
+    if reward.weights and not any(weight > 0 for weight in reward.weights.values()):
+        raise ConfigError("reward.weights are all 0: at least one reward needs a positive weight")
+    known = set(known_rewards())
+    for key, names in (("reward.weights", list(reward.weights)), ("reward.options", list(reward.options))):
         unknown = sorted(set(names) - known)
         if unknown:
             raise ConfigError(f"{key} names unknown rewards {unknown}; available: {sorted(known)}")
-    for metric, spec in cfg.reward.eval.items():
+    for metric, spec in reward.eval.items():
         if not isinstance(spec, dict) or spec.get("name") not in known:
             raise ConfigError(f"reward.eval.{metric} must be a mapping whose 'name' is one of {sorted(known)}")
+
+
+def known_rewards() -> list[str]:
+    """Reward names a config may use: those the ``rewards`` package registers, and any registered since.
+
+    Importing ``rewards`` imports torch (seconds), so the package's names are read from its
+    sources (:func:`_rewards_in_sources`); once it is imported, its live registry adds the rewards
+    registered at run time (a notebook's own ``@register_reward``).
+    """
+    names = set(_rewards_in_sources())
+    registry = sys.modules.get("rewards.registry")
+    if registry is not None:
+        names.update(registry.available_rewards())
+    return sorted(names)
+
+
+@lru_cache(maxsize=1)
+def _rewards_in_sources() -> frozenset[str]:
+    """Names given to ``@register_reward("...")`` on the classes of the ``rewards`` package's modules."""
+    spec = importlib.util.find_spec("rewards")  # finds the package without running its __init__
+    names: set[str] = set()
+    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
+        for source in sorted(Path(folder).glob("*.py")):
+            for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ClassDef):
+                    names.update(_registered_name(d) for d in node.decorator_list if _registered_name(d))
+    return frozenset(names)
+
+
+def _registered_name(decorator: ast.expr) -> str | None:
+    """``"x"`` for a ``@register_reward("x")`` decorator, else None."""
+    if (isinstance(decorator, ast.Call) and isinstance(decorator.func, ast.Name)
+            and decorator.func.id == "register_reward" and decorator.args
+            and isinstance(decorator.args[0], ast.Constant) and isinstance(decorator.args[0].value, str)):
+        return decorator.args[0].value
+    return None
+
+
+def launched_num_processes() -> int:
+    """The processes of this launch: ``WORLD_SIZE``, which ``accelerate launch`` sets (through
+    ``torch.distributed.run``) for a multi-process run, else 1."""
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        return 1
+
+
+def exit_on_config_error(err: ConfigError) -> NoReturn:
+    """End a command-line script on a bad configuration: ``error: ...`` on one line, exit status 2.
+
+    Only the first process of a multi-process launch prints it, so the line is not repeated per rank.
+    """
+    if os.environ.get("RANK", "0") == "0":
+        print(f"error: {err}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_config_or_exit(path: str | Path | None, overrides: list[str]) -> ExperimentConfig:
+    """:func:`load_config` for a command-line script (checked for this launch's processes); a
+    :class:`ConfigError` ends it through :func:`exit_on_config_error`."""
+    try:
+        return load_config(path, overrides, num_processes=launched_num_processes())
+    except ConfigError as err:
+        exit_on_config_error(err)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
@@ -273,5 +431,6 @@ def _last_trained_step(cfg: ExperimentConfig) -> int:
     s, t = cfg.sample, cfg.train
     if t.algorithm == "tp_grpo":  # TP-GRPO's window is always the first W steps, W < num_steps
         return s.window_size or s.num_steps - 1
-    latest_start = (s.window_range[1] if s.window_range else s.num_steps) - s.window_size if s.window_size else 0
-    return latest_start + max(1, int((s.window_size or s.num_steps) * t.timestep_fraction))
+    if s.window_size:  # every step of the window is trained (see FlowGRPO.num_train_units)
+        return s.window_range[1] if s.window_range else s.num_steps
+    return max(1, int(s.num_steps * t.timestep_fraction))

@@ -1,13 +1,18 @@
 """Reward-based post-training of a text-to-image model.
 
-    accelerate launch scripts/train_t2i.py                                  # Flow-GRPO on the toy world (CPU)
-    accelerate launch scripts/train_t2i.py --config configs/sd3.5m_geneval.yaml
+    accelerate launch --config_file configs/accelerate/single_process.yaml scripts/train_t2i.py  # toy world
+    accelerate launch scripts/train_t2i.py                                  # the same, with accelerate's defaults
+    accelerate launch scripts/train_t2i.py --config configs/sd3.5m_pickscore.yaml
     accelerate launch scripts/train_t2i.py sample.batch_size=4 epochs=5     # dotted overrides
     accelerate launch scripts/train_t2i.py --resume                         # from the newest checkpoint
     accelerate launch scripts/train_t2i.py --resume log.output_dir=runs/a   # newest of that run
     accelerate launch scripts/train_t2i.py --resume outputs/x/checkpoints/checkpoint-000010
 
-Every key of ``genrl.config.ExperimentConfig`` can be overridden as ``key=value``.
+Every key of ``genrl.config.ExperimentConfig`` can be overridden as ``key=value``. The command line
+and the config are checked before torch and the models load: a bad key, value or file ends the run
+with one ``error: ...`` line and exit status 2, in a fraction of a second with ``python
+scripts/train_t2i.py`` (one process; ``accelerate launch`` adds its own start-up and traceback).
+``configs/accelerate/single_process.yaml`` sets what accelerate otherwise fills in with a warning.
 """
 
 from __future__ import annotations
@@ -17,8 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
-from genrl.config import ConfigError, load_config
-from genrl.trainer import Trainer
+from genrl.config import ConfigError, exit_on_config_error, load_config_or_exit
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
 
@@ -41,16 +45,19 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def main(argv: list[str]) -> int:
+    """Train; a bad command line or config ends it with one ``error: ...`` line and exit status 2."""
     config, overrides = parse_args(argv)
+    cfg = load_config_or_exit(config, overrides)  # a bad key, value or file fails here, before torch loads
     # libraries warn; genrl and rewards also report progress (resume, export, reward servers)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for name in ("genrl", "rewards"):
         logging.getLogger(name).setLevel(logging.INFO)
+    from genrl.trainer import Trainer  # torch, diffusers and the models: seconds, so only for a valid config
+
     try:
-        trainer = Trainer(load_config(config, overrides))
-    except ConfigError as err:  # a bad key, value or prompt source: one line naming it, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        trainer = Trainer(cfg)
+    except ConfigError as err:  # a bad prompt source: one line naming it, no traceback
+        exit_on_config_error(err)
     trainer.train()
     return 0
 

@@ -1,7 +1,12 @@
-"""Command-line parsing of scripts/train_t2i.py."""
+"""Command-line parsing of scripts/train_t2i.py, and its one-line errors before torch loads."""
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_t2i.py"
 spec = importlib.util.spec_from_file_location("train_t2i", SCRIPT)
@@ -24,3 +29,74 @@ def test_overrides_may_come_before_and_after_options():
     config, overrides = train_t2i.parse_args(["epochs=3", "--config", "c.yaml", "seed=1", "--resume"])
     assert config == "c.yaml"
     assert overrides == ["epochs=3", "seed=1", "resume=latest"]
+
+
+def _fresh_interpreter(code: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new Python at the repository root (this test process has torch imported already)."""
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SCRIPT.parents[1],
+                          timeout=120, check=True)
+
+
+#: Reports, after the script's ``main`` ended, its exit status and which heavy modules got imported.
+PROBE = """
+import json, runpy, sys
+sys.argv = ["{script}", *{argv!r}]
+try:
+    runpy.run_path("{script}", run_name="__main__")
+    code = 0
+except SystemExit as exit:
+    code = exit.code
+print(json.dumps({{"code": code, "heavy": [m for m in ("torch", "diffusers", "transformers", "accelerate")
+                                            if m in sys.modules]}}))
+"""
+
+
+def run_probe(script: Path, argv: list[str]) -> tuple[dict, str]:
+    """The script run as ``__main__`` with ``argv`` in a fresh interpreter: (status and imports, stderr)."""
+    out = _fresh_interpreter(PROBE.format(script=script, argv=argv))
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
+
+
+@pytest.mark.parametrize("argv, culprit", [
+    (["foo.bar=1"], "command-line override 'foo.bar=1'"),
+    (["model.pretrained=./no-such-pipeline"], "model.pretrained"),
+    (["sample.group_size=3"], "sample.group_size=3 must divide num_processes x sample.batch_size"),
+    (["reward.weights={toy_verifier: nan}"], "reward.weights.toy_verifier=nan"),
+])
+def test_a_bad_command_line_fails_in_one_line_before_torch_loads(argv, culprit):
+    result, stderr = run_probe(SCRIPT, argv)
+    assert result == {"code": 2, "heavy": []}
+    assert stderr.startswith("error: ") and culprit in stderr and stderr.count("\n") == 1, stderr
+
+
+def test_malformed_yaml_fails_in_one_line_naming_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1\n", encoding="utf-8")
+    result, stderr = run_probe(SCRIPT, ["--config", str(bad)])
+    assert result == {"code": 2, "heavy": []}
+    assert stderr.startswith(f"error: invalid YAML in {bad}, line 2") and stderr.count("\n") == 1, stderr
+
+
+def test_help_imports_no_heavy_module():
+    result, _ = run_probe(SCRIPT, ["--help"])
+    assert result == {"code": 0, "heavy": []}
+    out = subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert "key=value overrides" in out.stdout
+
+
+def test_the_shipped_accelerate_config_launches_one_process_without_the_defaults_warning(caplog):
+    from accelerate.commands.config import default_config_file
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    config = SCRIPT.parents[1] / "configs" / "accelerate" / "single_process.yaml"
+    parser = launch_command_parser()
+    with caplog.at_level("WARNING"):
+        # what `accelerate launch --config_file ... scripts/train_t2i.py` checks before it starts the script
+        args, _, _ = _validate_launch_command(parser.parse_args(["--config_file", str(config), str(SCRIPT)]))
+    assert "defaults used instead" not in caplog.text
+    assert (args.num_processes, args.num_machines, args.mixed_precision, args.multi_gpu) == (1, 1, "no", False)
+    # the check does see the warning: without a config (unless `accelerate config` wrote one) it is printed
+    with caplog.at_level("WARNING"):
+        _validate_launch_command(parser.parse_args(["--num_processes", "1", str(SCRIPT)]))
+    assert "defaults used instead" in caplog.text or Path(default_config_file).is_file()

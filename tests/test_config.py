@@ -1,0 +1,130 @@
+"""genrl.config: one-line errors naming their source, the checks made before any model loads, and
+that loading a config imports neither torch nor a model library."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genrl.config import TOY_MODEL_ALIASES, ConfigError, _rewards_in_sources, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = ROOT / "configs" / "toy.yaml"
+HEAVY = ("torch", "diffusers", "transformers", "accelerate", "peft")
+
+
+def _error(path=None, overrides=(), **kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, list(overrides), **kwargs)
+    message = str(info.value)
+    assert "\n" not in message, message  # one line, never a multi-line dump
+    return message
+
+
+def test_loading_and_rejecting_a_config_imports_no_heavy_module():
+    code = ("import json, sys\n"
+            "from genrl.config import ConfigError, load_config\n"
+            f"load_config({str(TOY)!r}, ['sample.batch_size=8'], num_processes=1)\n"
+            "try:\n"
+            f"    load_config({str(TOY)!r}, ['reward.weights={{no_such_reward: 1.0}}'])\n"
+            "except ConfigError:\n"
+            f"    print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert json.loads(out.stdout) == []
+
+
+def test_reward_names_read_from_the_sources_are_the_registered_ones():
+    from rewards import available_rewards
+
+    # no test registers a reward in this process, so the live registry holds exactly the package's
+    assert set(_rewards_in_sources()) == set(available_rewards())
+
+
+def test_malformed_yaml_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sample:\n  batch_size: 4\n group_size: [\n", encoding="utf-8")
+    message = _error(bad)
+    assert message.startswith(f"invalid YAML in {bad}, line 3, column 2:")
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- epochs: 3\n", encoding="utf-8")
+    assert f"{listing} must hold a mapping" in _error(listing)
+
+
+def test_an_override_error_names_the_override_and_a_file_error_names_the_file(tmp_path):
+    message = _error(TOY, ["epochs=2", "foo.bar=1"])
+    assert "command-line override 'foo.bar=1'" in message and "toy.yaml" not in message
+    assert "sample.batch_size" in _error(TOY, ["sample.batch_size=many"])
+    assert "expected key=value" in _error(None, ["epochs"])
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("sample:\n  batchsize: 3\n", encoding="utf-8")
+    message = _error(typo, ["epochs=2"])
+    assert f"in {typo}: sample.batchsize" in message and "command-line" not in message
+
+
+def test_a_local_model_directory_must_exist_but_a_hub_id_is_not_checked(tmp_path):
+    assert "model.pretrained='./no-such-pipeline': model directory not found" in _error(
+        None, ["model.pretrained=./no-such-pipeline"])
+    assert "model.pretrained" in _error(None, [f"model.pretrained={tmp_path / 'a' / 'b'}"])
+    assert "no model_index.json" in _error(None, [f"model.pretrained={tmp_path}"])
+    (tmp_path / "model_index.json").write_text("{}", encoding="utf-8")
+    for ok in (str(tmp_path), "stabilityai/stable-diffusion-3.5-medium", "toy", "genrl/sd3-toy"):
+        assert load_config(None, [f"model.pretrained={ok}"]).model.pretrained == ok
+
+
+def test_the_model_check_follows_the_loaders_rule(tmp_path):
+    from genrl.models.loading import TOY_ALIASES, resolve_model_path
+
+    assert TOY_MODEL_ALIASES == TOY_ALIASES
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "model_index.json").write_text("{}", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    cases = [str(tmp_path / "pipe"), str(tmp_path / "empty"), str(tmp_path / "missing"), "./missing", "~/missing-x",
+             "org/model", "a/b/c", "toy"]
+    for value in cases:
+        try:
+            resolve_model_path(value)
+            loader_rejects = False
+        except FileNotFoundError:
+            loader_rejects = True
+        try:
+            load_config(None, [f"model.pretrained={value}"])
+            config_rejects = False
+        except ConfigError:
+            config_rejects = True
+        assert config_rejects == loader_rejects, value
+
+
+def test_group_size_must_divide_the_images_of_an_iteration_as_the_sampler_requires():
+    from genrl.algorithms.sampler import KRepeatSampler
+
+    message = _error(None, ["sample.batch_size=16", "sample.group_size=3"], num_processes=1)
+    assert "sample.group_size=3" in message and "sample.batch_size = 1 x 16 = 16" in message
+    # without a process count (a config for 8 GPUs loaded on a laptop) the layout is not judged
+    assert load_config(None, ["sample.batch_size=9", "sample.group_size=24"]).sample.group_size == 24
+    for processes, batch, k in [(1, 16, 8), (1, 16, 3), (2, 4, 8), (1, 4, 8), (3, 9, 24), (8, 9, 24), (2, 3, 2)]:
+        try:
+            KRepeatSampler(1000, batch, k, num_replicas=processes)
+            sampler_rejects = False
+        except ValueError:
+            sampler_rejects = True
+        overrides = [f"sample.batch_size={batch}", f"sample.group_size={k}"]
+        try:
+            load_config(None, overrides, num_processes=processes)
+            config_rejects = False
+        except ConfigError:
+            config_rejects = True
+        assert config_rejects == sampler_rejects, (processes, batch, k)
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "-inf", "-0.5"])
+def test_reward_weights_must_be_finite_and_non_negative(weight):
+    message = _error(None, [f"reward.weights={{toy_verifier: {weight}}}"])
+    assert message.startswith("reward.weights.toy_verifier=")
+
+
+def test_reward_weights_need_one_positive_weight():
+    assert "at least one reward needs a positive weight" in _error(None, ["reward.weights={toy_verifier: 0.0}"])
+    cfg = load_config(None, ["reward.weights={toy_verifier: 1.0, brightness: 0.0}"])
+    assert cfg.reward.weights == {"toy_verifier": 1.0, "brightness": 0.0}
