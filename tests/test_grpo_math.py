@@ -56,6 +56,30 @@ def test_clipping_and_group_size_one_fallback():
                                check_dtype=False)
 
 
+def test_single_sample_groups_get_the_batch_z_score_next_to_larger_groups():
+    rewards = torch.tensor([0.1, 0.9, 0.3, 0.7, 0.2, 0.4, 0.8, 0.5, 0.5])
+    ids = ["a", "b", "c", "c", "d", "d", "d", "e", "e"]  # a, b single; c, d compared within; e all equal
+    out = group_advantages(rewards, ids, global_std=False, clip=100.0)
+    r = rewards.double().numpy()
+    batch_z = (r - r.mean()) / (r.std() + 1e-4)
+    np.testing.assert_allclose(out.advantages[:2].numpy(), batch_z[:2], rtol=1e-6)
+    for members in ([2, 3], [4, 5, 6]):
+        group = r[members]
+        np.testing.assert_allclose(out.advantages[members].numpy(), (group - group.mean()) / (group.std() + 1e-4),
+                                   rtol=1e-5)
+    assert out.keep.tolist() == [True] * 7 + [False] * 2  # only the zero-std group of two is dropped
+    assert out.stats["group_size_one"] == 2 / 5 and out.stats["zero_std_ratio"] == 1 / 5
+
+
+def test_group_size_one_with_a_prompt_drawn_twice_keeps_every_sample():
+    # sample.group_size=1 over an epoch of 16 samples in which one prompt came up twice: groups of
+    # one, and one of two; every sample must train (not 1/16 of them)
+    ids = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 3]
+    rewards = torch.tensor(np.random.default_rng(1).uniform(size=16))
+    out = group_advantages(rewards, ids)
+    assert out.keep.all() and (out.advantages != 0).all()
+
+
 def test_ppo_clip_loss_closed_form():
     lp_old = torch.tensor([0.0, 0.0, 0.0, 0.0])
     lp = torch.tensor([0.2, -0.2, 0.2, -0.2], requires_grad=True)
@@ -133,3 +157,18 @@ def test_weighted_sampler_never_draws_banned_or_zero_weight_prompts():
         KRepeatSampler(10, batch_size=4, k=2, weights=[1.0] * 9)
     with pytest.raises(ValueError, match="positive weight"):
         KRepeatSampler(10, batch_size=4, k=2, weights=[1.0] + [0.0] * 9)
+
+
+@pytest.mark.parametrize("overrides, trained", [
+    (["sample.window_size=2"], 2),  # the default fraction 0.99 must not drop a window step (int(2 * 0.99) = 1)
+    (["sample.window_size=3", "sample.window_range=[0,5]"], 3),
+    (["sample.window_size=3", "train.timestep_fraction=0.5"], 3),
+    (["sample.window_size=0", "sample.num_steps=10"], 9),  # no window: int(T * fraction), the last step left out
+    (["sample.window_size=0", "sample.num_steps=10", "train.timestep_fraction=0.5"], 5),
+])
+def test_flow_grpo_trains_every_window_step_and_a_fraction_without_a_window(overrides, trained):
+    from genrl.algorithms.flow_grpo import FlowGRPO
+    from genrl.config import load_config
+
+    cfg = load_config(None, ["train.timestep_fraction=0.99", *overrides])
+    assert FlowGRPO(cfg).num_train_units() == trained

@@ -12,8 +12,8 @@ import torch
 class Advantages:
     """Per-sample advantages and which samples may train.
 
-    ``keep`` is False for samples with a non-finite reward and for samples of zero-std groups
-    (identical rewards, advantage exactly 0: no signal). ``stats`` holds counts for logging.
+    ``keep`` is False for samples with a non-finite reward and for samples of zero-std groups of
+    two or more (identical rewards, advantage exactly 0: no signal). ``stats`` holds counts for logging.
     """
 
     advantages: torch.Tensor
@@ -28,9 +28,12 @@ def group_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], *, gl
     ``std`` is the std over all finite rewards when ``global_std`` (Flow-GRPO's SD3 default),
     otherwise the group's own std (population std, as numpy's default in the reference).
     Non-finite rewards are excluded from every statistic and get advantage 0 and ``keep=False``.
-    When every group has a single sample (group size 1) there is nothing to compare within a
-    group; the documented fallback, as in the reference without per-prompt tracking, is a global
-    z-score over the batch.
+
+    A group with a single sample has nothing to compare within it; it gets the batch-level z-score
+    ``(R_i - mean(R)) / (std(R) + eps)`` over all finite rewards, as the reference does without
+    per-prompt tracking. This holds per group, so a batch can mix both kinds: with
+    ``sample.group_size=1`` a prompt drawn twice in an epoch is a group of two (its samples share a
+    prompt id) while the others stay single. ``stats["group_size_one"]`` is the share of such groups.
     """
     rewards = rewards.detach().to(torch.float64).flatten()
     if len(group_ids) != rewards.numel():
@@ -41,27 +44,25 @@ def group_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], *, gl
     if finite.sum() == 0:
         return Advantages(adv.float(), keep, {"nonfinite": float(rewards.numel()), "zero_std_ratio": 0.0,
                                               "num_groups": 0.0, "group_size_one": 0.0})
-    global_sd = rewards[finite].std(unbiased=False)
+    batch_mean, batch_sd = rewards[finite].mean(), rewards[finite].std(unbiased=False)
     index: dict[Hashable, list[int]] = {}
     for i, g in enumerate(group_ids):
         if finite[i]:
             index.setdefault(g, []).append(i)
-    singleton_batch = all(len(members) == 1 for members in index.values())
-    zero_std_groups = 0
-    if singleton_batch:
-        vals = rewards[finite]
-        adv[finite] = (vals - vals.mean()) / (global_sd + eps)
-    else:
-        for members in index.values():
-            idx = torch.tensor(members)
-            vals = rewards[idx]
-            if len(members) == 1 or bool((vals == vals[0]).all()):
-                zero_std_groups += 1
-                keep[idx] = False
-                continue
-            sd = global_sd if global_std else vals.std(unbiased=False)
+    zero_std_groups = single_groups = 0
+    for members in index.values():
+        idx = torch.tensor(members)
+        vals = rewards[idx]
+        if len(members) == 1:
+            single_groups += 1
+            adv[idx] = (vals - batch_mean) / (batch_sd + eps)
+        elif bool((vals == vals[0]).all()):  # identical rewards: advantage exactly 0, no signal
+            zero_std_groups += 1
+            keep[idx] = False
+        else:
+            sd = batch_sd if global_std else vals.std(unbiased=False)
             adv[idx] = (vals - vals.mean()) / (sd + eps)
     adv = adv.clamp(-clip, clip)
     stats = {"nonfinite": float((~finite).sum()), "num_groups": float(len(index)),
-             "zero_std_ratio": zero_std_groups / max(1, len(index)), "group_size_one": float(singleton_batch)}
+             "zero_std_ratio": zero_std_groups / len(index), "group_size_one": single_groups / len(index)}
     return Advantages(adv.float(), keep, stats)
