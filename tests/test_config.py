@@ -128,3 +128,10 @@ def test_reward_weights_need_one_positive_weight():
     assert "at least one reward needs a positive weight" in _error(None, ["reward.weights={toy_verifier: 0.0}"])
     cfg = load_config(None, ["reward.weights={toy_verifier: 1.0, brightness: 0.0}"])
     assert cfg.reward.weights == {"toy_verifier": 1.0, "brightness": 0.0}
+
+
+def test_a_cps_kl_window_that_reaches_the_last_step_is_rejected_whatever_the_fraction():
+    # every window step is trained, so a fraction below 1 no longer keeps the last (sigma' = 0) step out
+    cps = ["sample.step_type=cps", "train.beta=1e-4", "sample.num_steps=6", "sample.window_size=5"]
+    assert "sample.window_range" in _error(None, [*cps, "train.timestep_fraction=0.5"])
+    assert load_config(None, [*cps, "sample.window_range=[0,5]"]).sample.window_size == 5

@@ -20,9 +20,10 @@ class FlowGRPO(Algorithm):
 
     - Rollout: ``sample.step_type`` at ``sample.noise_level`` inside the window (all steps when
       ``sample.window_size`` is 0), ODE outside.
-    - Trained steps: the first ``int(K * timestep_fraction)`` recorded steps, in order (K recorded
-      steps), so with the default fraction 0.99 the last, near-deterministic step is never trained.
-      With a window the fraction applies to the window.
+    - Trained steps: without a window, the first ``int(T * timestep_fraction)`` of the T steps, in
+      order, so with the default fraction 0.99 the last, near-deterministic step is never trained.
+      With a window (Flow-GRPO-Fast) every one of its ``sample.window_size`` steps is trained and the
+      fraction does not apply, as the reference's ``num_train_timesteps = sde_window_size``.
     - Advantages: per-prompt groups, global or group std, clipped; zero-std groups masked.
     - Loss: PPO-clip on the mean-over-dimensions log-prob + ``beta`` x the step KL to the reference
       (``train.kl_convention``: the released code's, without the dt factor, or the paper's).
@@ -35,8 +36,10 @@ class FlowGRPO(Algorithm):
         self.sample, self.train = cfg.sample, cfg.train
 
     def num_train_units(self) -> int:
-        recorded = self.sample.window_size or self.sample.num_steps
-        return max(1, int(recorded * self.train.timestep_fraction))
+        """Trained steps per rollout: the whole window, else ``int(T * train.timestep_fraction)``."""
+        if self.sample.window_size:  # the window's steps were chosen to be trained: none is left out
+            return self.sample.window_size
+        return max(1, int(self.sample.num_steps * self.train.timestep_fraction))
 
     def rollout_window(self, num_steps: int, generator: torch.Generator) -> tuple[int, int]:
         s = self.sample
