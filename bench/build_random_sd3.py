@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers import SD3Transformer2DModel
-
-from genrl.toy.pipeline import LATENT_CHANNELS, TEXT_HIDDEN, TEXT_PROJECTION, load_toy_pipeline
+if TYPE_CHECKING:  # torch and diffusers load in seconds: imported once the command line is checked
+    from diffusers import SD3Transformer2DModel
 
 
 def sd35_medium_like(layers: int, max_tokens_per_side: int) -> SD3Transformer2DModel:
     """SD3.5-Medium's transformer shape over the toy pipeline's latent channels and text widths."""
+    from diffusers import SD3Transformer2DModel
+
+    from genrl.toy.pipeline import LATENT_CHANNELS, TEXT_HIDDEN, TEXT_PROJECTION
+
     return SD3Transformer2DModel(
         sample_size=2 * max_tokens_per_side, patch_size=2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
         num_layers=layers, attention_head_dim=64, num_attention_heads=24, joint_attention_dim=2 * TEXT_HIDDEN,
@@ -39,6 +42,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=256, help="largest image side the positional table covers (px)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.layers < 1 or args.size < 4:  # size // 4 latent tokens per side (VAE /2, patch /2): at least one
+        parser.error("--layers must be >= 1 and --size >= 4")
+    import torch  # torch and diffusers load in seconds: only once the command line is checked
+
+    from genrl.toy.pipeline import load_toy_pipeline
+
     torch.manual_seed(args.seed)
     pipe = load_toy_pipeline()
     pipe.transformer = sd35_medium_like(args.layers, args.size // 4)  # VAE /2, patch /2

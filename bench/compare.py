@@ -19,14 +19,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+from genrl.config import load_config_or_exit
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIGS = ["configs/toy.yaml", "configs/toy_nft.yaml"]
 
 
+def run_overrides(minutes: float, out: Path, extra: list[str]) -> list[str]:
+    """The overrides of one timed run: the budget, its output directory, no export, then ``extra``."""
+    return [f"time_budget_minutes={minutes}", "epochs=100000", f"log.output_dir={out}", "log.export_merged=false",
+            "log.save_every=0", *extra]
+
+
 def run(config: str, minutes: float, out: Path, extra: list[str]) -> None:
     cmd = [sys.executable, str(ROOT / "scripts" / "train_t2i.py"), "--config", str(ROOT / config),
-           f"time_budget_minutes={minutes}", "epochs=100000", f"log.output_dir={out}", "log.export_merged=false",
-           "log.save_every=0", *extra]
+           *run_overrides(minutes, out, extra)]
     subprocess.run(cmd, check=True)
 
 
@@ -81,6 +88,9 @@ def main(argv: list[str]) -> int:
                         help="finished run directories to add to the plot and table, named by their directory")
     parser.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
+    if not args.plot_only:  # every run's config, checked (in well under a second) before the first one trains
+        for config in args.configs:
+            load_config_or_exit(ROOT / config, run_overrides(args.minutes, args.out / Path(config).stem, args.overrides))
     runs = {}
     for config in args.configs:
         name = Path(config).stem

@@ -26,13 +26,16 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from genrl.algorithms import LossContext
-from genrl.config import load_config
-from genrl.trainer import Trainer
+from genrl.config import load_config_or_exit
+
+if TYPE_CHECKING:  # torch and the trainer load in seconds: imported once the command line is checked
+    import torch
+
+    from genrl.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +46,10 @@ def epoch_gradient(trainer: Trainer, epoch: int) -> tuple[torch.Tensor, int]:
     The epoch's batches come from the trainer's own sampler and rollouts, and every trained
     (batch, step) unit is back-propagated, as one optimizer step over the whole epoch would see it.
     """
+    import torch
+
+    from genrl.algorithms import LossContext
+
     batches = trainer.sample_epoch(epoch)
     trainer.score_epoch(batches)
     ctx = LossContext(trainer.adapter, trainer.model, trainer.reference)
@@ -99,7 +106,11 @@ def main(argv: list[str]) -> int:
         parser.error("--epochs must be >= 2")
     scratch = tempfile.mkdtemp(prefix="gradient_snr-")  # the trainer wants an output dir; nothing is kept
     try:
-        cfg = load_config(args.config, [*args.overrides, "log.log_with=[]", f"log.output_dir={scratch}"])
+        cfg = load_config_or_exit(args.config, [*args.overrides, "log.log_with=[]", f"log.output_dir={scratch}"])
+        import torch
+
+        from genrl.trainer import Trainer
+
         trainer = Trainer(cfg)
         grads, images = zip(*(epoch_gradient(trainer, epoch) for epoch in range(args.epochs)), strict=True)
         r = signal_to_noise(torch.stack(grads), images[0])

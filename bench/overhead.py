@@ -18,16 +18,19 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from genrl.config import load_config_or_exit
 
-from genrl.config import load_config
-from genrl.trainer import Trainer
+if TYPE_CHECKING:  # the trainer (torch, diffusers) loads in seconds: imported once the command line is checked
+    from genrl.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _sync() -> None:
+    import torch
+
     if torch.cuda.is_available():
         torch.cuda.synchronize()
 
@@ -45,6 +48,8 @@ def time_epoch(trainer: Trainer, epoch: int) -> tuple[float, list]:
 def time_transformer_calls(trainer: Trainer, batches: list) -> float:
     """Replay exactly the transformer calls of an epoch: T sampling forwards per batch, then one
     forward+backward per trained (batch, step) unit (plus a reference forward when beta > 0)."""
+    import torch
+
     cfg, adapter, acc = trainer.cfg, trainer.adapter, trainer.accelerator
     total = 0.0
     for batch in batches:
@@ -71,6 +76,8 @@ def time_transformer_calls(trainer: Trainer, batches: list) -> float:
 
 
 def peak_memory_mb() -> float:
+    import torch
+
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -84,7 +91,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     if args.epochs < 1:
         parser.error("--epochs must be >= 1")
-    cfg = load_config(args.config, ["log.log_with=[]", "log.output_dir=/tmp/genrl-bench", *args.overrides])
+    cfg = load_config_or_exit(args.config, ["log.log_with=[]", "log.output_dir=/tmp/genrl-bench", *args.overrides])
+    import torch
+
+    from genrl.trainer import Trainer
+
     trainer = Trainer(cfg)
     time_epoch(trainer, 0)
     rows = []

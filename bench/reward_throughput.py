@@ -17,14 +17,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny-model builders the tests use
 
 
 def offline_rewards(tmp: Path) -> dict[str, dict]:
     """Reward name -> build options that load without a network."""
+    import torch
     from helpers.tiny_models import save_tiny_clap, save_tiny_clip, save_tiny_imagereward, save_tiny_vlm
 
     from rewards import AestheticMLP, build_reward
@@ -55,6 +54,8 @@ def measure(reward, batch_size: int, repeats: int) -> float:
     """Items per second of ``reward`` on toy scenes (or 1 s noise clips for audio rewards)."""
     import random
 
+    import torch
+
     from genrl.toy.prompts import sample_specs, split
     from genrl.toy.render import render_batch
 
@@ -77,8 +78,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if min(args.batch_sizes) < 1 or args.threads < 1 or args.repeats < 1:
+        parser.error("--batch-sizes, --threads and --repeats must be >= 1")
+    import torch  # seconds to load: only once the command line is checked
+
     from rewards import build_reward
+
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as tmp:
         for label, options in offline_rewards(Path(tmp)).items():

@@ -23,13 +23,14 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from genrl.config import load_config
-from genrl.sampling.rollout import rollout
-from genrl.trainer import Trainer
+from genrl.config import load_config_or_exit
+
+if TYPE_CHECKING:  # the trainer (torch, diffusers) loads in seconds: imported once the command line is checked
+    from genrl.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,10 +48,19 @@ def parse_window(text: str, num_steps: int) -> tuple[int, int]:
     return lo, hi
 
 
-@torch.no_grad()
 def window_variance(trainer: Trainer, window: tuple[int, int], prompt_ids: list[int], latents: int,
                     seeds: int) -> dict[str, float]:
     """Mean reward, within-x_T variance, total variance and their ratio for one window of SDE steps."""
+    import torch
+
+    with torch.no_grad():
+        return _window_variance(trainer, window, prompt_ids, latents, seeds)
+
+
+def _window_variance(trainer: Trainer, window: tuple[int, int], prompt_ids: list[int], latents: int,
+                     seeds: int) -> dict[str, float]:
+    from genrl.sampling.rollout import rollout
+
     cfg, adapter = trainer.cfg, trainer.adapter
     sigmas = adapter.schedule(cfg.sample.num_steps).to(trainer.accelerator.device)
     means, within, total = [], [], []
@@ -86,9 +96,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     scratch = tempfile.mkdtemp(prefix="reward_variance-")  # the trainer wants an output dir; nothing is kept
-    cfg = load_config(args.config, [*args.overrides, "log.log_with=[]", f"log.output_dir={scratch}"])
+    cfg = load_config_or_exit(args.config, [*args.overrides, "log.log_with=[]", f"log.output_dir={scratch}"])
+    windows = [parse_window(w, cfg.sample.num_steps) for w in args.windows]  # checked before the trainer loads
+    from genrl.trainer import Trainer
+
     trainer = Trainer(cfg)
-    windows = [parse_window(w, cfg.sample.num_steps) for w in args.windows]
     rng = np.random.default_rng(cfg.seed)
     count = min(args.prompts, len(trainer.train_set.prompts))
     prompt_ids = sorted(int(i) for i in rng.choice(len(trainer.train_set.prompts), count, replace=False))
