@@ -147,6 +147,7 @@ class DataConfig:
 @dataclass
 class LogConfig:
     output_dir: str = "outputs/toy-flow-grpo"
+    overwrite: bool = False  # start over in an output_dir that holds a run, deleting its records first
     log_with: list[str] = field(default_factory=lambda: ["tensorboard"])  # add "wandb" (extra) if wanted
     eval_every: int = 10  # epochs between evaluations (0: only at the start and the end)
     save_every: int = 10  # epochs between checkpoints (0: only at the end)
@@ -306,7 +307,9 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         raise ConfigError("train.beta > 0 with sample.step_type 'cps' needs every trained step to end above sigma = 0: "
                           f"end sample.window_range at most at sample.num_steps - 1 = {s.num_steps - 1} "
                           "(or lower train.timestep_fraction when sample.window_size is 0)")
-    _check_pretrained(cfg.model.pretrained)
+    problem = local_pipeline_problem(cfg.model.pretrained)
+    if problem:
+        raise ConfigError(f"model.pretrained={cfg.model.pretrained!r}: {problem}")
     _check_rewards(cfg.reward)
 
 
@@ -321,23 +324,25 @@ def check_group_layout(sample: SampleConfig, num_processes: int) -> None:
                           "which form whole groups of one prompt")
 
 
-def _check_pretrained(pretrained: str) -> None:
-    """A ``model.pretrained`` that names a local path must be a diffusers pipeline directory.
+def local_pipeline_problem(model: str) -> str | None:
+    """What is wrong with a model value (``model.pretrained``, a script's ``--model``) that names a
+    local pipeline directory, or None when it is fine, the toy pipeline or a hub id.
 
-    The rule is the loader's (``genrl.models.loading.resolve_model_path``): a value is a path when
-    it exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/``; anything else (say
-    ``stabilityai/stable-diffusion-3.5-medium``) is a hub id, which only loading can check.
+    The rule is the loader's (``genrl.models.loading.resolve_model_path``, which imports diffusers):
+    a value is a path when it exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/``;
+    anything else (say ``stabilityai/stable-diffusion-3.5-medium``) is a hub id, which only loading
+    can check.
     """
-    if pretrained in TOY_MODEL_ALIASES:
-        return
-    path = Path(pretrained).expanduser()
-    if not (path.exists() or pretrained.startswith((".", "/", "~")) or pretrained.count("/") > 1):
-        return
+    if model in TOY_MODEL_ALIASES:
+        return None
+    path = Path(model).expanduser()
+    if not (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1):
+        return None
     if not path.is_dir():
-        raise ConfigError(f"model.pretrained={pretrained!r}: model directory not found: {path.absolute()}")
+        return f"model directory not found: {path.absolute()}"
     if not (path / "model_index.json").is_file():
-        raise ConfigError(f"model.pretrained={pretrained!r}: {path} is not a diffusers pipeline directory "
-                          "(no model_index.json)")
+        return f"{path} is not a diffusers pipeline directory (no model_index.json)"
+    return None
 
 
 def _check_rewards(reward: RewardConfig) -> None:

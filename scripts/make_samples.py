@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from genrl.grid import make_grid, save_image_atomically
-from genrl.toy.evaluate import generate
-from genrl.toy.pipeline import load_toy_pipeline
 from genrl.toy.prompts import split
 from genrl.toy.render import render
 from genrl.toy.verifier import verify
@@ -49,6 +48,7 @@ def before_after(run: Path, specs) -> None:
     toy pipeline with ``final/lora`` loaded.
     """
     from genrl.models.loading import load_pipeline
+    from genrl.toy.evaluate import generate
 
     prompts, seeds = [s.prompt for s in specs], list(range(len(specs)))
     for name in ("before", "after"):
@@ -64,10 +64,28 @@ def before_after(run: Path, specs) -> None:
     shutil.copyfile(run / "reward_curve.png", SAMPLES / "flow_grpo_reward_curve.png")
 
 
-def main() -> None:
+def run_problem(run: Path) -> str | None:
+    """What a ``--run`` directory lacks for :func:`before_after`, or None."""
+    final = run / "final"
+    if not run.is_dir():
+        return f"run directory not found: {run}"
+    if not (final / "pipeline").is_dir() and not (final / "lora").is_dir():
+        return f"{run} has no final/pipeline or final/lora (is the run finished?)"
+    if not (run / "reward_curve.png").is_file():
+        return f"{run} has no reward_curve.png"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, help="output_dir of a finished toy training run")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    problem = run_problem(args.run) if args.run is not None else None
+    if problem:  # checked before the pipeline loads and before any sample is rewritten
+        parser.error(f"--run: {problem}")
+    from genrl.toy.evaluate import generate
+    from genrl.toy.pipeline import load_toy_pipeline
+
     specs = pick_prompts()
     rng = random.Random(0)
     truth = np.stack([render(s, rng)[0] for s in specs])
@@ -82,7 +100,8 @@ def main() -> None:
     if args.run is not None:
         before_after(args.run, pick_prompts(3))
         print(f"wrote {SAMPLES}/flow_grpo_before.png, flow_grpo_after.png and flow_grpo_reward_curve.png")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

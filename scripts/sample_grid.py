@@ -5,17 +5,17 @@
     python scripts/sample_grid.py --prompts toy:test --reward toy_verifier --out grid.png
 
 --prompts takes a .txt file (one prompt per line), a .jsonl file of toy specs, or toy:train / toy:test.
+The arguments, the prompt file and a local --model / --lora directory are checked before torch and
+the pipeline load, so bad input fails at once with one ``error: ...`` line (exit status 2).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from genrl.grid import make_grid, save_image_atomically
-from genrl.models.loading import TOY_ALIASES, load_pipeline
-from genrl.toy.evaluate import generate
-from genrl.toy.pipeline import TOY_GUIDANCE_SCALE, TOY_MAX_SEQUENCE_LENGTH, TOY_NUM_INFERENCE_STEPS
+from genrl.config import known_rewards, local_pipeline_problem
 from genrl.toy.prompts import load_prompt_file, split
 from genrl.toy.world import PromptSpec
 
@@ -27,7 +27,8 @@ def read_prompts(source: str) -> list[str | PromptSpec]:
     return load_prompt_file(source)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with its numbers and --reward checked (argparse's usage error, exit status 2)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="toy", help="hub id, local pipeline dir, or 'toy' (default)")
     parser.add_argument("--lora", default=None, help="a LoRA directory to load on top (e.g. a run's final/lora)")
@@ -36,14 +37,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-prompts", type=int, default=16)
     parser.add_argument("--images-per-prompt", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=None, help=f"sampling steps (toy default: {TOY_NUM_INFERENCE_STEPS})")
-    parser.add_argument("--guidance", type=float, default=None, help=f"CFG scale (toy default: {TOY_GUIDANCE_SCALE:.1f})")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the toy pipeline's, else 28)")
+    parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the toy pipeline's, else 4.5)")
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--reward", default=None, help="annotate each image with this registered reward, e.g. toy_verifier")
     args = parser.parse_args(argv)
+    for flag in ("max_prompts", "images_per_prompt", "columns", "steps"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    if args.reward is not None and args.reward not in known_rewards():
+        parser.error(f"--reward: unknown reward {args.reward!r}; available: {known_rewards()}")
+    return args
 
+
+def checked_inputs(args: argparse.Namespace) -> list[str | PromptSpec]:
+    """The prompts to draw, after checking the files and directories the arguments name (no model loads).
+
+    Raises ``ValueError`` / ``FileNotFoundError`` naming the argument.
+    """
+    problem = local_pipeline_problem(args.model)
+    if problem:
+        raise FileNotFoundError(f"--model {args.model!r}: {problem}")
+    if args.lora is not None and not Path(args.lora).is_dir():
+        raise FileNotFoundError(f"--lora {args.lora!r}: LoRA directory not found")
     items = read_prompts(args.prompts)[: args.max_prompts]
-    items = [it for it in items for _ in range(args.images_per_prompt)]
+    return [it for it in items for _ in range(args.images_per_prompt)]
+
+
+def draw_grid(args: argparse.Namespace, items: list[str | PromptSpec]) -> int:
+    """Sample one image per item, caption (and optionally score) them, and write the grid."""
+    from genrl.grid import make_grid, save_image_atomically
+    from genrl.models.loading import TOY_ALIASES, load_pipeline
+    from genrl.toy.evaluate import generate
+    from genrl.toy.pipeline import TOY_GUIDANCE_SCALE, TOY_MAX_SEQUENCE_LENGTH, TOY_NUM_INFERENCE_STEPS
+
     prompts = [it.prompt if isinstance(it, PromptSpec) else it for it in items]
     is_toy = args.model in TOY_ALIASES
     pipe = load_pipeline(args.model, lora=args.lora)
@@ -65,5 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def main(argv: list[str] | None = None) -> int:
+    """Check the inputs, then draw the grid; bad input raises ``ValueError`` / ``FileNotFoundError``."""
+    args = parse_args(argv)
+    return draw_grid(args, checked_inputs(args))
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """:func:`main` for the command line: bad input is one ``error: ...`` line and exit status 2, no traceback."""
+    args = parse_args(argv)
+    try:
+        items = checked_inputs(args)
+    except (ValueError, FileNotFoundError) as err:  # only the input checks: a failure while drawing keeps its traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return draw_grid(args, items)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())

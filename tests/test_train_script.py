@@ -1,12 +1,12 @@
 """Command-line parsing of scripts/train_t2i.py, and its one-line errors before torch loads."""
 
 import importlib.util
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from test_config_cli import run_probe
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_t2i.py"
 spec = importlib.util.spec_from_file_location("train_t2i", SCRIPT)
@@ -29,32 +29,6 @@ def test_overrides_may_come_before_and_after_options():
     config, overrides = train_t2i.parse_args(["epochs=3", "--config", "c.yaml", "seed=1", "--resume"])
     assert config == "c.yaml"
     assert overrides == ["epochs=3", "seed=1", "resume=latest"]
-
-
-def _fresh_interpreter(code: str) -> subprocess.CompletedProcess:
-    """Run ``code`` in a new Python at the repository root (this test process has torch imported already)."""
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SCRIPT.parents[1],
-                          timeout=120, check=True)
-
-
-#: Reports, after the script's ``main`` ended, its exit status and which heavy modules got imported.
-PROBE = """
-import json, runpy, sys
-sys.argv = ["{script}", *{argv!r}]
-try:
-    runpy.run_path("{script}", run_name="__main__")
-    code = 0
-except SystemExit as exit:
-    code = exit.code
-print(json.dumps({{"code": code, "heavy": [m for m in ("torch", "diffusers", "transformers", "accelerate")
-                                            if m in sys.modules]}}))
-"""
-
-
-def run_probe(script: Path, argv: list[str]) -> tuple[dict, str]:
-    """The script run as ``__main__`` with ``argv`` in a fresh interpreter: (status and imports, stderr)."""
-    out = _fresh_interpreter(PROBE.format(script=script, argv=argv))
-    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 
 @pytest.mark.parametrize("argv, culprit", [

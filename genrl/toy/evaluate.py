@@ -114,6 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
     args = parser.parse_args(argv)
+    problem = _argument_problem(args)
+    if problem:  # before the pipeline loads (seconds to minutes), not after
+        parser.error(problem)
 
     from genrl.models.loading import load_pipeline
 
@@ -126,6 +129,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(report.to_dict(), fh, indent=2)
     return 0
+
+
+def _argument_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the command line's numbers, paths and directories, or None."""
+    from pathlib import Path
+
+    from genrl.config import local_pipeline_problem
+
+    if args.images_per_prompt < 1 or args.steps < 1:
+        return f"--images-per-prompt and --steps must be >= 1, got {args.images_per_prompt} and {args.steps}"
+    problem = local_pipeline_problem(args.model) if args.model is not None else None
+    if problem:
+        return f"--model {args.model!r}: {problem}"
+    if args.lora is not None and not Path(args.lora).is_dir():
+        return f"--lora {args.lora!r}: LoRA directory not found"
+    if args.json and not Path(args.json).absolute().parent.is_dir():
+        return f"--json {args.json!r}: directory {Path(args.json).absolute().parent} not found"
+    return None
 
 
 if __name__ == "__main__":
