@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import time
@@ -26,9 +27,28 @@ def encode_image(image: torch.Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def decode_image(data: str) -> np.ndarray:
-    """Base64 PNG -> ``(H, W, 3)`` uint8."""
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+class PayloadTooLarge(ValueError):
+    """A request, or an image in it, is larger than the reward server accepts (HTTP 413)."""
+
+
+def decode_image(data: str, max_pixels: int | None = None) -> np.ndarray:
+    """Base64 PNG -> ``(H, W, 3)`` uint8.
+
+    Anything else (bad base64, another format, a truncated file) is a ``ValueError``; an image of
+    more than ``max_pixels`` pixels is a :class:`PayloadTooLarge`, found from the PNG header before
+    its pixels are decompressed (a small PNG can hold an enormous image).
+    """
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(data, validate=True))) as image:
+            if image.format != "PNG":
+                raise ValueError(f"expected a base64 PNG, got a {image.format} image")
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise PayloadTooLarge(f"a {width}x{height} image has more than the server's limit of "
+                                      f"{max_pixels} pixels")
+            return np.asarray(image.convert("RGB"))
+    except (OSError, binascii.Error, Image.DecompressionBombError) as err:  # not an image, or a broken one
+        raise ValueError(f"expected a base64 PNG: {err}") from None
 
 
 def encode_waveform(waveform: torch.Tensor) -> str:

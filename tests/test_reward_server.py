@@ -1,16 +1,26 @@
 """The reward server in a real process on 127.0.0.1, and the retrying client reward."""
 
+import base64
+import io
+import json
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import torch
 from helpers.tiny_models import save_tiny_clap
+from PIL import Image
 from test_toy_rewards import _scenes
 
 from rewards import build_reward
+from rewards.server import main as server_main
 from rewards.server import make_server
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
@@ -73,3 +83,91 @@ def test_server_binds_loopback_unless_allowed():
         make_server("brightness", host="0.0.0.0")
     server = make_server("brightness", host="127.0.0.1", port=0)
     server.server_close()
+
+
+@contextmanager
+def serving(reward: str = "brightness", **limits):
+    """A server for ``reward`` in a thread of this process: (its URL, the paths of the POSTs it handled)."""
+    server = make_server(reward, port=0, **limits)
+    posts: list[str] = []
+    handle = server.RequestHandlerClass.do_POST
+
+    def counted(handler):
+        posts.append(handler.path)
+        handle(handler)
+
+    server.RequestHandlerClass.do_POST = counted
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", posts
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _post(url: str, body: dict) -> tuple[int, str]:
+    request = urllib.request.Request(f"{url}/score", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def _image_b64(size: int = 8, fmt: str = "PNG") -> str:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 30, 30)).save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_anything_but_a_base64_png_is_the_clients_fault_400_naming_the_image():
+    with serving() as (url, _):
+        assert _post(url, {"images": [_image_b64()], "prompts": ["x"]})[0] == 200
+        for bad in (_image_b64(fmt="JPEG"), base64.b64encode(b"not an image").decode(), "%%% not base64"):
+            status, detail = _post(url, {"images": [_image_b64(), bad], "prompts": ["x", "y"]})
+            assert status == 400 and "images[1]" in detail and "base64 PNG" in detail, detail
+        assert _post(url, ["a", "list"])[0] == 400
+
+
+def test_requests_and_images_over_the_limits_get_413_and_the_client_does_not_retry():
+    with serving(max_request_bytes=4_000, max_image_pixels=16 * 16) as (url, posts):
+        status, detail = _post(url, {"images": [_image_b64(32)], "prompts": ["x"]})
+        assert status == 413 and "images[0]: a 32x32 image" in detail
+        assert _post(url, {"images": [_image_b64(16)], "prompts": ["x"]})[0] == 200
+        status, detail = _post(url, {"images": [_image_b64(16)] * 50, "prompts": ["x"] * 50})
+        assert status == 413 and "exceeds the server's limit of 4000 bytes" in detail
+        posts.clear()
+        remote = build_reward("remote", url=url, retries=3, backoff=0.01)
+        with pytest.raises(ValueError, match=r"rejected the request \(413\)"):
+            remote(torch.rand(50, 3, 16, 16), ["x"] * 50)
+        assert posts == ["/score"]  # one attempt: a 4xx is not retried
+
+
+def _raw_request(url: str, head: str) -> str:
+    """Send ``head`` (a request without a body) on a socket; the status line of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=20) as conn:  # a hung handler fails, not waits forever
+        conn.sendall(head.encode())
+        return conn.makefile("rb").readline().decode().strip()
+
+
+def test_a_negative_or_missing_content_length_is_answered_not_waited_on():
+    with serving() as (url, _):
+        negative = "POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n"
+        assert _raw_request(url, negative).startswith("HTTP/1.0 400")
+        assert _raw_request(url, "POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3\r\n\r\n").startswith(
+            "HTTP/1.0 400")
+        assert _raw_request(url, "POST /score HTTP/1.1\r\nHost: x\r\n\r\n").startswith("HTTP/1.0 411")
+
+
+def test_a_non_loopback_host_without_allow_remote_is_one_error_line(capsys):
+    with pytest.raises(SystemExit) as exit:
+        server_main(["brightness", "--host", "0.0.0.0"])
+    assert exit.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "refusing to bind '0.0.0.0'" in error and "--allow-remote" in error
+    with pytest.raises(SystemExit):
+        server_main(["no_such_reward"])
+    assert "unknown reward 'no_such_reward'" in capsys.readouterr().err
