@@ -6,7 +6,7 @@ import pytest
 from genrl.toy.prompts import all_specs, sample_specs, split
 from genrl.toy.render import PlacedObject, render, render_objects, shape_coverage
 from genrl.toy.verifier import Detection, classify_shape, detect, score_detections, verify
-from genrl.toy.world import COLORS, SHAPES, ObjectSpec, PromptSpec
+from genrl.toy.world import COLORS, IMAGE_SIZE, SHAPES, ObjectSpec, PromptSpec
 
 ALL = [s for specs in all_specs().values() for s in specs]
 
@@ -60,6 +60,16 @@ def test_blank_and_noise_images_score_zero():
     assert verify(np.full((32, 32, 3), 255, np.uint8), spec).strict == 0.0
     noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     assert verify(noise, spec).strict == 0.0
+
+
+@pytest.mark.parametrize("shape, size", [((2400, 2400, 3), "2400x2400"), ((3, 64, 64), "64x64"),
+                                         ((32, 48, 3), "48x32")])
+def test_images_of_another_size_are_rejected_not_scored(shape, size):
+    # a 2400 px noise image used to score strict 1.0 for "a photo of a circle"
+    spec = PromptSpec("single_object", (ObjectSpec("circle"),))
+    noise = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    with pytest.raises(ValueError, match=rf"scores {IMAGE_SIZE}x{IMAGE_SIZE} images .*got {size}$"):
+        verify(noise, spec)
 
 
 def _det(shape, color="red", x=10.0, y=10.0):

@@ -24,7 +24,7 @@ import numpy as np
 from scipy import ndimage
 
 from .render import shape_coverage
-from .world import BACKGROUND_RGB, COLORS, RELATIONS, SHAPES, PromptSpec
+from .world import BACKGROUND_RGB, COLORS, IMAGE_SIZE, RELATIONS, SHAPES, PromptSpec
 
 #: A pixel is foreground when its distance from the background exceeds this share of the
 #: distance between the background and the palette colour it points to.
@@ -74,6 +74,11 @@ def _to_uint8_hwc(image: np.ndarray) -> np.ndarray:
         arr = arr.transpose(1, 2, 0)
     if arr.shape[-1] != 3:
         raise ValueError(f"expected 3 colour channels, got shape {arr.shape}")
+    if arr.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+        # MIN_OBJECT_AREA, MIN_RELATION_OFFSET and the shape thresholds are tuned to the toy world's
+        # images: on another size the verdicts mean nothing (a large noise image holds every shape)
+        raise ValueError(f"the toy verifier scores {IMAGE_SIZE}x{IMAGE_SIZE} images (genrl.toy.world.IMAGE_SIZE), "
+                         f"got {arr.shape[1]}x{arr.shape[0]}")
     if arr.dtype != np.uint8:
         arr = np.clip(np.rint(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
     return arr
