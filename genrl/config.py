@@ -3,6 +3,10 @@
 The schema is a tree of dataclasses loaded through OmegaConf structured configs, so unknown keys
 and wrong types are rejected with the offending key in the message. Defaults are the toy world's;
 the SD3.5-M and FLUX configs in ``configs/`` override them with the reference values.
+
+This module imports neither torch nor a model library (reward names are read from the ``rewards``
+package's sources), so a script checks its command line and config in a fraction of a second and
+imports the trainer only for a valid one (:func:`load_config_or_exit`).
 """
 
 from __future__ import annotations
