@@ -7,6 +7,7 @@
     accelerate launch scripts/train_t2i.py --resume                         # from the newest checkpoint
     accelerate launch scripts/train_t2i.py --resume log.output_dir=runs/a   # newest of that run
     accelerate launch scripts/train_t2i.py --resume outputs/x/checkpoints/checkpoint-000010
+    accelerate launch scripts/train_t2i.py --overwrite                      # start log.output_dir's run over
 
 Every key of ``genrl.config.ExperimentConfig`` can be overridden as ``key=value``. The command line
 and the config are checked before torch and the models load: a bad key, value or file ends the run
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +36,8 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
                         help="YAML config (default: configs/toy.yaml)")
     parser.add_argument("--resume", nargs="?", const="latest", default=None,
                         help="resume from the newest checkpoint of log.output_dir, or from the given one")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start over in a log.output_dir that holds a run, deleting its records first")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sample.batch_size=4")
     args = parser.parse_intermixed_args(argv)  # key=value overrides may come before or after options
     overrides = list(args.overrides)
@@ -41,6 +45,7 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str]]:
         # `--resume key=value`: the optional value swallowed the first override
         overrides.insert(0, args.resume)
         args.resume = "latest"
+    overrides += ["log.overwrite=true"] if args.overwrite else []
     return args.config, overrides + ([f"resume={args.resume}"] if args.resume else [])
 
 
@@ -55,10 +60,13 @@ def main(argv: list[str]) -> int:
     from genrl.trainer import Trainer  # torch, diffusers and the models: seconds, so only for a valid config
 
     try:
-        trainer = Trainer(cfg)
-    except ConfigError as err:  # a bad prompt source: one line naming it, no traceback
+        Trainer(cfg).train()
+    except ConfigError as err:  # a bad prompt source, a run folder in use, a damaged checkpoint: one line
         exit_on_config_error(err)
-    trainer.train()
+    except KeyboardInterrupt as stop:  # Ctrl-C; a RunInterrupted says what was saved and how to continue
+        if os.environ.get("RANK", "0") == "0":
+            print(stop or "interrupted", file=sys.stderr)
+        return getattr(stop, "exit_code", 130)
     return 0
 
 

@@ -1,7 +1,8 @@
-"""The one training loop (accelerate) and its checkpoint and metrics helpers."""
+"""The one training loop (accelerate) and its checkpoint, run-folder and metrics helpers."""
 
 from genrl.utils.seeding import derived_seed
 
+from .lifecycle import RunInterrupted
 from .loop import Trainer, TrainState
 
-__all__ = ["TrainState", "Trainer", "derived_seed"]
+__all__ = ["RunInterrupted", "TrainState", "Trainer", "derived_seed"]

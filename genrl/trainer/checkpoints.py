@@ -1,12 +1,27 @@
-"""Atomic ``accelerator.save_state`` checkpoints: write to a hidden temporary directory, then rename."""
+"""Atomic, verifiable ``accelerator.save_state`` checkpoints, and the choice of the one to resume.
+
+A checkpoint is written into a hidden temporary folder, gets a manifest (every file's size and
+sha256) as its last file, and is renamed into place; so a folder named ``checkpoint-<epoch>`` is
+complete, and a file damaged later (a full disk, a copy cut short) is caught before it is loaded.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
 import shutil
 from pathlib import Path
 
+from genrl.config import ConfigError
+from genrl.utils.files import atomic_write_path, follow_umask, swap_into_place
+
+logger = logging.getLogger(__name__)
+
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+MANIFEST = "manifest.json"
+_CHUNK = 1 << 20
 
 
 def checkpoint_dir(root: str | Path, epoch: int) -> Path:
@@ -14,31 +29,76 @@ def checkpoint_dir(root: str | Path, epoch: int) -> Path:
     return Path(root) / f"checkpoint-{epoch:06d}"
 
 
+def checkpoint_epoch(path: str | Path) -> int | None:
+    """The epoch in a checkpoint folder's name (None for another name)."""
+    match = CHECKPOINT_PATTERN.match(Path(path).name)
+    return int(match.group(1)) if match else None
+
+
 def list_checkpoints(root: str | Path) -> list[Path]:
     """Complete checkpoints under ``root``, oldest first (temporary directories are ignored)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT_PATTERN.match(p.name))]
+    found = [(epoch, p) for p in root.iterdir() if p.is_dir() and (epoch := checkpoint_epoch(p)) is not None]
     return [p for _, p in sorted(found)]
 
 
-def resolve_resume(resume: str, root: str | Path) -> Path | None:
-    """``"latest"`` -> the newest checkpoint under ``root`` (None if there is none); else the given directory."""
-    if resume == "latest":
-        found = list_checkpoints(root)
-        return found[-1] if found else None
-    path = Path(resume).expanduser()
-    if not path.is_dir():
-        raise FileNotFoundError(f"resume: checkpoint directory not found: {path}")
-    return path
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str | Path) -> Path:
+    """Record the size and sha256 of every file under ``folder`` in ``folder/manifest.json``."""
+    folder = Path(folder)
+    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+    with atomic_write_path(folder / MANIFEST) as tmp:
+        tmp.write_text(json.dumps({"format": 1, "files": files}, indent=1, sort_keys=True), encoding="utf-8")
+    return folder / MANIFEST
+
+
+def checkpoint_problem(folder: str | Path) -> str | None:
+    """Why checkpoint ``folder`` cannot be loaded, naming the file; None when every file matches its manifest.
+
+    A checkpoint without a manifest (written by a genrl before manifests) cannot be checked and
+    also returns None; :func:`has_manifest` tells it apart.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if not has_manifest(folder):
+        return None
+    try:
+        files = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{folder / MANIFEST} is unreadable ({err})"
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{path} is missing"
+        size = path.stat().st_size
+        if size != expected["size"]:
+            return f"{path} has {size} bytes where the manifest records {expected['size']} (truncated or replaced)"
+        if _sha256(path) != expected["sha256"]:
+            return f"{path} does not match the sha256 in its manifest (damaged)"
+    return None
+
+
+def has_manifest(folder: str | Path) -> bool:
+    return (Path(folder) / MANIFEST).is_file()
 
 
 def save_atomically(accelerator, root: str | Path, epoch: int, keep: int) -> Path:
     """``accelerator.save_state`` into a temporary directory, renamed into place once complete.
 
-    Every process must call this (accelerate saves per-process RNG states). Older checkpoints
-    beyond the newest ``keep`` are removed only after the new one is in place.
+    Every process must call this (accelerate saves per-process RNG states). The manifest is written
+    last, by the main process, once every process has written its files. Older checkpoints beyond
+    the newest ``keep`` are removed only after the new one is in place.
     """
     root = Path(root)
     final = checkpoint_dir(root, epoch)
@@ -50,14 +110,49 @@ def save_atomically(accelerator, root: str | Path, epoch: int, keep: int) -> Pat
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if final.exists():  # re-saving an epoch after a resume: swap, never leave neither in place
-            old = root / f".old-{final.name}"
-            final.rename(old)
-            tmp.rename(final)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(final)
+        follow_umask(tmp)  # safetensors writes 0600 files
+        write_manifest(tmp)
+        swap_into_place(tmp, final)  # re-saving an epoch after a resume replaces it, never leaving neither
         for stale in list_checkpoints(root)[:-keep] if keep > 0 else []:
             shutil.rmtree(stale)
     accelerator.wait_for_everyone()
     return final
+
+
+def choose_checkpoint(resume: str, run_dir: str | Path) -> tuple[Path, list[str]]:
+    """The checkpoint that ``resume`` ("latest" or a checkpoint folder) names for the run in ``run_dir``,
+    verified, and the notes to log about it; a :class:`ConfigError` when there is none to trust.
+
+    "latest" takes the newest intact checkpoint of ``run_dir/checkpoints``, skipping damaged ones
+    (each named in a note); an explicit folder that is damaged fails, naming the file.
+    """
+    run_dir = Path(run_dir)
+    if resume != "latest":
+        path = Path(resume).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"resume={resume}: checkpoint directory not found")
+        problem = checkpoint_problem(path)
+        if problem:
+            raise ConfigError(f"resume={resume}: cannot resume, {problem}")
+        return path, _unverified_note(path)
+    found = list_checkpoints(run_dir / "checkpoints")
+    if not found:
+        where = "does not exist" if not run_dir.exists() else "has no checkpoint (checkpoints/checkpoint-*)"
+        raise ConfigError(f"--resume: {run_dir} {where}, so there is nothing to resume; "
+                          "start the run without --resume")
+    notes = []
+    for path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if notes:
+                notes.append(f"resuming from the newest intact checkpoint, {path}")
+            return path, notes + _unverified_note(path)
+        notes.append(f"skipping checkpoint {path.name}: {problem}")
+    raise ConfigError(f"--resume: no checkpoint of {run_dir} is intact ({'; '.join(notes)})")
+
+
+def _unverified_note(path: Path) -> list[str]:
+    if has_manifest(path):
+        return []
+    note = f"checkpoint {path} has no {MANIFEST} (written by an older genrl), so its files cannot be verified"
+    return [note]

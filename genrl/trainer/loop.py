@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict
@@ -21,16 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm, family_weights
 from genrl.config import ConfigError, ExperimentConfig, to_yaml
 from genrl.data import PromptDataset, load_prompts, prompt_family
-from genrl.grid import make_grid, save_image_atomically
+from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
 from genrl.models import build_adapter
 from genrl.models.loading import load_pipeline
 from genrl.models.lora import (
@@ -42,18 +39,20 @@ from genrl.models.lora import (
     lora_state_dict,
 )
 from genrl.sampling.rollout import rollout
-from genrl.utils.files import atomic_write_path
+from genrl.utils.files import FolderLock, FolderLocked, atomic_write_path, replace_dir_atomically
 from genrl.utils.optional import require
 from genrl.utils.quiet import quiet_hub_libraries
 from genrl.utils.seeding import derived_seed
 from rewards import WeightedSum, build_reward
 
-from .checkpoints import resolve_resume, save_atomically
-from .metrics import MetricsLog, plot_reward_curve
+from .checkpoints import save_atomically
+from .lifecycle import RunInterrupted, RunPlan, StopSignals, clear_run_records, plan_run
+from .metrics import MetricsLog, TrainingProgress, plot_reward_curve
 
 logger = logging.getLogger(__name__)
 
 TRAINER_STATE_FILE = "trainer_state.pt"
+GRID_IMAGES = 16  # evaluation images in each sample grid, spread over the prompt families
 RATIO_HINT = ("the training forward does not reproduce the sampling forward; likely causes: a different batch "
               "size or order, mixed precision or CFG path differing between sampling and training, dropout in "
               "train mode, or non-deterministic attention kernels")
@@ -86,7 +85,12 @@ def _load_prompt_set(key: str, source: str) -> PromptDataset:
 
 
 class Trainer:
-    """Runs an :class:`ExperimentConfig`; ``Trainer(cfg).train()`` is the whole job."""
+    """Runs an :class:`ExperimentConfig`; ``Trainer(cfg).train()`` is the whole job.
+
+    A Trainer owns ``log.output_dir`` from its construction (a lock, released when :meth:`train`
+    ends) and checks there, before any model loads, that the run neither mixes with nor silently
+    replaces another one, and that the checkpoint it resumes is intact (:func:`plan_run`).
+    """
 
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
@@ -100,6 +104,44 @@ class Trainer:
             log_with=list(cfg.log.log_with) or None,
             project_config=ProjectConfiguration(project_dir=str(self.output_dir),
                                                 logging_dir=str(self.output_dir / "logs")))
+        self._lock = FolderLock(self.output_dir)
+        try:
+            self._plan = self._claim_output_dir()
+            self._setup()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    # ----------------------------------------------------------------------------------- set-up
+    def _claim_output_dir(self) -> RunPlan:
+        """Lock ``log.output_dir`` and plan its use on the main process; every process gets the same
+        plan or the same :class:`ConfigError` (a broadcast, so no process waits on one that failed)."""
+        acc = self.accelerator
+        plan, error = None, None
+        if acc.is_main_process:
+            try:
+                previous = self._lock.acquire()
+                if previous:
+                    logger.info("took over the lock of %s, left by %s, which is no longer running",
+                                self.output_dir, previous)
+                plan = plan_run(self.output_dir, self.cfg.resume, self.cfg.log.overwrite)
+            except FolderLocked as err:
+                error = ConfigError(f"log.output_dir={self.output_dir}: {err}; wait for that run to end, or "
+                                    "choose another log.output_dir")
+            except OSError as err:  # e.g. a folder that cannot be created
+                error = ConfigError(f"log.output_dir={self.output_dir}: {err}")
+            except ConfigError as err:
+                error = err
+        if acc.num_processes > 1:
+            plan, message = broadcast_object_list([plan, None if error is None else str(error)], from_process=0)
+            error = error or (ConfigError(message) if message else None)
+        if error is not None:
+            raise error
+        return plan
+
+    def _setup(self) -> None:
+        """Seed, threads, prompts, model, rewards and the algorithm's own state."""
+        cfg = self.cfg
         set_seed(cfg.seed, device_specific=True)
         if self.accelerator.device.type == "cpu":
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -112,7 +154,6 @@ class Trainer:
         self._setup_rewards()
         self.algorithm.setup(self)
 
-    # ----------------------------------------------------------------------------------- set-up
     def _setup_data(self) -> None:
         cfg, acc = self.cfg, self.accelerator
         self.train_set = _load_prompt_set("data.train_prompts", cfg.data.train_prompts)
@@ -163,7 +204,10 @@ class Trainer:
         # tree, and the rollouts call the model on every step
         self.unwrapped: torch.nn.Module = acc.unwrap_model(self.model)
         self.params = params
-        self.ema = EMAModel(params, decay=t.ema_decay) if t.ema else None
+        # the decay diffusers computes from optimization_step is (1 + s) / (10 + s), capped at ema_decay, only
+        # with these three settings (their defaults, spelled out because ema_step relies on them)
+        self.ema = (EMAModel(params, decay=t.ema_decay, min_decay=0.0, update_after_step=0, use_ema_warmup=False)
+                    if t.ema else None)
         # Objects saved with every checkpoint (name -> object with state_dict/load_state_dict); algorithms
         # add theirs with checkpoint_object. They go to one file loaded with weights_only=True, unlike
         # accelerate's register_for_checkpointing, which unpickles them with weights_only=False.
@@ -354,15 +398,17 @@ class Trainer:
 
     def _after_optimizer_step(self) -> None:
         self.state.global_step += 1
-        if self.ema is not None and self.state.global_step % self.cfg.train.ema_update_every == 0:
-            self.ema.step(self.params)
+        if self.ema is not None:
+            ema_step(self.ema, self.params, self.state.global_step, self.cfg.train.ema_update_every)
 
     # ----------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, float], np.ndarray, list[str]]:
         """Deterministic (ODE) sampling of the test prompts at ``eval_num_steps`` with the EMA weights.
 
-        Returns the metrics (means over all processes) and this process's first images and prompts.
+        Returns the metrics (means over all processes) and, for a sample grid, up to ``GRID_IMAGES``
+        of this process's images, of prompts spread over the prompt families, with their captions
+        (the prompt and each evaluation reward's verdict on the image).
         """
         cfg, acc, adapter = self.cfg, self.accelerator, self.adapter
         n = cfg.sample.eval_images_per_prompt
@@ -375,7 +421,8 @@ class Trainer:
         position = {name: k for k, name in enumerate(family_names)}
         family_index = torch.tensor([position.get(families[i], -1) for i, _ in jobs], dtype=torch.long,
                                     device=acc.device)
-        keep_images, keep_prompts = [], []
+        grid = _grid_positions(jobs, families)
+        in_grid, kept = set(grid), {}
         self.model.eval()
         with self._ema_weights():
             for start in range(0, len(jobs), cfg.sample.eval_batch_size):
@@ -391,9 +438,11 @@ class Trainer:
                     images = adapter.decode(traj.final).float()
                 for metric, reward in self.eval_rewards.items():
                     scores[metric].append(reward(images, prompts, metadata).scores.to(acc.device, torch.float32))
-                if len(keep_images) < 16:
-                    keep_images.extend(images.permute(0, 2, 3, 1).cpu().numpy()[:16 - len(keep_images)])
-                    keep_prompts.extend(prompts[:16 - len(keep_prompts)])
+                kept.update({start + k: images[k].permute(1, 2, 0).cpu().numpy() for k in range(len(chunk))
+                             if start + k in in_grid})
+        mine = {metric: torch.cat(values).cpu() for metric, values in scores.items() if values}
+        captions = [scored_caption(self.test_set.prompts[jobs[p][0]], {m: float(v[p]) for m, v in mine.items()})
+                    for p in grid]
         metrics = {}
         for metric, values in scores.items():  # processes hold unequal shares: reduce sums and counts
             local = torch.cat(values) if values else torch.zeros(0, device=acc.device)
@@ -406,7 +455,7 @@ class Trainer:
                               "they are left out of its mean", RuntimeWarning, stacklevel=2)
             if family_names:
                 metrics.update(self._family_means(metric, local, family_index, family_names))
-        return metrics, np.stack(keep_images) if keep_images else np.zeros((0, 1, 1, 3)), keep_prompts
+        return metrics, np.stack([kept[p] for p in grid]) if grid else np.zeros((0, 1, 1, 3)), captions
 
     def _family_means(self, metric: str, local: torch.Tensor, family_index: torch.Tensor,
                       names: list[str]) -> dict[str, float]:
@@ -435,17 +484,32 @@ class Trainer:
             self.ema.restore(self.params)
 
     # ----------------------------------------------------------------------------------- the loop
-    def _resume(self) -> None:
-        cfg, acc = self.cfg, self.accelerator
-        if not cfg.resume:
-            return
-        path = resolve_resume(cfg.resume, self.output_dir / "checkpoints")
-        if path is None:
-            logger.warning("resume=latest but no checkpoint under %s; starting from scratch", self.output_dir)
-            return
-        acc.load_state(str(path))
+    def _start_run(self) -> None:
+        """Act on the run's plan: delete an overwritten run's records, load the resume point, then (only
+        then) write ``config.yaml``, drop the metrics the resumed run re-does, and open the trackers."""
+        cfg, acc, plan = self.cfg, self.accelerator, self._plan
         if acc.is_main_process:
-            self.metrics_log.truncate_after(self.state.epoch)
+            for note in plan.notes:
+                logger.warning("%s", note)
+            clear_run_records(plan.clear)
+        acc.wait_for_everyone()
+        if plan.resume_from is not None:
+            self._load_checkpoint(plan.resume_from)
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if plan.resume_from is not None:
+                self.metrics_log.truncate_after(self.state.epoch)
+            _write_text_atomically(self.output_dir / "config.yaml", to_yaml(cfg))
+        # tensorboard drops the events of the epochs the resumed run re-does, as the JSONL log does
+        init_kwargs = {"tensorboard": {"purge_step": self.state.epoch + 1}} if plan.resume_from is not None else {}
+        acc.init_trackers("genrl", config=_flat_scalars(asdict(cfg)), init_kwargs=init_kwargs)
+
+    def _load_checkpoint(self, path: Path) -> None:
+        try:
+            self.accelerator.load_state(str(path))
+        except Exception as err:  # its files are intact (or predate manifests): it does not fit this run
+            reason = err.args[0] if isinstance(err, KeyError) and err.args else err
+            raise ConfigError(f"cannot resume from {path}: {type(err).__name__}: {reason}") from err
         logger.info("resumed from %s at epoch %d", path, self.state.epoch)
 
     def _log(self, record: dict, grid: tuple[np.ndarray, list[str]] | None = None) -> None:
@@ -453,62 +517,98 @@ class Trainer:
         if acc.is_main_process:
             self.metrics_log.append(record)
             if grid is not None and len(grid[0]):
-                save_image_atomically(make_grid(grid[0], grid[1], columns=8, cell=96),
+                title = (f"epoch {record['epoch']}: held-out prompts, deterministic sampler"
+                         + (", EMA weights" if self.ema is not None else ""))
+                save_image_atomically(make_grid(grid[0], grid[1], columns=8, cell=128, caption_lines=5, title=title),
                                       self.output_dir / "grids" / f"eval-epoch-{record['epoch']:06d}.png")
         acc.log({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
     def train(self) -> dict:
-        """Run (or resume) the configured number of epochs; returns the last epoch's metrics."""
+        """Run (or resume) the configured number of epochs; returns the last epoch's metrics.
+
+        A first SIGINT or SIGTERM ends the run once the current epoch is done (its scheduled
+        evaluation included), with a checkpoint, the metrics and the reward curve written, by raising
+        :class:`RunInterrupted`; a second one aborts at once. The folder's lock is released either way.
+        """
+        try:
+            with StopSignals() as stop:
+                return self._train(stop)
+        finally:
+            self._lock.release()
+
+    def _train(self, stop: StopSignals) -> dict:
         cfg, acc = self.cfg, self.accelerator
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            _write_text_atomically(self.output_dir / "config.yaml", to_yaml(cfg))
-        acc.init_trackers("genrl", config=_flat_scalars(asdict(cfg)))
-        self._resume()
+        self._start_run()
         if self.state.epoch == 0:
-            metrics, images, prompts = self.evaluate()
-            self._log({"epoch": 0, **metrics}, (images, prompts))
+            metrics, images, captions = self.evaluate()
+            self._log({"epoch": 0, **metrics}, (images, captions))
         last: dict = {}
         shown: dict[str, str] = {}
-        bar = tqdm(range(self.state.epoch, cfg.epochs), initial=self.state.epoch, total=cfg.epochs,
-                   disable=not acc.is_local_main_process, desc="epochs")
-        for _ in bar:
-            epoch = self.state.epoch
-            started = time.perf_counter()
-            batches = self.sample_epoch(epoch)
-            record = {"epoch": epoch + 1, **self.score_epoch(batches)}
-            update_generator, algorithm_metrics = self.algorithm.generator_update(self, batches)
-            record.update(algorithm_metrics)
-            if update_generator:
-                record.update(self.optimize_epoch(batches))
-            record.update(self.algorithm.after_epoch(self))
-            self.state.epoch = epoch + 1
-            self.state.samples += acc.num_processes * sum(len(b.prompts) for b in batches)
-            self.state.train_seconds += time.perf_counter() - started
-            record.update({"samples": self.state.samples, "time/train_s": round(self.state.train_seconds, 2)})
+        progress = TrainingProgress(epochs=cfg.epochs, budget_minutes=cfg.time_budget_minutes, epoch=self.state.epoch,
+                                    train_seconds=self.state.train_seconds, disable=not acc.is_local_main_process)
+        while self.state.epoch < cfg.epochs:
+            record = self._train_epoch()
             out_of_time = bool(cfg.time_budget_minutes) and self.state.train_seconds >= 60 * cfg.time_budget_minutes
             done = self.state.epoch == cfg.epochs or out_of_time
+            stopping = not done and self._stop_requested(stop)
             grid = None
             if done or (cfg.log.eval_every and self.state.epoch % cfg.log.eval_every == 0):
-                metrics, images, prompts = self.evaluate()
+                metrics, images, captions = self.evaluate()
                 record.update(metrics)
                 if done or (cfg.log.grid_every and self.state.epoch % cfg.log.grid_every == 0):
-                    grid = (images, prompts)
+                    grid = (images, captions)
             self._log(record, grid)
-            if done or (cfg.log.save_every and self.state.epoch % cfg.log.save_every == 0):
-                save_atomically(acc, self.output_dir / "checkpoints", self.state.epoch, cfg.log.keep_checkpoints)
+            if done or stopping or (cfg.log.save_every and self.state.epoch % cfg.log.save_every == 0):
+                saved = save_atomically(acc, self.output_dir / "checkpoints", self.state.epoch,
+                                        cfg.log.keep_checkpoints)
             shown.update({"reward": f"{record['reward/mean']:.3f}"})
             shown.update({f"eval_{k[5:]}": f"{v:.3f}" for k, v in record.items() if k.startswith("eval/")
                           and k.count("/") == 1})
-            bar.set_postfix(shown)
+            progress.advance(self.state.epoch, self.state.train_seconds, shown)
             last = record
+            if stopping:
+                progress.close()
+                self._write_curve()
+                acc.end_training()
+                raise RunInterrupted(f"stopped by {stop.name} after epoch {self.state.epoch} of {cfg.epochs}, "
+                                     f"saved in {saved}; to continue, run the same command with --resume",
+                                     stop.signum)
             if done:
                 break
-        if acc.is_main_process:
-            plot_reward_curve(self.metrics_log.records(), self.output_dir / "reward_curve.png")
+        progress.finish()
+        self._write_curve()
         self.export()
         acc.end_training()
         return last
+
+    def _train_epoch(self) -> dict:
+        """Sample, score and learn from one epoch; returns its record (evaluation not included)."""
+        acc = self.accelerator
+        epoch = self.state.epoch
+        started = time.perf_counter()
+        batches = self.sample_epoch(epoch)
+        record = {"epoch": epoch + 1, **self.score_epoch(batches)}
+        update_generator, algorithm_metrics = self.algorithm.generator_update(self, batches)
+        record.update(algorithm_metrics)
+        if update_generator:
+            record.update(self.optimize_epoch(batches))
+        record.update(self.algorithm.after_epoch(self))
+        self.state.epoch = epoch + 1
+        self.state.samples += acc.num_processes * sum(len(b.prompts) for b in batches)
+        self.state.train_seconds += time.perf_counter() - started
+        record.update({"samples": self.state.samples, "time/train_s": round(self.state.train_seconds, 2)})
+        return record
+
+    def _stop_requested(self, stop: StopSignals) -> bool:
+        """Whether any process got a stop signal: they may get it at different moments, and all must stop
+        after the same epoch (every process calls this once per epoch)."""
+        flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(flag, "sum").item() > 0)
+
+    def _write_curve(self) -> None:
+        if self.accelerator.is_main_process:
+            plot_reward_curve(self.metrics_log.records(), self.output_dir / "reward_curve.png",
+                              title=f"{self.output_dir.name}: training reward and evaluation by epoch")
 
     # ----------------------------------------------------------------------------------- export
     def _merged_pipeline(self, lora_dir: Path):
@@ -530,15 +630,45 @@ class Trainer:
         if acc.is_main_process:
             with self._ema_weights():
                 if self.cfg.lora.enabled:
-                    _replace_dir(final / "lora", lambda d: export_lora(self.pipe, self.unwrapped, d))
+                    replace_dir_atomically(final / "lora", lambda d: export_lora(self.pipe, self.unwrapped, d))
                 else:
-                    _replace_dir(final / "pipeline", self.pipe.save_pretrained)
+                    replace_dir_atomically(final / "pipeline", self.pipe.save_pretrained)
             if self.cfg.lora.enabled and self.cfg.log.export_merged:
                 with quiet_hub_libraries():
-                    _replace_dir(final / "pipeline", lambda d: self._merged_pipeline(final / "lora").save_pretrained(d))
+                    replace_dir_atomically(final / "pipeline",
+                                           lambda d: self._merged_pipeline(final / "lora").save_pretrained(d))
             logger.info("exported %s", ", ".join(str(p) for p in sorted(final.iterdir())))
         acc.wait_for_everyone()
         return final
+
+
+def _grid_positions(jobs: list[tuple[int, int]], families: list[str | None]) -> list[int]:
+    """Positions in ``jobs`` ((prompt, seed) pairs) of the images a sample grid shows: the first image of
+    up to ``GRID_IMAGES`` prompts, spread over the prompt families."""
+    first: dict[int, int] = {}
+    for position, (prompt, _) in enumerate(jobs):
+        first.setdefault(prompt, position)
+    candidates = list(first.values())
+    picked = spread_over_families([families[jobs[p][0]] for p in candidates], GRID_IMAGES)
+    return [candidates[k] for k in picked]
+
+
+def ema_step(ema: EMAModel, params: list[torch.nn.Parameter], optimizer_step: int, every: int) -> bool:
+    """The reference's EMA schedule (flow_grpo's ``EMAModuleWrapper``): after optimizer step ``s``, when
+    ``(s + 1) % every == 0``, ``ema += (1 - d) (param - ema)`` with ``d = min((1 + s) / (10 + s), decay)``.
+
+    Returns whether it updated. diffusers' EMAModel would count its own updates as ``s`` (so the first
+    update copies the weights, and the decay reaches 0.9 after 80 updates, not 80 optimizer steps);
+    it is handed the optimizer step instead, which also makes a resumed EMA continue exactly. The
+    reference calls its EMA once per sampling batch, so with gradient accumulation over k batches it
+    applies a step's update k times; here it is applied once per optimizer step.
+    """
+    if (optimizer_step + 1) % every:
+        return False
+    # EMAModel.step adds 1 to optimization_step and get_decay subtracts it again: the decay uses s
+    ema.optimization_step = optimizer_step
+    ema.step(params)
+    return True
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
@@ -546,24 +676,6 @@ def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) ->
     module.to(device)
     if next(module.parameters()).dtype != dtype:
         module.to(dtype=dtype)
-
-
-def _replace_dir(target: Path, write) -> None:
-    """Call ``write(tmp_dir)`` and move the result to ``target`` only once it is complete."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".tmp-{target.name}-"))
-    try:
-        write(tmp)
-        if target.exists():
-            old = target.with_name(f".old-{target.name}")
-            target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
 
 
 def _write_text_atomically(path: Path, text: str) -> None:

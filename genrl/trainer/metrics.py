@@ -1,4 +1,5 @@
-"""Per-epoch metrics: a JSONL file that survives resumes, and the reward-curve plot made from it."""
+"""Per-epoch metrics: a JSONL file that survives resumes, the reward-curve plot made from it, and the
+progress bar."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from genrl.utils.files import atomic_write_path
 
@@ -34,15 +36,51 @@ class MetricsLog:
             tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept), encoding="utf-8")
 
 
-def plot_reward_curve(records: list[dict], path: str | Path, train_key: str = "reward/mean") -> Path:
-    """Plot the training reward and every ``eval/*`` metric against the epoch into a PNG (written atomically)."""
+class TrainingProgress:
+    """The run's progress bar. With a time budget (``time_budget_minutes``, which is what ends such a
+    run) it counts training seconds against the budget, with the epoch beside it; otherwise epochs.
+    :meth:`finish` fills it to 100 %, however the run reached its end.
+    """
+
+    def __init__(self, *, epochs: int, budget_minutes: float, epoch: int, train_seconds: float,
+                 disable: bool = False, file=None) -> None:
+        self.by_time = budget_minutes > 0
+        total = max(1, round(60 * budget_minutes)) if self.by_time else epochs
+        # a rate in seconds per second says nothing: the time form shows elapsed/budget and the time left
+        time_format = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]"
+        self.bar = tqdm(total=total, initial=self._position(epoch, train_seconds, total), disable=disable,
+                        file=file, desc="training time" if self.by_time else "epochs", unit="epoch",
+                        bar_format=time_format if self.by_time else None, dynamic_ncols=True)
+
+    def _position(self, epoch: int, train_seconds: float, total: int) -> int:
+        return min(int(train_seconds), total) if self.by_time else epoch
+
+    def advance(self, epoch: int, train_seconds: float, shown: dict[str, str]) -> None:
+        """Move to ``epoch`` epochs / ``train_seconds`` of training and show ``shown`` in the postfix."""
+        self.bar.update(self._position(epoch, train_seconds, self.bar.total) - self.bar.n)
+        self.bar.set_postfix({"epoch": epoch, **shown} if self.by_time else shown)
+
+    def finish(self) -> None:
+        """The run is complete: 100 %."""
+        self.bar.update(self.bar.total - self.bar.n)
+        self.bar.close()
+
+    def close(self) -> None:
+        """The run stopped early: leave the bar where it is."""
+        self.bar.close()
+
+
+def reward_curve_figure(records: list[dict], train_key: str = "reward/mean", title: str | None = None):
+    """The training reward and every headline ``eval/*`` metric against the epoch (a matplotlib figure).
+
+    The legend sits to the right of the axes, so it never hides a curve.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=120)
     train = [(r["epoch"], r[train_key]) for r in records if train_key in r]
     if train:
         e, v = np.array(train).T
@@ -54,12 +92,24 @@ def plot_reward_curve(records: list[dict], path: str | Path, train_key: str = "r
         points = [(r["epoch"], r[key]) for r in records if key in r]
         e, v = np.array(points).T
         ax.plot(e, v, marker="o", label=key)
+    ax.set_title(title or "training reward and evaluation by epoch", fontsize=9)
     ax.set_xlabel("epoch")
     ax.set_ylabel("reward")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     fig.tight_layout()
+    return fig
+
+
+def plot_reward_curve(records: list[dict], path: str | Path, train_key: str = "reward/mean",
+                      title: str | None = None) -> Path:
+    """:func:`reward_curve_figure` written as a PNG (atomically)."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig = reward_curve_figure(records, train_key, title)
     with atomic_write_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", bbox_inches="tight")  # "tight": the legend outside the axes stays in
     plt.close(fig)
     return path

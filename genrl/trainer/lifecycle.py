@@ -1,0 +1,157 @@
+"""A run's life in its folder: one run per ``log.output_dir``, a resume that continues exactly or
+says why not, and a stop on SIGINT / SIGTERM that saves first.
+
+:func:`plan_run` only reads the folder; the trainer acts on its :class:`RunPlan` once its set-up
+has succeeded, so a run that fails to start changes nothing a user had.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Self
+
+from genrl.config import ConfigError
+from genrl.utils.files import LOCK_FILE
+
+from .checkpoints import checkpoint_epoch, choose_checkpoint, list_checkpoints
+
+logger = logging.getLogger(__name__)
+
+#: What a run writes at the top of its folder; ``log.overwrite=true`` deletes these and nothing else.
+RUN_RECORDS = frozenset({"config.yaml", "metrics.jsonl", "reward_curve.png", "checkpoints", "final", "grids", "logs"})
+
+
+@dataclass
+class RunPlan:
+    """What a run does with its folder, decided before anything is written."""
+
+    resume_from: Path | None = None  # the verified checkpoint to load
+    clear: list[Path] = field(default_factory=list)  # the previous run's records, deleted first (log.overwrite)
+    notes: list[str] = field(default_factory=list)  # what to tell the user (skipped checkpoints, deletions)
+
+
+def _is_record(name: str) -> bool:
+    # ".metrics.jsonl.x1y2.jsonl" and the like: an atomic write that a crash interrupted
+    return name in RUN_RECORDS or any(name.startswith(f".{record}.") for record in RUN_RECORDS)
+
+
+def _names(paths: list[Path], limit: int = 4) -> str:
+    names = sorted(p.name for p in paths)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def plan_run(output_dir: str | Path, resume: str | None, overwrite: bool) -> RunPlan:
+    """Decide how a run uses ``output_dir``; a :class:`ConfigError` (one line naming the folder and the
+    choices) when it would mix with, or silently replace, a run already there."""
+    output_dir = Path(output_dir)
+    entries = [p for p in output_dir.iterdir() if p.name != LOCK_FILE] if output_dir.is_dir() else []
+    records = [p for p in entries if _is_record(p.name)]
+    if resume and overwrite:
+        raise ConfigError(f"resume={resume} and log.overwrite=true contradict each other: continue the run in "
+                          f"{output_dir} with --resume, or start it over with --overwrite")
+    if resume:
+        return _plan_resume(output_dir, resume, records)
+    if not entries:
+        return RunPlan()
+    if not overwrite:
+        if records:
+            raise ConfigError(f"log.output_dir={output_dir} already holds a run ({_names(records)}); continue it "
+                              "with --resume, write to a new log.output_dir, or start it over with --overwrite "
+                              "(log.overwrite=true), which deletes its records first")
+        raise ConfigError(f"log.output_dir={output_dir} is not empty ({_names(entries)}); choose a new or empty "
+                          "log.output_dir")
+    foreign = [p for p in entries if not _is_record(p.name)]
+    if foreign:
+        raise ConfigError(f"log.overwrite=true deletes only a run's records, but log.output_dir={output_dir} also "
+                          f"holds {_names(foreign)}, which genrl did not write; move them or choose another "
+                          "log.output_dir")
+    note = f"log.overwrite=true: deleting the previous run's {_names(records, 10)} in {output_dir}"
+    return RunPlan(clear=records, notes=[note])
+
+
+def _plan_resume(output_dir: Path, resume: str, records: list[Path]) -> RunPlan:
+    path, notes = choose_checkpoint(resume, output_dir)
+    if resume == "latest":
+        return RunPlan(resume_from=path, notes=notes)
+    own = output_dir / "checkpoints"
+    if path.resolve().parent != own.resolve():
+        if records:  # a checkpoint of another run continued here would mix two runs' records
+            raise ConfigError(f"resume={resume} is a checkpoint of another run, and log.output_dir={output_dir} "
+                              f"already holds a run ({_names(records)}); continue it in a new log.output_dir")
+        return RunPlan(resume_from=path, notes=notes)
+    newer = [p for p in list_checkpoints(own) if checkpoint_epoch(p) > checkpoint_epoch(path)]
+    if newer:
+        raise ConfigError(f"resume={resume} is older than {newer[-1].name} of the same run, and continuing it there "
+                          "would discard the later epochs; resume the newest (--resume), or continue from "
+                          f"{path.name} in a new log.output_dir")
+    return RunPlan(resume_from=path, notes=notes)
+
+
+def clear_run_records(paths: list[Path]) -> None:
+    """Delete the records of an overwritten run (folders and files)."""
+    for path in paths:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The run stopped on a signal after saving; ``exit_code`` is the shell's 128 + signal number."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """While active, turns the first SIGINT or SIGTERM into a request (:attr:`requested`) that the loop
+    honours at its next safe point; a second signal aborts at once with :class:`KeyboardInterrupt`.
+
+    A signal that repeats within ``repeat_window_s`` of the first is the same request: a terminal's
+    Ctrl-C reaches every process of a launch, and torchrun (``accelerate launch --multi_gpu``) then
+    forwards it to its workers again. Handlers can only be installed in the main thread; elsewhere
+    this does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, repeat_window_s: float = 1.0) -> None:
+        self.repeat_window_s = repeat_window_s
+        self.signum: int | None = None
+        self._first_at = 0.0
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum: int, frame) -> None:
+        now = time.monotonic()
+        if self.signum is None:
+            self.signum, self._first_at = signum, now
+            logger.warning("%s: stopping once the current epoch is done and saved; send it again to abort at once",
+                           self.name)
+        elif now - self._first_at >= self.repeat_window_s:
+            raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: aborted at once; the newest "
+                                    "checkpoint is the last one saved before")

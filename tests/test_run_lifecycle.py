@@ -1,0 +1,332 @@
+"""A run's folder, checkpoints, signals, progress bar, EMA schedule and grids, without a model.
+
+The trainer-level checks (real runs, a real SIGINT) are in test_run_lifecycle_runs.py.
+"""
+
+import importlib.util
+import io
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers.training_utils import EMAModel
+
+from genrl.config import ConfigError
+from genrl.data import load_prompts, prompt_family
+from genrl.grid import _caption_lines, make_grid, scored_caption, spread_over_families, verdict
+from genrl.trainer.checkpoints import (
+    MANIFEST,
+    checkpoint_dir,
+    checkpoint_problem,
+    choose_checkpoint,
+    has_manifest,
+    write_manifest,
+)
+from genrl.trainer.lifecycle import StopSignals, clear_run_records, plan_run
+from genrl.trainer.loop import ema_step
+from genrl.trainer.metrics import TrainingProgress, reward_curve_figure
+from genrl.utils.files import LOCK_FILE, FolderLock, FolderLocked, replace_dir_atomically
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_t2i.py"
+HOLD_LOCK = ("import sys, time; from genrl.utils.files import FolderLock; lock = FolderLock(sys.argv[1]); lock.acquire(); "
+             "print('locked', flush=True); time.sleep(120)")
+
+
+def train_t2i():
+    """scripts/train_t2i.py as a module."""
+    spec = importlib.util.spec_from_file_location("train_t2i", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def lock_holder(folder):
+    """A separate live process holding the lock of ``folder``."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(folder)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+# ----------------------------------------------------------------------------------- the lock
+def test_a_live_lock_is_refused_naming_its_owner_and_a_dead_one_is_taken_over(tmp_path):
+    holder = lock_holder(tmp_path)
+    try:
+        with pytest.raises(FolderLocked, match=f"process {holder.pid} on {socket.gethostname()}"):
+            FolderLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the killed holder left its lock file, naming a pid that no longer runs: taken over
+    assert (tmp_path / LOCK_FILE).read_text().split()[0] == str(holder.pid)
+    lock = FolderLock(tmp_path)
+    assert lock.acquire() == f"{holder.pid} {socket.gethostname()}"
+    assert (tmp_path / LOCK_FILE).read_text().split() == [str(os.getpid()), socket.gethostname()]
+    with pytest.raises(FolderLocked):  # held: a second lock, even in this process, is refused
+        FolderLock(tmp_path).acquire()
+    lock.release()
+    assert not (tmp_path / LOCK_FILE).exists()
+    again = FolderLock(tmp_path)
+    assert again.acquire() is None
+    again.release()
+
+
+def test_without_file_locks_the_recorded_pid_decides(tmp_path, monkeypatch):
+    import errno
+
+    from genrl.utils import files
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(files.fcntl, "flock", no_flock)
+    (tmp_path / LOCK_FILE).write_text(f"{dead_pid()} {socket.gethostname()}\n")
+    lock = FolderLock(tmp_path)
+    lock.acquire()
+    lock.release()
+    (tmp_path / LOCK_FILE).write_text(f"{os.getppid()} {socket.gethostname()}\n")  # a live process
+    with pytest.raises(FolderLocked, match=f"process {os.getppid()}.*delete"):
+        FolderLock(tmp_path).acquire()
+
+
+# ----------------------------------------------------------------------------------- the run folder
+def fake_run(folder, epochs=(1, 2)):
+    """A run folder as the trainer leaves it: records and checkpoints with manifests."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text("seed: 1\n")
+    (folder / "metrics.jsonl").write_text('{"epoch": 0}\n')
+    for epoch in epochs:
+        ckpt = checkpoint_dir(folder / "checkpoints", epoch)
+        ckpt.mkdir(parents=True)
+        (ckpt / "lora.safetensors").write_bytes(os.urandom(2048))
+        (ckpt / "trainer_state.pt").write_bytes(os.urandom(512))
+        write_manifest(ckpt)
+    return folder
+
+
+def test_a_folder_holding_a_run_is_refused_with_the_choices(tmp_path):
+    run = fake_run(tmp_path / "run")
+    with pytest.raises(ConfigError) as err:
+        plan_run(run, resume=None, overwrite=False)
+    message = str(err.value)
+    assert "\n" not in message and str(run) in message
+    for choice in ("--resume", "log.output_dir", "--overwrite", "log.overwrite=true"):
+        assert choice in message
+    # an empty folder, or one holding only a lock file, is free
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / LOCK_FILE).write_text("1 host\n")
+    assert plan_run(tmp_path / "empty", None, False).clear == []
+    assert plan_run(tmp_path / "missing", None, False).resume_from is None
+
+
+def test_overwrite_deletes_only_the_runs_records(tmp_path):
+    run = fake_run(tmp_path / "run")
+    (run / ".metrics.jsonl.x1y2.jsonl").write_text("")  # an atomic write a crash interrupted
+    plan = plan_run(run, None, overwrite=True)
+    assert sorted(p.name for p in plan.clear) == [".metrics.jsonl.x1y2.jsonl", "checkpoints", "config.yaml",
+                                                  "metrics.jsonl"]
+    assert any("deleting" in note for note in plan.notes)
+    assert (run / "checkpoints").is_dir()  # planning deletes nothing
+    clear_run_records(plan.clear)
+    assert list(run.iterdir()) == []
+    # files genrl did not write are never deleted
+    fake_run(run)
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="notes.txt"):
+        plan_run(run, None, overwrite=True)
+    with pytest.raises(ConfigError, match="contradict"):
+        plan_run(run, "latest", overwrite=True)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="not empty.*notes.txt"):
+        plan_run(mine, None, overwrite=False)
+
+
+def test_the_overwrite_flag_is_the_config_key():
+    assert train_t2i().parse_args(["--overwrite", "epochs=3"])[1] == ["epochs=3", "log.overwrite=true"]
+    assert train_t2i().parse_args(["epochs=3"])[1] == ["epochs=3"]
+
+
+def test_resume_needs_a_checkpoint(tmp_path):
+    for folder, why in ((tmp_path / "missing", "does not exist"), (fake_run(tmp_path / "run", epochs=()), "no checkpoint")):
+        with pytest.raises(ConfigError, match=f"{folder}.*{why}.*without --resume"):
+            plan_run(folder, "latest", False)
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+def test_the_manifest_catches_truncated_replaced_and_missing_files(tmp_path):
+    run = fake_run(tmp_path / "run", epochs=(1,))
+    ckpt = checkpoint_dir(run / "checkpoints", 1)
+    assert checkpoint_problem(ckpt) is None and has_manifest(ckpt)
+    lora = ckpt / "lora.safetensors"
+    original = lora.read_bytes()
+    lora.write_bytes(original[:1000])
+    assert "lora.safetensors has 1000 bytes" in checkpoint_problem(ckpt)
+    lora.write_bytes(bytes([original[0] ^ 1]) + original[1:])  # same size, one bit flipped
+    assert "lora.safetensors does not match the sha256" in checkpoint_problem(ckpt)
+    lora.unlink()
+    assert "lora.safetensors is missing" in checkpoint_problem(ckpt)
+    (ckpt / MANIFEST).write_text("{not json")
+    assert "manifest.json is unreadable" in checkpoint_problem(ckpt)
+
+
+def test_resume_latest_falls_back_to_the_newest_intact_checkpoint(tmp_path):
+    run = fake_run(tmp_path / "run", epochs=(1, 2, 3))
+    state = checkpoint_dir(run / "checkpoints", 3) / "trainer_state.pt"
+    state.write_bytes(state.read_bytes()[:-1])
+    plan = plan_run(run, "latest", False)
+    assert plan.resume_from == checkpoint_dir(run / "checkpoints", 2)
+    assert any("checkpoint-000003" in n and "trainer_state.pt" in n for n in plan.notes)
+    # named explicitly, the damaged one fails naming the file
+    with pytest.raises(ConfigError, match="trainer_state.pt has 511 bytes"):
+        plan_run(run, str(state.parent), False)
+    lora = checkpoint_dir(run / "checkpoints", 2) / "lora.safetensors"
+    lora.write_bytes(b"")
+    assert plan_run(run, "latest", False).resume_from == checkpoint_dir(run / "checkpoints", 1)
+    (checkpoint_dir(run / "checkpoints", 1) / "lora.safetensors").write_bytes(b"")
+    with pytest.raises(ConfigError, match="no checkpoint of .* is intact"):
+        plan_run(run, "latest", False)
+
+
+def test_a_checkpoint_without_a_manifest_is_used_with_a_warning(tmp_path):
+    run = fake_run(tmp_path / "run", epochs=(1,))
+    ckpt = checkpoint_dir(run / "checkpoints", 1)
+    (ckpt / MANIFEST).unlink()
+    path, notes = choose_checkpoint("latest", run)
+    assert path == ckpt and len(notes) == 1 and "cannot be verified" in notes[0]
+
+
+def test_an_explicit_resume_never_mixes_runs_or_discards_later_epochs(tmp_path):
+    run = fake_run(tmp_path / "run", epochs=(1, 2))
+    older = checkpoint_dir(run / "checkpoints", 1)
+    with pytest.raises(ConfigError, match="older than checkpoint-000002"):
+        plan_run(run, str(older), False)
+    assert plan_run(run, str(checkpoint_dir(run / "checkpoints", 2)), False).resume_from is not None
+    other = fake_run(tmp_path / "other", epochs=())
+    with pytest.raises(ConfigError, match="another run"):
+        plan_run(other, str(older), False)
+    assert plan_run(tmp_path / "fork", str(older), False).resume_from == older  # into a new folder: fine
+
+
+# ----------------------------------------------------------------------------------- signals
+def test_the_first_signal_asks_to_stop_and_a_second_one_aborts():
+    previous = signal.getsignal(signal.SIGINT)
+    with StopSignals(repeat_window_s=0.3) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # handlers run between bytecodes
+        assert stop.requested and stop.name == "SIGINT"
+        os.kill(os.getpid(), signal.SIGTERM)  # a launcher forwarding the same Ctrl-C: still one request
+        time.sleep(0.05)
+        time.sleep(0.3)
+        with pytest.raises(KeyboardInterrupt, match="SIGINT again: aborted"):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
+# ----------------------------------------------------------------------------------- progress
+def test_progress_counts_the_time_budget_and_ends_at_100_percent():
+    out = io.StringIO()
+    progress = TrainingProgress(epochs=1000, budget_minutes=10, epoch=3, train_seconds=30.5, file=out)
+    assert (progress.bar.total, progress.bar.n) == (600, 30)
+    progress.advance(4, 41.9, {"reward": "0.500"})
+    assert progress.bar.n == 41
+    progress.advance(5, 612.0, {"reward": "0.510"})  # the budget check overshoots by part of an epoch
+    assert progress.bar.n == 600
+    progress.finish()
+    text = out.getvalue()
+    assert "100%" in text and "600/600" in text and "epoch=5" in text and "1000" not in text
+    # without a budget it counts epochs; finish fills it even when the run ended early
+    out = io.StringIO()
+    progress = TrainingProgress(epochs=20, budget_minutes=0, epoch=0, train_seconds=0.0, file=out)
+    progress.advance(7, 3.0, {})
+    assert (progress.bar.total, progress.bar.n) == (20, 7)
+    progress.finish()
+    assert "20/20" in out.getvalue()
+
+
+# ----------------------------------------------------------------------------------- EMA
+def reference_ema(values: list[torch.Tensor], every: int, cap: float) -> tuple[list[float], torch.Tensor]:
+    """flow_grpo's EMAModuleWrapper, written out: after optimizer step s (1, 2, ...), when (s + 1) % every
+    == 0, ema += (1 - d) (p - ema) with d = min((1 + s) / (10 + s), cap)."""
+    ema, decays = values[0].clone(), []
+    for s, p in enumerate(values[1:], start=1):
+        if (s + 1) % every == 0:
+            d = min((1 + s) / (10 + s), cap)
+            decays.append(d)
+            ema = ema + (1 - d) * (p - ema)
+    return decays, ema
+
+
+def test_ema_follows_the_reference_warm_up_by_optimizer_step():
+    torch.manual_seed(0)
+    param = torch.nn.Parameter(torch.zeros(5, dtype=torch.float64))
+    ema = EMAModel([param], decay=0.9, min_decay=0.0, update_after_step=0, use_ema_warmup=False)
+    values = [torch.zeros(5, dtype=torch.float64)] + [torch.randn(5, dtype=torch.float64) for _ in range(200)]
+    decays = []
+    for s, value in enumerate(values[1:], start=1):
+        param.data.copy_(value)
+        if ema_step(ema, [param], s, every=8):
+            decays.append(ema.cur_decay_value)
+    expected_decays, expected = reference_ema(values, every=8, cap=0.9)
+    assert decays == pytest.approx(expected_decays, abs=1e-12)
+    assert decays[0] == pytest.approx(8 / 17)  # the first update, after step 7, is not a copy
+    assert expected_decays.index(0.9) == 10  # step 87, the first update at s >= 80
+    torch.testing.assert_close(ema.shadow_params[0], expected)
+    # the step lives in the EMA's state_dict, which checkpoints carry
+    assert ema.state_dict()["optimization_step"] == 200
+
+
+# ----------------------------------------------------------------------------------- grids and curves
+def test_grid_prompts_cover_every_family_and_captions_carry_the_verdict():
+    test = load_prompts("toy:test")
+    families = [prompt_family(m) for m in test.metadata]
+    picked = spread_over_families(families, 16)
+    assert len(picked) == 16 and {families[i] for i in picked} == set(families)
+    assert [families[i] for i in picked] == sorted((families[i] for i in picked), key=families.index)
+    assert spread_over_families([None] * 3, 16) == [0, 1, 2]
+    assert (verdict(1.0), verdict(0.0), verdict(0.5), verdict(float("nan"))) == ("pass", "fail", "0.50", "n/a")
+    caption = scored_caption("a photo of a red circle left of a blue square and a green triangle",
+                             {"strict": 0.0, "partial": 0.5})
+    # the prompt is cut to fit, the verdict never
+    assert _caption_lines(caption, 14, 3) == ["a photo of a", "strict fail,", "partial 0.50"]
+    images = np.zeros((2, 8, 8, 3), dtype=np.uint8)
+    with_title = make_grid(images, [caption, caption], columns=2, cell=64, title="epoch 3")
+    assert with_title.size[1] > make_grid(images, [caption, caption], columns=2, cell=64).size[1]
+
+
+def test_the_reward_curve_has_a_title_and_its_legend_covers_no_curve():
+    records = [{"epoch": e, "reward/mean": 0.1 * e, **({"eval/strict": 0.2} if e % 5 == 0 else {})}
+               for e in range(21)]
+    fig = reward_curve_figure(records, title="run: reward")
+    ax = fig.axes[0]
+    assert ax.get_title() == "run: reward"
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    assert not legend.overlaps(ax.get_window_extent())
+
+
+# ----------------------------------------------------------------------------------- permissions
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_folder_replaced_atomically_follows_the_umask(tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        target = replace_dir_atomically(tmp_path / "final" / "lora", lambda d: (d / "w.bin").write_bytes(b"1"))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~umask
+    assert stat.S_IMODE((target / "w.bin").stat().st_mode) == 0o666 & ~umask
