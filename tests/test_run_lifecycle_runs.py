@@ -102,6 +102,7 @@ def test_overwrite_starts_over_and_the_run_reports_what_a_user_looks_at(tmp_path
     epochs = records(run)[-1]["epoch"]  # the epochs that fit in the 0.6 s budget
     assert [r["epoch"] for r in records(run)] == list(range(epochs + 1)) and epochs < 500
     assert [p.name for p in (run / "checkpoints").iterdir()] == [f"checkpoint-{epochs:06d}"]
+    assert not (run / ".genrl.lock").exists()  # released at the end
     # everything the run wrote follows the umask: folders 0750, files 0640
     for path in [run / "final", *(run / "final").rglob("*"), *(run / "checkpoints").rglob("*"), run / "grids"]:
         expected = 0o750 if path.is_dir() else 0o640

@@ -493,8 +493,7 @@ class Trainer:
                 logger.warning("%s", note)
             clear_run_records(plan.clear)
         acc.wait_for_everyone()
-        if plan.resume_from is not None:
-            self._load_checkpoint(plan.resume_from)
+        self._resume()
         if acc.is_main_process:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             if plan.resume_from is not None:
@@ -504,7 +503,11 @@ class Trainer:
         init_kwargs = {"tensorboard": {"purge_step": self.state.epoch + 1}} if plan.resume_from is not None else {}
         acc.init_trackers("genrl", config=_flat_scalars(asdict(cfg)), init_kwargs=init_kwargs)
 
-    def _load_checkpoint(self, path: Path) -> None:
+    def _resume(self) -> None:
+        """Load the run's verified resume point, if it has one; a :class:`ConfigError` if it does not fit."""
+        path = self._plan.resume_from
+        if path is None:
+            return
         try:
             self.accelerator.load_state(str(path))
         except Exception as err:  # its files are intact (or predate manifests): it does not fit this run
