@@ -1,13 +1,23 @@
 import json
+import random
 
+import pytest
 import torch
 from diffusers import StableDiffusion3Pipeline
 
+from genrl.toy import pretrain as pretrain_module
 from genrl.toy.pipeline import load_toy_pipeline
-from genrl.toy.pretrain import PretrainConfig, pretrain
+from genrl.toy.pretrain import PretrainConfig, PretrainError, noisy_caption, pretrain, resume_dir
+from genrl.toy.prompts import all_specs, spec_from_prompt
 
-TINY = dict(vae_steps=3, vae_batch_size=4, steps=3, batch_size=4, warmup_steps=1, eval_every=0,
-            final_eval_images_per_prompt=0, restart_steps=0)
+TINY = dict(vae_steps=4, vae_batch_size=4, steps=4, batch_size=4, warmup_steps=1, eval_every=0,
+            final_eval_images_per_prompt=0, checkpoint_every=2, device="cpu")
+
+
+def _weights(path):
+    pipe = load_toy_pipeline(path)
+    return {f"{name}.{k}": v for name in ("transformer", "vae", "text_encoder")
+            for k, v in getattr(pipe, name).state_dict().items()}
 
 
 def test_pretraining_is_reproducible_and_saves_a_loadable_pipeline(tmp_path):
@@ -22,17 +32,92 @@ def test_pretraining_is_reproducible_and_saves_a_loadable_pipeline(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "a.jsonl").read_text().splitlines()]
     assert [r["stage"] for r in records][:1] == ["config"] and records[-1]["stage"] == "final"
     assert not (tmp_path / "a.tmp").exists()  # written atomically, no leftovers
+    assert not resume_dir(a).exists()  # a finished run leaves nothing to resume
 
 
-def test_warm_restart_equals_a_separate_continuation_run(tmp_path):
-    """One run with a restart == a run without it followed by an ``init_from=`` continuation."""
-    one, first, second = tmp_path / "one", tmp_path / "first", tmp_path / "second"
-    pretrain(PretrainConfig(out_dir=str(one), **{**TINY, "restart_steps": 2}), log_path=tmp_path / "one.jsonl")
-    pretrain(PretrainConfig(out_dir=str(first), **TINY))
-    pretrain(PretrainConfig(out_dir=str(second), init_from=str(first),
-                            **{**TINY, "steps": 2, "lr": 4e-4, "seed": 1}))
-    a, b, c = (load_toy_pipeline(d).transformer.state_dict() for d in (one, second, first))
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not all(torch.equal(a[k], c[k]) for k in a)  # the restart did train
-    stages = [json.loads(line)["stage"] for line in (tmp_path / "one.jsonl").read_text().splitlines()]
-    assert stages.count("config") == 2 and "cycle_done" in stages and stages[-1] == "final"
+@pytest.mark.parametrize("stage, step", [("vae", 2), ("denoiser", 2)])
+def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, stage, step):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    pretrain(PretrainConfig(out_dir=str(straight), **TINY), log_path=tmp_path / "straight.jsonl")
+
+    original = pretrain_module._Run.save_state
+
+    def save_then_die(self, stage_, step_, opt, ema):
+        original(self, stage_, step_, opt, ema)
+        if (stage_, step_) == (stage, step):
+            raise KeyboardInterrupt  # killed right after this checkpoint
+
+    monkeypatch.setattr(pretrain_module._Run, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(PretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
+    assert (resume_dir(resumed) / "state.pt").is_file() and not resumed.exists()
+    monkeypatch.setattr(pretrain_module._Run, "save_state", original)
+    pretrain(PretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
+
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "resumed.jsonl").read_text().splitlines()]
+    stages = [r["stage"] for r in log]
+    assert stages.count("config") == 1 and stages.count("resume") == 1 and stages[-1] == "final"
+    straight_log = [json.loads(line) for line in (tmp_path / "straight.jsonl").read_text().splitlines()]
+    # the same training records, none repeated by the resumption
+    train = [(r["stage"], r["step"], r["loss"]) for r in log if "loss" in r]
+    assert train == [(r["stage"], r["step"], r["loss"]) for r in straight_log if "loss" in r]
+
+
+def test_resuming_with_other_settings_is_refused_by_name(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original = pretrain_module._Run.save_state
+
+    def save_then_die(self, stage_, step_, opt, ema):
+        original(self, stage_, step_, opt, ema)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_module._Run, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(PretrainConfig(out_dir=str(out), **TINY))
+    monkeypatch.setattr(pretrain_module._Run, "save_state", original)
+    with pytest.raises(PretrainError, match=r"other settings \(lr\).*fresh=true"):
+        pretrain(PretrainConfig(out_dir=str(out), **{**TINY, "lr": 1e-3}))
+    # execution settings may change; fresh=true starts over
+    pretrain(PretrainConfig(out_dir=str(out), **{**TINY, "lr": 1e-3, "fresh": True}))
+    assert (out / "model_index.json").is_file()
+
+
+def test_a_damaged_state_file_is_named(tmp_path):
+    out = tmp_path / "run"
+    resume_dir(out).mkdir()
+    (resume_dir(out) / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(PretrainError, match=r"state\.pt.*fresh=true"):
+        pretrain(PretrainConfig(out_dir=str(out), **TINY))
+
+
+def test_bad_settings_are_one_line_errors():
+    with pytest.raises(PretrainError, match="caption_noise"):
+        PretrainConfig(caption_noise=1.5)
+    with pytest.raises(PretrainError, match="checkpoint_every"):
+        PretrainConfig(checkpoint_every=-1)
+
+
+def test_caption_noise_makes_the_stated_errors_at_the_stated_rate():
+    rng = random.Random(0)
+    specs = all_specs()
+    for family in ("position", "color_attr", "counting"):
+        for spec in specs[family][:6]:
+            captions = [noisy_caption(spec, rng, 0.3) for _ in range(2000)]
+            wrong = [c for c in captions if c != spec.prompt]
+            assert abs(len(wrong) / len(captions) - 0.3) < 0.05
+            other = spec_from_prompt(wrong[0])  # a real prompt of the same family
+            assert other.family == family
+            if family == "position":
+                assert other.objects == spec.objects and other.relation != spec.relation
+                assert {spec.relation, other.relation} in ({"left of", "right of"}, {"above", "below"})
+            elif family == "color_attr":
+                assert [o.shape for o in other.objects] == [o.shape for o in spec.objects]
+                assert [o.color for o in other.objects] == [o.color for o in reversed(spec.objects)]
+            else:
+                assert other.objects[0].shape == spec.objects[0].shape
+                assert {other.objects[0].count, spec.objects[0].count} == {2, 3}
+    for family in ("single_object", "two_object", "colors"):  # what every prompt builds on stays exact
+        for spec in specs[family]:
+            assert all(noisy_caption(spec, rng, 1.0) == spec.prompt for _ in range(20))

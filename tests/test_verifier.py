@@ -106,3 +106,25 @@ def test_renderer_respects_the_spec():
         for obj, want in zip(objects, [o for o in spec.objects for _ in range(o.count)]):
             assert obj.shape == want.shape and obj.color in COLORS
             assert want.color is None or obj.color == want.color
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("size", [10, 12, 14])
+def test_shapes_with_rounded_edges_keep_their_class(shape, size):
+    """A decoder rounds edges; a blurred, re-thresholded shape is still that shape (pixel IoU alone read a
+    rounded triangle as a square)."""
+    from scipy import ndimage
+
+    padded = np.pad(shape_coverage(shape, size), 3)
+    rounded = ndimage.gaussian_filter(padded, 1.0) >= 0.5  # corners rounded off, edges kept in place
+    ys, xs = np.nonzero(rounded)
+    crop = rounded[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    assert classify_shape(crop)[0] == shape
+
+
+def test_a_blob_is_not_read_as_an_angular_shape():
+    yy, xx = np.mgrid[:12, :12]
+    blob = ((xx - 5.5) / 6) ** 2 + ((yy - 5.5) / 6) ** 2 <= 1.0
+    assert classify_shape(blob)[0] == "circle"
+    ragged = np.random.default_rng(0).random((12, 12)) < 0.5  # noise fills half its box, like a triangle
+    assert classify_shape(ragged)[0] == "unknown"

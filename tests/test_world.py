@@ -8,6 +8,7 @@ from genrl.toy.prompts import (
     all_specs,
     is_held_out,
     load_prompt_file,
+    pretraining_specs,
     spec_from_prompt,
     split,
 )
@@ -39,21 +40,36 @@ def test_bad_specs_name_the_culprit():
         spec_from_prompt("a photo of a dog")
 
 
-def test_split_holds_out_combinations():
-    train, test = split("train"), split("test")
-    assert {s.family for s in test} == set(FAMILIES) == {s.family for s in train}
-    train_prompts = {s.prompt for s in train}
+def test_splits_hold_out_prompts_from_rl_and_combinations_in_test_ood():
+    train, test, ood = split("train"), split("test"), split("test_ood")
+    assert {s.family for s in test} == {s.family for s in ood} == set(FAMILIES) == {s.family for s in train}
+    rl_prompts = {s.prompt for s in train if s.family != "single_object"}
     for s in train:
         assert not is_held_out(s)
         for o in s.objects:
             assert (o.color, o.shape) not in HELD_OUT_COLOR_SHAPES
         if len(s.objects) == 2:
             assert frozenset(o.shape for o in s.objects) not in HELD_OUT_SHAPE_PAIRS
+    for s in ood:
+        assert s.family == "single_object" or (is_held_out(s) and s.prompt not in rl_prompts)
     for s in test:
-        if s.family == "single_object":
-            continue
-        assert is_held_out(s) and s.prompt not in train_prompts
-    assert split("test") == test  # fixed
+        assert s.family == "single_object" or (not is_held_out(s) and s.prompt not in rl_prompts)
+    # every attribute a held-out prompt names is trained on in the same family
+    def attributes(specs):
+        return {(s.family, kind, value) for s in specs for o in s.objects
+                for kind, value in (("shape", o.shape), ("color", o.color), ("count", o.count))} | \
+               {(s.family, "relation", s.relation) for s in specs}
+    assert attributes(test) <= attributes(train)
+    # the main test split is a fixed third of each family's in-distribution prompts (GenEval's 6 families)
+    for family in FAMILIES[1:]:
+        seen = [s for s in all_specs()[family] if not is_held_out(s)]
+        n = sum(s.family == family for s in test)
+        assert n == min(16, round(len(seen) / 3)), family
+    assert split("test") == test and split("test_ood") == ood  # fixed
+    # pretraining sees every prompt, held out or not
+    assert set(pretraining_specs()) == {s for specs in all_specs().values() for s in specs} >= set(test) | set(ood)
+    with pytest.raises(ValueError, match="test_ood"):
+        split("validation")
 
 
 def test_prompt_files(tmp_path):

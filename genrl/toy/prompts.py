@@ -1,13 +1,20 @@
-"""The fixed train/test prompt split of the toy world.
+"""The fixed prompt splits of the toy world.
 
-Test prompts hold out *combinations* the training prompts never show:
+The base pipeline is pretrained on *every* prompt of the world (as a web-scale model has seen
+every object and attribute GenEval names); the splits below are held out from RL only:
 
-* colour-shape pairs in :data:`HELD_OUT_COLOR_SHAPES` (one per colour),
-* shape pairs in :data:`HELD_OUT_SHAPE_PAIRS` (in any order, in any two-object family),
-* counts in :data:`HELD_OUT_COUNTS`.
+* ``test``: the main held-out set, a fixed random sample of each family's prompts
+  (:data:`TEST_FRACTION` of it, stratified by family); RL never trains on these prompts, but
+  every shape, colour, count and relation they use also occurs in ``train``. The +20-point
+  target of the toy world is measured here.
+* ``test_ood``: a compositional set, prompts with a combination that ``train`` never shows:
+  colour-shape pairs in :data:`HELD_OUT_COLOR_SHAPES` (one per colour), shape pairs in
+  :data:`HELD_OUT_SHAPE_PAIRS` (in any order, in any two-object family) and counts in
+  :data:`HELD_OUT_COUNTS`. It is reported beside ``test``.
+* ``train``: the rest, the RL training prompts.
 
 The four single-object prompts are the base skill every other family builds on; like
-GenEval's single-object prompts, they appear in both splits.
+GenEval's single-object prompts, they appear in every split.
 """
 
 from __future__ import annotations
@@ -28,9 +35,13 @@ HELD_OUT_SHAPE_PAIRS: frozenset[frozenset[str]] = frozenset(
 )
 HELD_OUT_COUNTS: frozenset[tuple[int, str]] = frozenset({(3, "triangle"), (2, "cross")})
 
-#: How many held-out prompts of a family the test split keeps (drawn with a fixed seed).
+#: How many prompts of a family ``test_ood`` keeps (drawn with a fixed seed).
 TEST_PROMPTS_PER_FAMILY = 16
 SPLIT_SEED = 20260301
+#: Share of each family's in-distribution prompts that ``test`` holds out from RL training
+#: (at least one prompt, at most :data:`TEST_PROMPTS_PER_FAMILY`).
+TEST_FRACTION = 1 / 3
+SPLITS: tuple[str, ...] = ("train", "test", "test_ood")
 
 
 def all_specs() -> dict[str, list[PromptSpec]]:
@@ -59,28 +70,49 @@ def is_held_out(spec: PromptSpec) -> bool:
     return spec.family == "counting" and (spec.objects[0].count, spec.objects[0].shape) in HELD_OUT_COUNTS
 
 
+def _attributes(spec: PromptSpec) -> set[tuple[str, object]]:
+    """The shapes, colours, counts and relation a prompt names."""
+    named = {("relation", spec.relation)} if spec.relation else set()
+    for o in spec.objects:
+        named |= {("shape", o.shape), ("count", o.count)} | ({("color", o.color)} if o.color else set())
+    return named
+
+
 @lru_cache(maxsize=1)
 def _splits() -> dict[str, tuple[PromptSpec, ...]]:
-    rng = random.Random(SPLIT_SEED)
-    train: list[PromptSpec] = []
-    test: list[PromptSpec] = []
+    # two generators, so that test_ood is exactly the first edition's test split
+    ood_rng, test_rng = random.Random(SPLIT_SEED), random.Random(SPLIT_SEED + 1)
+    splits: dict[str, list[PromptSpec]] = {name: [] for name in SPLITS}
     for family, specs in all_specs().items():
         if family == "single_object":
-            train += specs
-            test += specs
+            for name in SPLITS:
+                splits[name] += specs
             continue
         held = [s for s in specs if is_held_out(s)]
-        train += [s for s in specs if not is_held_out(s)]
-        test += held if len(held) <= TEST_PROMPTS_PER_FAMILY else rng.sample(held, TEST_PROMPTS_PER_FAMILY)
-    return {"train": tuple(train), "test": tuple(test)}
+        seen = [s for s in specs if not is_held_out(s)]
+        splits["test_ood"] += held if len(held) <= TEST_PROMPTS_PER_FAMILY else ood_rng.sample(held, TEST_PROMPTS_PER_FAMILY)
+        n_test = min(TEST_PROMPTS_PER_FAMILY, max(1, round(TEST_FRACTION * len(seen))))
+        while True:  # redraw until RL trains on every shape, colour, count and relation the test names
+            test = set(test_rng.sample(range(len(seen)), n_test))
+            train = [s for i, s in enumerate(seen) if i not in test]
+            if all(_attributes(s) <= set().union(*map(_attributes, train)) for i, s in enumerate(seen) if i in test):
+                break
+        splits["test"] += [s for i, s in enumerate(seen) if i in test]
+        splits["train"] += train
+    return {name: tuple(specs) for name, specs in splits.items()}
 
 
 def split(name: str) -> tuple[PromptSpec, ...]:
-    """The prompts of the ``"train"`` or ``"test"`` split."""
+    """The prompts of the ``"train"``, ``"test"`` or ``"test_ood"`` split."""
     splits = _splits()
     if name not in splits:
-        raise ValueError(f"unknown toy split {name!r}; expected 'train' or 'test'")
+        raise ValueError(f"unknown toy split {name!r}; expected one of {SPLITS}")
     return splits[name]
+
+
+def pretraining_specs() -> tuple[PromptSpec, ...]:
+    """Every prompt of the world: what the base pipeline is pretrained on."""
+    return tuple(s for specs in all_specs().values() for s in specs)
 
 
 def sample_specs(specs: tuple[PromptSpec, ...] | list[PromptSpec], n: int, rng: random.Random) -> list[PromptSpec]:

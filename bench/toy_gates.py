@@ -1,0 +1,158 @@
+"""The toy world's learnability gates, measured on a base pipeline before any RL.
+
+    python bench/toy_gates.py                                  # the shipped pipeline, held-out split
+    python bench/toy_gates.py --model /tmp/toy --samples 16 --json gates.json
+    python bench/toy_gates.py --split test_ood                 # the compositional split
+
+1. **It draws every object**: single-object strict accuracy with the deterministic sampler
+   (20 Euler steps, CFG 4.5), overall, per shape and, on the colours family, per colour
+   (``--single-images`` images per prompt).
+2. **Its errors are the ones RL fixes, and stochastic**: the README's standard evaluation
+   (``--images-per-prompt`` 4 per prompt) gives the family mean GenEval reports and what the
+   failures are (a missing or extra object, a wrong colour, a wrong relation); then every prompt
+   is sampled ``--samples`` times with the *training* sampler of ``--config`` (its steps, SDE
+   window and noise level; independent initial noise per sample) and the table gives, per family,
+   the mean per-prompt success p, the share of prompts with p = 0, 0 < p < 1 and p = 1, and
+   pass@k (some sample strictly right).
+
+The third gate (RL moves it) is a training run and the gradient SNR: see docs/toy-world.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from genrl.config import load_config_or_exit
+
+ROOT = Path(__file__).resolve().parent.parent
+FAILURE_KINDS = (("object", re.compile(r"^expected \d+ \w+\(s\), found")),
+                 ("colour", re.compile(r"^expected \w+ \w+, found")),
+                 ("relation", re.compile(r"^relation ")))
+
+
+def failure_kind(spec, reason: str) -> str:
+    """What a failed verdict got wrong: ``count`` (counting family), ``object``, ``colour`` or ``relation``."""
+    for kind, pattern in FAILURE_KINDS:
+        if pattern.match(reason):
+            return "count" if kind == "object" and spec.family == "counting" else kind
+    return "other"
+
+
+def single_object_gate(pipe, specs, images_per_prompt: int) -> dict:
+    """Deterministic-sampler strict accuracy of single objects, per shape, and of the colours family per colour."""
+    from genrl.toy.evaluate import evaluate_pipeline
+
+    out: dict[str, dict[str, float]] = {}
+    for family, key in (("single_object", "shape"), ("colors", "color")):
+        chosen = [s for s in specs if s.family == family]
+        if not chosen:
+            continue
+        report = evaluate_pipeline(pipe, chosen, images_per_prompt=images_per_prompt, seed=50_000)
+        by: dict[str, list[float]] = defaultdict(list)
+        expanded = [s for s in chosen for _ in range(images_per_prompt)]
+        for spec, verdict in zip(expanded, report.verdicts, strict=True):
+            by[getattr(spec.objects[0], key)].append(verdict.strict)
+        out[family] = {"overall": report.strict[family], **{k: float(np.mean(v)) for k, v in sorted(by.items())}}
+    return out
+
+
+def training_sampler_success(trainer, samples: int) -> list[dict]:
+    """Per prompt of the trainer's prompt set: the share of ``samples`` rollouts that are strictly right."""
+    from genrl.toy.verifier import verify
+
+    rows = []
+    for i, (prompt, meta) in enumerate(zip(trainer.train_set.prompts, trainer.train_set.metadata, strict=True)):
+        batch = trainer.sample_batch(epoch=0, iteration=i, indices=[i] * samples)
+        images = batch.images.permute(0, 2, 3, 1).cpu().numpy()
+        strict = [verify(img, meta["spec"]).strict for img in images]
+        rows.append({"prompt": prompt, "family": meta["spec"].family, "p": float(np.mean(strict))})
+    return rows
+
+
+def success_table(rows: list[dict], samples: int) -> dict[str, dict[str, float]]:
+    """Per family (and overall): mean p, the shares of prompts with p = 0, 0 < p < 1, p = 1, and pass@samples."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        groups[r["family"]].append(r["p"])
+    groups["all"] = [r["p"] for r in rows]
+    table = {}
+    for family, ps in groups.items():
+        p = np.asarray(ps)
+        table[family] = {"prompts": len(p), "mean_p": float(p.mean()), "never": float((p == 0).mean()),
+                         "sometimes": float(((p > 0) & (p < 1)).mean()), "always": float((p == 1).mean()),
+                         f"pass@{samples}": float((p > 0).mean())}
+    return table
+
+
+def _markdown(table: dict[str, dict[str, float]]) -> str:
+    cols = list(next(iter(table.values())))
+    lines = ["| family | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for family, row in table.items():
+        lines.append(f"| {family} | " + " | ".join(f"{v:.0f}" if c == "prompts" else f"{v:.2f}"
+                                                 for c, v in row.items()) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=str(ROOT / "configs" / "toy.yaml"), help="its sampler is the training sampler")
+    parser.add_argument("--model", default=None, help="pipeline directory (default: the config's model.pretrained)")
+    parser.add_argument("--split", default="test", choices=["train", "test", "test_ood"])
+    parser.add_argument("--samples", type=int, default=16, help="training-sampler samples per prompt")
+    parser.add_argument("--images-per-prompt", type=int, default=4, help="deterministic evaluation, per prompt")
+    parser.add_argument("--single-images", type=int, default=16, help="deterministic single-object images per prompt")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = parser.parse_intermixed_args(argv)
+    if min(args.samples, args.images_per_prompt, args.single_images) < 1:
+        parser.error("--samples, --images-per-prompt and --single-images must be >= 1")
+    model = [f"model.pretrained={args.model}"] if args.model else []
+    scratch = tempfile.mkdtemp(prefix="toy_gates-")  # the trainer wants an output dir; nothing is kept
+    try:
+        cfg = load_config_or_exit(args.config, [*args.overrides, *model, f"data.train_prompts=toy:{args.split}",
+                                                f"data.test_prompts=toy:{args.split}", "sample.same_latent=false",
+                                                "log.log_with=[]", f"log.output_dir={scratch}"])
+        import torch
+
+        from genrl.toy.evaluate import evaluate_pipeline
+        from genrl.toy.prompts import split
+        from genrl.trainer import Trainer
+
+        trainer = Trainer(cfg)
+        pipe, specs = trainer.pipe, list(split(args.split))
+        with torch.no_grad():
+            gate1 = single_object_gate(pipe, specs, args.single_images)
+            report = evaluate_pipeline(pipe, specs, images_per_prompt=args.images_per_prompt, seed=0)
+        expanded = [s for s in specs for _ in range(args.images_per_prompt)]
+        failures = Counter(failure_kind(s, v.reason) for s, v in zip(expanded, report.verdicts, strict=True)
+                           if not v.strict)
+        rows = training_sampler_success(trainer, args.samples)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    table = success_table(rows, args.samples)
+    print(f"## Gate 1: single objects, deterministic sampler ({args.single_images} images per prompt)")
+    for family, accs in gate1.items():
+        print(f"{family}: " + ", ".join(f"{k} {v:.3f}" for k, v in accs.items()))
+    print(f"\n## Standard evaluation ({args.images_per_prompt} images per prompt, split {args.split})")
+    print(report.table())
+    print("failures by kind: " + ", ".join(f"{k} {n}" for k, n in failures.most_common()))
+    print(f"\n## Gate 2: training sampler, {args.samples} samples per prompt")
+    print(_markdown(table))
+    if args.json:
+        args.json.write_text(json.dumps({"single_object_gate": gate1, "standard": report.to_dict(),
+                                         "failures": dict(failures), "per_prompt": rows, "success": table},
+                                        indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
