@@ -80,6 +80,17 @@ def test_group_size_one_with_a_prompt_drawn_twice_keeps_every_sample():
     assert out.keep.all() and (out.advantages != 0).all()
 
 
+def test_a_group_left_with_one_finite_reward_is_masked_not_compared_with_the_batch():
+    # group_size=4: "a" lost three rewards to NaN, "b" is whole; the survivor of "a" has no group to compare with
+    nan = float("nan")
+    rewards = torch.tensor([0.9, nan, nan, nan, 0.1, 0.2, 0.3, 0.4])
+    out = group_advantages(rewards, ["a"] * 4 + ["b"] * 4, global_std=False)
+    assert out.keep.tolist() == [False] * 4 + [True] * 4 and out.advantages[0] == 0
+    assert out.stats["group_size_one"] == 0.0 and out.stats["num_groups"] == 2
+    clean = group_advantages(rewards[4:], ["b"] * 4, global_std=False)
+    torch.testing.assert_close(out.advantages[4:], clean.advantages)
+
+
 def test_ppo_clip_loss_closed_form():
     lp_old = torch.tensor([0.0, 0.0, 0.0, 0.0])
     lp = torch.tensor([0.2, -0.2, 0.2, -0.2], requires_grad=True)

@@ -34,6 +34,10 @@ def group_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], *, gl
     per-prompt tracking. This holds per group, so a batch can mix both kinds: with
     ``sample.group_size=1`` a prompt drawn twice in an epoch is a group of two (its samples share a
     prompt id) while the others stay single. ``stats["group_size_one"]`` is the share of such groups.
+
+    A group's size counts all its samples, finite or not: a group of four with three non-finite
+    rewards is not a single-sample group but one with nothing to compare, so its survivor is masked
+    (``keep=False``, advantage 0) rather than given the batch z-score.
     """
     rewards = rewards.detach().to(torch.float64).flatten()
     if len(group_ids) != rewards.numel():
@@ -47,15 +51,18 @@ def group_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], *, gl
     batch_mean, batch_sd = rewards[finite].mean(), rewards[finite].std(unbiased=False)
     index: dict[Hashable, list[int]] = {}
     for i, g in enumerate(group_ids):
-        if finite[i]:
-            index.setdefault(g, []).append(i)
+        index.setdefault(g, []).append(i)
     zero_std_groups = single_groups = 0
     for members in index.values():
-        idx = torch.tensor(members)
-        vals = rewards[idx]
-        if len(members) == 1:
+        if len(members) == 1:  # a group of one sample: compared with the batch
             single_groups += 1
-            adv[idx] = (vals - batch_mean) / (batch_sd + eps)
+            if finite[members[0]]:
+                adv[members] = (rewards[members] - batch_mean) / (batch_sd + eps)
+            continue
+        idx = torch.tensor([i for i in members if finite[i]], dtype=torch.long)
+        vals = rewards[idx]
+        if len(idx) < 2:  # fewer than two finite rewards in a larger group: nothing to compare
+            keep[idx] = False
         elif bool((vals == vals[0]).all()):  # identical rewards: advantage exactly 0, no signal
             zero_std_groups += 1
             keep[idx] = False
