@@ -35,7 +35,8 @@ def decode_image(data: str, max_pixels: int | None = None) -> np.ndarray:
     """Base64 PNG -> ``(H, W, 3)`` uint8.
 
     Anything else (bad base64, another format, a truncated file) is a ``ValueError``; an image of
-    more than ``max_pixels`` pixels is a :class:`PayloadTooLarge`, found from the PNG header before
+    more than ``max_pixels`` pixels, or one PIL refuses as a decompression bomb (over twice
+    ``Image.MAX_IMAGE_PIXELS``), is a :class:`PayloadTooLarge`, found from the PNG header before
     its pixels are decompressed (a small PNG can hold an enormous image).
     """
     try:
@@ -47,7 +48,9 @@ def decode_image(data: str, max_pixels: int | None = None) -> np.ndarray:
                 raise PayloadTooLarge(f"a {width}x{height} image has more than the server's limit of "
                                       f"{max_pixels} pixels")
             return np.asarray(image.convert("RGB"))
-    except (OSError, binascii.Error, Image.DecompressionBombError) as err:  # not an image, or a broken one
+    except Image.DecompressionBombError as err:  # raised by Image.open, before the check above
+        raise PayloadTooLarge(str(err)) from None
+    except (OSError, binascii.Error) as err:  # not an image, or a broken one
         raise ValueError(f"expected a base64 PNG: {err}") from None
 
 

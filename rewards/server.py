@@ -11,8 +11,11 @@ metadata; never pickle. The server binds the loopback interface unless ``--allow
 
 Answers: 200 with the scores; 400 for a request the client got wrong (bad JSON, a missing key, an
 image that is not a base64 PNG, an invalid ``Content-Length``), 411 without a ``Content-Length``,
-413 for a body over ``--max-request-mb`` or an image over ``--max-image-pixels``; 500 when the reward
-itself fails. The client (:class:`rewards.remote.RemoteReward`) retries only 5xx.
+413 for a body over ``--max-request-mb`` or an image over ``--max-image-pixels`` (or one PIL refuses
+as a decompression bomb); 500 when the reward itself fails. The client
+(:class:`rewards.remote.RemoteReward`) retries only 5xx. A refused body is read for at most
+:data:`MAX_DISCARD_BYTES` before the connection closes, so a client sending more sees a reset
+connection rather than the 413.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ DEFAULT_MAX_IMAGE_PIXELS = 4096 * 4096
 #: Seconds a connection may stall while its request is read, so a client that announces more than it
 #: sends cannot hold a handler thread forever.
 READ_TIMEOUT_S = 60.0
+#: Body bytes a refused (413) request may still send before the connection closes: a client slightly over
+#: the limit reads the 413, and a huge announced body (say 100 GB) is not read through.
+MAX_DISCARD_BYTES = 2**20
 
 
 class RequestError(ValueError):
@@ -131,12 +137,13 @@ def make_handler(reward: Reward, name: str, max_request_bytes: int = DEFAULT_MAX
         def _refuse(self, err: RequestError) -> None:
             """Answer ``err`` before the body is read; the connection closes after the reply."""
             self.close_connection = True
-            if err.status == 413:  # read the body away, so the client gets the 413 and not a reset connection
-                self._discard(int(self.headers["Content-Length"]))
+            if err.status == 413:  # read a body that is not too large away, so its client gets the 413,
+                # not a reset connection; of a larger one only MAX_DISCARD_BYTES (its client sees a reset)
+                self._discard(min(int(self.headers["Content-Length"]), MAX_DISCARD_BYTES))
             self._reply(err.status, {"error": str(err)})
 
         def _discard(self, length: int) -> None:
-            """Read and drop ``length`` body bytes (never held in memory); stop if the client stalls or leaves."""
+            """Read and drop ``length`` body bytes (a chunk at a time); stop if the client stalls or leaves."""
             try:
                 while length > 0:
                     chunk = self.rfile.read(min(length, 2**16))

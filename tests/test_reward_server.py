@@ -4,12 +4,14 @@ import base64
 import io
 import json
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from PIL import Image
 from test_toy_rewards import _scenes
 
 from rewards import build_reward
+from rewards.remote import PayloadTooLarge, decode_image
 from rewards.server import main as server_main
 from rewards.server import make_server
 
@@ -143,6 +146,35 @@ def test_requests_and_images_over_the_limits_get_413_and_the_client_does_not_ret
         with pytest.raises(ValueError, match=r"rejected the request \(413\)"):
             remote(torch.rand(50, 3, 16, 16), ["x"] * 50)
         assert posts == ["/score"]  # one attempt: a 4xx is not retried
+
+
+def _png_header(width: int, height: int) -> str:
+    """A base64 PNG whose header announces ``width`` x ``height`` pixels (its data is empty)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    return base64.b64encode(png).decode("ascii")
+
+
+def test_a_decompression_bomb_is_413_like_any_image_over_the_limit():
+    bomb = _png_header(20_000, 20_000)  # 400 MP: more than twice PIL's MAX_IMAGE_PIXELS
+    with pytest.raises(PayloadTooLarge, match="decompression bomb"):
+        decode_image(bomb)
+    with serving(max_image_pixels=10**9) as (url, _):  # under the server's own limit, refused by PIL
+        status, detail = _post(url, {"images": [bomb], "prompts": ["x"]})
+        assert status == 413 and "images[0]" in detail, detail
+
+
+def test_a_huge_refused_body_is_not_read_through():
+    with serving(max_request_bytes=4_000) as (url, _):
+        host, port = url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=20) as conn:
+            conn.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000\r\n\r\n")
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):  # the server stopped reading and closed
+                for _ in range(1024):  # 256 MiB, far more than the socket buffers hold
+                    conn.sendall(b"\0" * 2**18)
 
 
 def _raw_request(url: str, head: str) -> str:
