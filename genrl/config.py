@@ -185,8 +185,8 @@ class ExperimentConfig:
 #: ``reward.weights={pickscore: 1.0}`` means "only PickScore", not "PickScore and the toy verifier".
 REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
 
-#: ``model.pretrained`` values that name the toy pipeline shipped in the package: the names of
-#: ``genrl.models.loading.TOY_ALIASES``, repeated here because that module imports diffusers.
+#: ``model.pretrained`` values that name the toy pipeline shipped in the package (the loader,
+#: ``genrl.models.loading``, resolves them; kept here so checking a config needs no diffusers).
 TOY_MODEL_ALIASES = frozenset({"toy", "genrl/sd3-toy"})
 
 
@@ -318,30 +318,49 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
 
 
 def check_group_layout(sample: SampleConfig, num_processes: int) -> None:
-    """The prompt sampler's rule (``genrl.algorithms.sampler.KRepeatSampler``): the images of one
-    sampling iteration, ``num_processes * sample.batch_size``, form whole groups of ``sample.group_size``
-    images of one prompt (a group may span processes)."""
-    total = num_processes * sample.batch_size
-    if total % sample.group_size:
-        raise ConfigError(f"sample.group_size={sample.group_size} must divide num_processes x sample.batch_size = "
-                          f"{num_processes} x {sample.batch_size} = {total}, the images of one sampling iteration, "
-                          "which form whole groups of one prompt")
+    """:func:`group_layout_problem` for a config's sample settings, as a :class:`ConfigError`."""
+    problem = group_layout_problem(sample.batch_size, sample.group_size, num_processes)
+    if problem:
+        raise ConfigError(problem)
+
+
+def group_layout_problem(batch_size: int, group_size: int, num_processes: int) -> str | None:
+    """Why the prompt sampler cannot lay out whole groups, or None: the images of one sampling
+    iteration, ``num_processes * batch_size``, form whole groups of ``group_size`` images of one
+    prompt (a group may span processes).
+
+    The one statement of the rule: ``genrl.algorithms.sampler.KRepeatSampler`` raises it as a
+    ``ValueError``. The message names the config keys the trainer builds the sampler from.
+    """
+    if group_size < 1:
+        return f"sample.group_size={group_size} must be >= 1"
+    total = num_processes * batch_size
+    if total % group_size:
+        return (f"sample.group_size={group_size} must divide num_processes x sample.batch_size = "
+                f"{num_processes} x {batch_size} = {total}, the images of one sampling iteration, "
+                "which form whole groups of one prompt")
+    return None
+
+
+def is_local_model_path(model: str) -> bool:
+    """Whether a model value names a local directory rather than the toy pipeline or a hub id: it
+    exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/`` (``org/name`` is a hub id)."""
+    if model in TOY_MODEL_ALIASES:
+        return False
+    return Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
 
 
 def local_pipeline_problem(model: str) -> str | None:
     """What is wrong with a model value (``model.pretrained``, a script's ``--model``) that names a
-    local pipeline directory, or None when it is fine, the toy pipeline or a hub id.
+    local pipeline directory (:func:`is_local_model_path`), or None when it is fine, the toy pipeline
+    or a hub id, which only loading can check.
 
-    The rule is the loader's (``genrl.models.loading.resolve_model_path``, which imports diffusers):
-    a value is a path when it exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/``;
-    anything else (say ``stabilityai/stable-diffusion-3.5-medium``) is a hub id, which only loading
-    can check.
+    The loader (``genrl.models.loading.resolve_model_path``, which imports diffusers) raises the
+    same problem as a ``FileNotFoundError``.
     """
-    if model in TOY_MODEL_ALIASES:
+    if not is_local_model_path(model):
         return None
     path = Path(model).expanduser()
-    if not (path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1):
-        return None
     if not path.is_dir():
         return f"model directory not found: {path.absolute()}"
     if not (path / "model_index.json").is_file():

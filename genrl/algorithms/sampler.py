@@ -7,6 +7,8 @@ from collections.abc import Hashable, Iterator, Sequence
 
 import torch
 
+from genrl.config import group_layout_problem
+
 
 class KRepeatSampler:
     """Yields, for each sampling iteration, the dataset indices this process must generate.
@@ -23,9 +25,10 @@ class KRepeatSampler:
 
     def __init__(self, dataset_size: int, batch_size: int, k: int, num_replicas: int = 1, rank: int = 0,
                  seed: int = 42, weights: Sequence[float] | None = None) -> None:
+        problem = group_layout_problem(batch_size, k, num_replicas)  # the rule a config is checked by
+        if problem:
+            raise ValueError(problem)
         total = num_replicas * batch_size
-        if k < 1 or total % k:
-            raise ValueError(f"group size k={k} must divide num_processes * batch_size = {total}")
         if total // k > dataset_size:
             raise ValueError(f"need {total // k} distinct prompts per iteration but the dataset has {dataset_size}")
         if not 0 <= rank < num_replicas:

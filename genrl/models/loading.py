@@ -8,12 +8,18 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
+from genrl.config import TOY_MODEL_ALIASES, is_local_model_path, local_pipeline_problem
+
 #: Names that refer to the pipeline shipped inside the package.
-TOY_ALIASES = frozenset({"toy", "genrl/sd3-toy"})
+TOY_ALIASES = TOY_MODEL_ALIASES
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> str:
-    """Map ``None``/``"toy"`` to the shipped toy pipeline; check local directories; pass hub ids through."""
+    """Map ``None``/``"toy"`` to the shipped toy pipeline; check local directories; pass hub ids through.
+
+    The rules are the config check's (:func:`genrl.config.local_pipeline_problem`), so a value
+    ``model.pretrained`` accepts is one this loads.
+    """
     from genrl.toy.pipeline import TOY_PIPELINE_DIR
 
     if model is None or str(model) in TOY_ALIASES:
@@ -22,15 +28,10 @@ def resolve_model_path(model: str | os.PathLike | None) -> str:
                                     "recreate it with `python scripts/pretrain_toy.py`")
         return str(TOY_PIPELINE_DIR)
     text = str(model)
-    path = Path(text).expanduser()
-    looks_local = path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1
-    if looks_local:
-        if not path.is_dir():
-            raise FileNotFoundError(f"model directory not found: {path}")
-        if not (path / "model_index.json").is_file():
-            raise FileNotFoundError(f"{path} is not a diffusers pipeline directory (no model_index.json)")
-        return str(path)
-    return text
+    problem = local_pipeline_problem(text)
+    if problem:
+        raise FileNotFoundError(problem)
+    return str(Path(text).expanduser()) if is_local_model_path(text) else text
 
 
 def absent_components(location: str | os.PathLike) -> dict[str, None]:
