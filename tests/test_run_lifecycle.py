@@ -320,6 +320,19 @@ def test_the_reward_curve_has_a_title_and_its_legend_covers_no_curve():
     assert not legend.overlaps(ax.get_window_extent())
 
 
+def test_the_reward_curve_selects_agg_before_pyplot_loads(tmp_path):
+    code = ("import sys, matplotlib\n"
+            "calls = []\n"
+            "use = matplotlib.use\n"
+            "matplotlib.use = lambda *a, **k: (calls.append('matplotlib.pyplot' in sys.modules), use(*a, **k))\n"
+            "from genrl.trainer.metrics import plot_reward_curve\n"
+            f"plot_reward_curve([{{'epoch': 0, 'reward/mean': 0.5}}], {str(tmp_path / 'curve.png')!r})\n"
+            "print(calls[0], matplotlib.get_backend().lower())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == ["False", "agg"]  # pyplot was not loaded when Agg was chosen
+    assert (tmp_path / "curve.png").is_file()
+
+
 # ----------------------------------------------------------------------------------- permissions
 @pytest.mark.parametrize("umask", [0o022, 0o027])
 def test_a_folder_replaced_atomically_follows_the_umask(tmp_path, umask):
