@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
         Trainer(cfg).train()
     except ConfigError as err:  # a bad prompt source, a run folder in use, a damaged checkpoint: one line
         exit_on_config_error(err)
-    except KeyboardInterrupt as stop:  # Ctrl-C; a RunInterrupted says what was saved and how to continue
+    except KeyboardInterrupt as stop:  # a RunInterrupted says what was saved and how to continue, and its status
         if os.environ.get("RANK", "0") == "0":
             print(stop or "interrupted", file=sys.stderr)
         return getattr(stop, "exit_code", 130)

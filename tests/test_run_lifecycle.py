@@ -5,6 +5,7 @@ The trainer-level checks (real runs, a real SIGINT) are in test_run_lifecycle_ru
 
 import importlib.util
 import io
+import logging
 import os
 import signal
 import socket
@@ -30,7 +31,7 @@ from genrl.trainer.checkpoints import (
     has_manifest,
     write_manifest,
 )
-from genrl.trainer.lifecycle import StopSignals, clear_run_records, plan_run
+from genrl.trainer.lifecycle import RunInterrupted, StopSignals, clear_run_records, plan_run
 from genrl.trainer.loop import ema_step
 from genrl.trainer.metrics import TrainingProgress, reward_curve_figure
 from genrl.utils.files import LOCK_FILE, FolderLock, FolderLocked, replace_dir_atomically
@@ -223,18 +224,23 @@ def test_an_explicit_resume_never_mixes_runs_or_discards_later_epochs(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- signals
-def test_the_first_signal_asks_to_stop_and_a_second_one_aborts():
+def test_the_first_signal_asks_to_stop_and_a_second_one_aborts(caplog):
     previous = signal.getsignal(signal.SIGINT)
-    with StopSignals(repeat_window_s=0.3) as stop:
+    with caplog.at_level(logging.WARNING, logger="genrl"), StopSignals(repeat_window_s=0.3) as stop:
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)  # handlers run between bytecodes
         assert stop.requested and stop.name == "SIGINT"
+        assert caplog.text == ""  # the handler only records the request; the loop reports it
+        stop.announce()
+        stop.announce()
+        assert caplog.text.count("SIGINT: stopping once the current epoch is done") == 1
         os.kill(os.getpid(), signal.SIGTERM)  # a launcher forwarding the same Ctrl-C: still one request
         time.sleep(0.05)
         time.sleep(0.3)
-        with pytest.raises(KeyboardInterrupt, match="SIGINT again: aborted"):
-            os.kill(os.getpid(), signal.SIGINT)
+        with pytest.raises(RunInterrupted, match="SIGTERM again: aborted") as aborted:
+            os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.05)
+    assert aborted.value.exit_code == 128 + signal.SIGTERM  # 143, what the shell reports for SIGTERM
     assert signal.getsignal(signal.SIGINT) is previous
 
 

@@ -103,7 +103,8 @@ def clear_run_records(paths: list[Path]) -> None:
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """The run stopped on a signal after saving; ``exit_code`` is the shell's 128 + signal number."""
+    """The run stopped on a signal, after saving (or at once, on a second signal); ``exit_code`` is
+    the shell's 128 + signal number."""
 
     def __init__(self, message: str, signum: int) -> None:
         super().__init__(message)
@@ -112,7 +113,8 @@ class RunInterrupted(KeyboardInterrupt):
 
 class StopSignals:
     """While active, turns the first SIGINT or SIGTERM into a request (:attr:`requested`) that the loop
-    honours at its next safe point; a second signal aborts at once with :class:`KeyboardInterrupt`.
+    honours at its next safe point and reports (:meth:`announce`); a second signal aborts at once with
+    :class:`RunInterrupted`.
 
     A signal that repeats within ``repeat_window_s`` of the first is the same request: a terminal's
     Ctrl-C reaches every process of a launch, and torchrun (``accelerate launch --multi_gpu``) then
@@ -126,6 +128,7 @@ class StopSignals:
         self.repeat_window_s = repeat_window_s
         self.signum: int | None = None
         self._first_at = 0.0
+        self._announced = False
         self._previous: dict[int, object] = {}
 
     @property
@@ -146,12 +149,18 @@ class StopSignals:
             signal.signal(s, handler)
         self._previous = {}
 
+    def announce(self) -> None:
+        """Log the stop request, once; the loop calls this at every batch (the handler only records the
+        request: logging there could re-enter a write to stderr that the signal interrupted)."""
+        if self.signum is not None and not self._announced:
+            self._announced = True
+            logger.warning("%s: stopping once the current epoch is done and saved; send it again to abort at once",
+                           self.name)
+
     def _handle(self, signum: int, frame) -> None:
         now = time.monotonic()
         if self.signum is None:
             self.signum, self._first_at = signum, now
-            logger.warning("%s: stopping once the current epoch is done and saved; send it again to abort at once",
-                           self.name)
         elif now - self._first_at >= self.repeat_window_s:
-            raise KeyboardInterrupt(f"{signal.Signals(signum).name} again: aborted at once; the newest "
-                                    "checkpoint is the last one saved before")
+            raise RunInterrupted(f"{signal.Signals(signum).name} again: aborted at once; the newest "
+                                 "checkpoint is the last one saved before", signum)

@@ -105,6 +105,7 @@ class Trainer:
             project_config=ProjectConfiguration(project_dir=str(self.output_dir),
                                                 logging_dir=str(self.output_dir / "logs")))
         self._lock = FolderLock(self.output_dir)
+        self._stop: StopSignals | None = None  # while train() runs
         try:
             self._plan = self._claim_output_dir()
             self._setup()
@@ -274,6 +275,7 @@ class Trainer:
     def sample_batch(self, epoch: int, iteration: int, indices: list[int]) -> RolloutBatch:
         """Roll out one batch of prompts (this process's slice of a sampling iteration)."""
         cfg, acc, adapter = self.cfg, self.accelerator, self.adapter
+        self._notice_stop()
         prompts = [self.train_set.prompts[i] for i in indices]
         rank = acc.process_index
         noise_keys = [(cfg.seed, "init", epoch, iteration, i) if cfg.sample.same_latent
@@ -360,6 +362,7 @@ class Trainer:
         for _ in range(cfg.train.num_inner_epochs):
             backward_in_cycle = False
             for batch in batches:
+                self._notice_stop()
                 positions = self.algorithm.train_positions(batch)
                 for pos in positions:
                     with acc.accumulate(self.model):
@@ -426,6 +429,7 @@ class Trainer:
         self.model.eval()
         with self._ema_weights():
             for start in range(0, len(jobs), cfg.sample.eval_batch_size):
+                self._notice_stop()
                 chunk = jobs[start:start + cfg.sample.eval_batch_size]
                 prompts = [self.test_set.prompts[i] for i, _ in chunk]
                 metadata = [self.test_set.metadata[i] for i, _ in chunk]
@@ -534,9 +538,10 @@ class Trainer:
         :class:`RunInterrupted`; a second one aborts at once. The folder's lock is released either way.
         """
         try:
-            with StopSignals() as stop:
-                return self._train(stop)
+            with StopSignals() as self._stop:
+                return self._train(self._stop)
         finally:
+            self._stop = None
             self._lock.release()
 
     def _train(self, stop: StopSignals) -> dict:
@@ -602,9 +607,15 @@ class Trainer:
         record.update({"samples": self.state.samples, "time/train_s": round(self.state.train_seconds, 2)})
         return record
 
+    def _notice_stop(self) -> None:
+        """Report a stop signal that arrived since the last batch (the signal handler does not log)."""
+        if self._stop is not None:
+            self._stop.announce()
+
     def _stop_requested(self, stop: StopSignals) -> bool:
         """Whether any process got a stop signal: they may get it at different moments, and all must stop
         after the same epoch (every process calls this once per epoch)."""
+        stop.announce()
         flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.accelerator.device)
         return bool(self.accelerator.reduce(flag, "sum").item() > 0)
 
