@@ -113,10 +113,6 @@ class FolderLock:
         self.path = Path(folder) / LOCK_FILE
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def acquire(self) -> str | None:
         """Take the lock; returns the previous (dead) owner when a stale lock file was taken over.
 
