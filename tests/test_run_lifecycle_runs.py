@@ -19,6 +19,7 @@ from genrl.config import ConfigError
 from genrl.grid import make_grid
 from genrl.toy.prompts import split
 from genrl.trainer.checkpoints import checkpoint_problem, has_manifest
+from genrl.trainer.lifecycle import RunInterrupted
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
 
@@ -171,6 +172,61 @@ def test_sigint_saves_a_checkpoint_and_exits_130_with_how_to_resume(tmp_path):
     resumed = make_trainer(tmp_path, resume="latest", epochs=epoch + 1, **{"log.save_every": 0})
     resumed.train()
     assert [r["epoch"] for r in records(run)] == list(range(epoch + 2))
+
+
+def with_a_peer(trainer, peer: list[float]) -> list:
+    """Make ``trainer`` run as if a second process reported ``peer`` ([its stop signal or 0, out of time])
+    to the epoch's all-reduce (max) of those flags; returns the list of the flags this process sent."""
+    sent, reduce = [], trainer.accelerator.reduce
+
+    def reduce_with_peer(tensor, reduction="mean", **kw):
+        if reduction != "max":
+            return reduce(tensor, reduction, **kw)
+        sent.append(tensor.tolist())
+        return torch.maximum(tensor, torch.tensor(peer[:len(tensor)], device=tensor.device))
+
+    trainer.accelerator.reduce = reduce_with_peer
+    return sent
+
+
+def test_a_peer_out_of_time_ends_the_run_on_every_process(tmp_path):
+    """Each process times its own epochs: one past the budget ends the run for all, in one collective."""
+    trainer = make_trainer(tmp_path, time_budget_minutes=1000, **{"log.save_every": 0, "log.export_merged": False})
+    sent = with_a_peer(trainer, [0.0, 1.0])
+    trainer.train()
+    run = tmp_path / "run"
+    assert sent == [[0.0, 0.0]]  # one all-reduce in the epoch, of both flags; this process had time left
+    assert [r["epoch"] for r in records(run)] == [0, 1] and "eval/strict" in records(run)[-1]
+    assert (run / "checkpoints" / "checkpoint-000001").is_dir() and (run / "final" / "lora").is_dir()
+
+
+def test_a_signal_to_one_process_stops_every_process_after_the_same_epoch(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=3, **{"log.save_every": 0})
+    sent = with_a_peer(trainer, [float(signal.SIGTERM), 0.0])  # e.g. a scheduler preempting one rank
+    with pytest.raises(RunInterrupted, match="stopped by SIGTERM after epoch 1 of 3") as stopped:
+        trainer.train()
+    assert sent == [[0.0, 0.0]] and stopped.value.exit_code == 143
+
+
+def test_a_signal_during_evaluation_stops_after_that_epoch(tmp_path):
+    """Also: after an --overwrite run, the hint says to resume without --overwrite (the two contradict)."""
+    trainer = make_trainer(tmp_path, **{"log.eval_every": 1, "log.save_every": 0, "log.overwrite": True})
+    evaluate, calls = trainer.evaluate, []
+
+    def signalled_evaluate():
+        calls.append(trainer.state.epoch)
+        if trainer.state.epoch == 1:  # Ctrl-C while epoch 1 is being evaluated
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        return evaluate()
+
+    trainer.evaluate = signalled_evaluate
+    with pytest.raises(RunInterrupted, match="after epoch 1 of 2") as stopped:
+        trainer.train()
+    run = tmp_path / "run"
+    assert calls == [0, 1] and [r["epoch"] for r in records(run)] == [0, 1]
+    assert (run / "checkpoints" / "checkpoint-000001").is_dir()
+    assert "without --overwrite (log.overwrite=true) and with --resume" in str(stopped.value)
 
 
 @pytest.mark.timeout(300)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import time
 import warnings
 from dataclasses import asdict
@@ -556,14 +557,20 @@ class Trainer:
                                     train_seconds=self.state.train_seconds, disable=not acc.is_local_main_process)
         while self.state.epoch < cfg.epochs:
             record = self._train_epoch()
-            out_of_time = bool(cfg.time_budget_minutes) and self.state.train_seconds >= 60 * cfg.time_budget_minutes
-            done = self.state.epoch == cfg.epochs or out_of_time
-            stopping = not done and self._stop_requested(stop)
+            epoch = self.state.epoch
+            due = epoch == cfg.epochs or (cfg.log.eval_every and epoch % cfg.log.eval_every == 0)
+            evaluation = self.evaluate() if due else None
+            # after the evaluation, so a signal during it stops this epoch, not the next
+            signum, out_of_time = self._agree_on_stopping(stop)
+            done = epoch == cfg.epochs or out_of_time
+            stopping = signum is not None and not done
+            if done and evaluation is None:  # the time budget ended the run: its final evaluation
+                evaluation = self.evaluate()
             grid = None
-            if done or (cfg.log.eval_every and self.state.epoch % cfg.log.eval_every == 0):
-                metrics, images, captions = self.evaluate()
+            if evaluation is not None:
+                metrics, images, captions = evaluation
                 record.update(metrics)
-                if done or (cfg.log.grid_every and self.state.epoch % cfg.log.grid_every == 0):
+                if done or (cfg.log.grid_every and epoch % cfg.log.grid_every == 0):
                     grid = (images, captions)
             self._log(record, grid)
             if done or stopping or (cfg.log.save_every and self.state.epoch % cfg.log.save_every == 0):
@@ -578,9 +585,10 @@ class Trainer:
                 progress.close()
                 self._write_curve()
                 acc.end_training()
-                raise RunInterrupted(f"stopped by {stop.name} after epoch {self.state.epoch} of {cfg.epochs}, "
-                                     f"saved in {saved}; to continue, run the same command with --resume",
-                                     stop.signum)
+                how = ("without --overwrite (log.overwrite=true) and with --resume" if cfg.log.overwrite
+                       else "with --resume")
+                raise RunInterrupted(f"stopped by {signal.Signals(signum).name} after epoch {self.state.epoch} of "
+                                     f"{cfg.epochs}, saved in {saved}; to continue, run the same command {how}", signum)
             if done:
                 break
         progress.finish()
@@ -612,12 +620,20 @@ class Trainer:
         if self._stop is not None:
             self._stop.announce()
 
-    def _stop_requested(self, stop: StopSignals) -> bool:
-        """Whether any process got a stop signal: they may get it at different moments, and all must stop
-        after the same epoch (every process calls this once per epoch)."""
+    def _agree_on_stopping(self, stop: StopSignals) -> tuple[int | None, bool]:
+        """The stop signal any process got (None: none did; the highest number if they differ), and
+        whether any ran out of its time budget.
+
+        Processes get a signal at different moments (or only one of them does) and each times its own
+        epochs, so both are taken from all of them, in one all-reduce (max) that every process makes
+        once per epoch: they all stop after the same epoch, and their collectives keep matching.
+        """
+        cfg = self.cfg
         stop.announce()
-        flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.accelerator.device)
-        return bool(self.accelerator.reduce(flag, "sum").item() > 0)
+        out_of_time = bool(cfg.time_budget_minutes) and self.state.train_seconds >= 60 * cfg.time_budget_minutes
+        flags = torch.tensor([float(stop.signum or 0), float(out_of_time)], device=self.accelerator.device)
+        signum, late = (int(v) for v in self.accelerator.reduce(flags, "max").tolist())
+        return signum or None, bool(late)
 
     def _write_curve(self) -> None:
         if self.accelerator.is_main_process:
