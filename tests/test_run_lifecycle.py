@@ -29,12 +29,26 @@ from genrl.trainer.checkpoints import (
     checkpoint_problem,
     choose_checkpoint,
     has_manifest,
+    list_checkpoints,
+    save_atomically,
     write_manifest,
 )
-from genrl.trainer.lifecycle import RunInterrupted, StopSignals, clear_run_records, plan_run
+from genrl.trainer.lifecycle import (
+    RunInterrupted,
+    StopSignals,
+    clear_run_records,
+    plan_run,
+    set_aside_damaged,
+)
 from genrl.trainer.loop import ema_step
 from genrl.trainer.metrics import TrainingProgress, reward_curve_figure
-from genrl.utils.files import LOCK_FILE, FolderLock, FolderLocked, replace_dir_atomically
+from genrl.utils.files import (
+    LOCK_FILE,
+    FolderLock,
+    FolderLocked,
+    replace_dir_atomically,
+    restore_interrupted_swap,
+)
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_t2i.py"
 HOLD_LOCK = ("import sys, time; from genrl.utils.files import FolderLock; lock = FolderLock(sys.argv[1]); lock.acquire(); "
@@ -221,6 +235,72 @@ def test_an_explicit_resume_never_mixes_runs_or_discards_later_epochs(tmp_path):
     with pytest.raises(ConfigError, match="another run"):
         plan_run(other, str(older), False)
     assert plan_run(tmp_path / "fork", str(older), False).resume_from == older  # into a new folder: fine
+
+
+class FakeAccelerator:
+    """What save_atomically needs of accelerate: one process whose save_state writes a file."""
+
+    is_main_process = True
+
+    def wait_for_everyone(self):
+        pass
+
+    def save_state(self, folder):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        (Path(folder) / "trainer_state.pt").write_bytes(os.urandom(64))
+
+
+def test_a_resume_past_a_damaged_checkpoint_sets_it_aside_and_pruning_keeps_the_new_one(tmp_path, caplog):
+    run = fake_run(tmp_path / "run", epochs=(10, 13, 20))
+    root = run / "checkpoints"
+    (checkpoint_dir(root, 20) / "lora.safetensors").write_bytes(b"")  # damaged
+    plan = plan_run(run, "latest", False)
+    assert plan.resume_from == checkpoint_dir(root, 13) and plan.set_aside == [checkpoint_dir(root, 20)]
+    assert checkpoint_dir(root, 20).is_dir()  # planning moves nothing
+    with caplog.at_level(logging.WARNING, logger="genrl"):
+        set_aside_damaged(plan.set_aside)
+    assert "moved the damaged checkpoint" in caplog.text and (root / ".damaged-checkpoint-000020").is_dir()
+    assert save_atomically(FakeAccelerator(), root, 14, keep=1) == checkpoint_dir(root, 14)
+    assert sorted(p.name for p in root.iterdir()) == [".damaged-checkpoint-000020", "checkpoint-000014"]
+
+
+def test_pruning_never_counts_or_removes_checkpoints_newer_than_the_one_saved(tmp_path):
+    root = fake_run(tmp_path / "run", epochs=(10, 13, 20)) / "checkpoints"
+    save_atomically(FakeAccelerator(), root, 14, keep=2)
+    assert [p.name for p in list_checkpoints(root)] == ["checkpoint-000013", "checkpoint-000014", "checkpoint-000020"]
+    save_atomically(FakeAccelerator(), root, 15, keep=1)
+    assert [p.name for p in list_checkpoints(root)] == ["checkpoint-000015", "checkpoint-000020"]
+
+
+def test_a_replacement_a_crash_interrupted_is_put_back(tmp_path, caplog):
+    root = fake_run(tmp_path / "run", epochs=(1, 2)) / "checkpoints"
+    # a crash between the renames of swap_into_place, while epoch 2 was saved again
+    checkpoint_dir(root, 2).rename(root / ".old-checkpoint-000002")
+    with caplog.at_level(logging.WARNING, logger="genrl"):
+        assert list_checkpoints(root) == [checkpoint_dir(root, 1), checkpoint_dir(root, 2)]
+    assert "restored" in caplog.text and checkpoint_problem(checkpoint_dir(root, 2)) is None
+    # final/lora: the next replacement puts the previous version back before it swaps
+    lora = tmp_path / "final" / "lora"
+    replace_dir_atomically(lora, lambda d: (d / "w.bin").write_bytes(b"1"))
+    lora.rename(lora.with_name(".old-lora"))
+    assert restore_interrupted_swap(lora) and (lora / "w.bin").read_bytes() == b"1"
+    assert not restore_interrupted_swap(lora)  # nothing left to put back
+    lora.rename(lora.with_name(".old-lora"))
+    replace_dir_atomically(lora, lambda d: (d / "w.bin").write_bytes(b"2"))
+    assert (lora / "w.bin").read_bytes() == b"2" and not lora.with_name(".old-lora").exists()
+
+
+def test_a_run_folder_given_as_the_checkpoint_is_named_as_such(tmp_path):
+    run = fake_run(tmp_path / "run", epochs=(1,))
+    for output_dir in (run, tmp_path / "new"):  # the same folder, and a new one
+        with pytest.raises(ConfigError, match=f"{run} is a run folder, not a checkpoint; did you mean "
+                                              f"`log.output_dir={run} --resume`"):
+            plan_run(output_dir, str(run), False)
+    (tmp_path / "stuff").mkdir()
+    with pytest.raises(ConfigError, match="stuff is not a genrl checkpoint"):
+        plan_run(tmp_path / "new", str(tmp_path / "stuff"), False)
+    renamed = checkpoint_dir(run / "checkpoints", 1).rename(tmp_path / "best")  # a renamed checkpoint still is one
+    assert plan_run(tmp_path / "new", str(renamed), False).resume_from == renamed
 
 
 # ----------------------------------------------------------------------------------- signals

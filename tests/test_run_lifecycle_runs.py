@@ -144,6 +144,7 @@ def test_resume_skips_a_damaged_checkpoint_and_continues_exactly(tmp_path, caplo
     got = _lora(run)
     assert all(torch.equal(got[k], expected_lora[k]) for k in expected_lora)  # EMA weights, bit for bit
     assert checkpoint_problem(lora.parent) is None  # re-saved
+    assert (run / "checkpoints" / ".damaged-checkpoint-000002" / "lora.safetensors").stat().st_size == 100  # kept aside
     events = EventAccumulator(str(run / "logs" / "genrl"))
     events.Reload()
     assert [e.step for e in events.Scalars("reward/mean")] == [1, 2]

@@ -15,12 +15,13 @@ import shutil
 from pathlib import Path
 
 from genrl.config import ConfigError
-from genrl.utils.files import atomic_write_path, follow_umask, swap_into_place
+from genrl.utils.files import atomic_write_path, follow_umask, restore_interrupted_swap, swap_into_place
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 MANIFEST = "manifest.json"
+TRAINER_STATE_FILE = "trainer_state.pt"  # the trainer's own state, in every genrl checkpoint
 _CHUNK = 1 << 20
 
 
@@ -36,10 +37,17 @@ def checkpoint_epoch(path: str | Path) -> int | None:
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first (temporary directories are ignored)."""
+    """Complete checkpoints under ``root``, oldest first (temporary directories are ignored).
+
+    A checkpoint that a crash left only as its previous version (``.old-checkpoint-<epoch>``, while
+    an epoch was saved again) is renamed back first (:func:`restore_interrupted_swap`).
+    """
     root = Path(root)
     if not root.is_dir():
         return []
+    for old in root.glob(".old-checkpoint-*"):
+        if checkpoint_epoch(old.name.removeprefix(".old-")) is not None:
+            restore_interrupted_swap(root / old.name.removeprefix(".old-"))
     found = [(epoch, p) for p in root.iterdir() if p.is_dir() and (epoch := checkpoint_epoch(p)) is not None]
     return [p for _, p in sorted(found)]
 
@@ -97,8 +105,9 @@ def save_atomically(accelerator, root: str | Path, epoch: int, keep: int) -> Pat
     """``accelerator.save_state`` into a temporary directory, renamed into place once complete.
 
     Every process must call this (accelerate saves per-process RNG states). The manifest is written
-    last, by the main process, once every process has written its files. Older checkpoints beyond
-    the newest ``keep`` are removed only after the new one is in place.
+    last, by the main process, once every process has written its files. Once the new one is in
+    place, checkpoints older than it are removed beyond the newest ``keep`` (this one included);
+    newer ones (left by a run resumed from before them) are never counted or removed.
     """
     root = Path(root)
     final = checkpoint_dir(root, epoch)
@@ -113,7 +122,8 @@ def save_atomically(accelerator, root: str | Path, epoch: int, keep: int) -> Pat
         follow_umask(tmp)  # safetensors writes 0600 files
         write_manifest(tmp)
         swap_into_place(tmp, final)  # re-saving an epoch after a resume replaces it, never leaving neither
-        for stale in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        older = [p for p in list_checkpoints(root) if checkpoint_epoch(p) < epoch]
+        for stale in older[:max(0, len(older) - (keep - 1))] if keep > 0 else []:
             shutil.rmtree(stale)
     accelerator.wait_for_everyone()
     return final
@@ -131,6 +141,8 @@ def choose_checkpoint(resume: str, run_dir: str | Path) -> tuple[Path, list[str]
         path = Path(resume).expanduser()
         if not path.is_dir():
             raise ConfigError(f"resume={resume}: checkpoint directory not found")
+        if checkpoint_epoch(path) is None and not (path / TRAINER_STATE_FILE).is_file():
+            raise ConfigError(_not_a_checkpoint(resume, path))
         problem = checkpoint_problem(path)
         if problem:
             raise ConfigError(f"resume={resume}: cannot resume, {problem}")
@@ -149,6 +161,15 @@ def choose_checkpoint(resume: str, run_dir: str | Path) -> tuple[Path, list[str]
             return path, notes + _unverified_note(path)
         notes.append(f"skipping checkpoint {path.name}: {problem}")
     raise ConfigError(f"--resume: no checkpoint of {run_dir} is intact ({'; '.join(notes)})")
+
+
+def _not_a_checkpoint(resume: str, path: Path) -> str:
+    """Why ``path`` (neither named ``checkpoint-<epoch>`` nor holding the trainer's state) is refused."""
+    if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
+        return (f"resume={resume}: {path} is a run folder, not a checkpoint; did you mean "
+                f"`log.output_dir={resume} --resume` (its newest checkpoint)?")
+    return (f"resume={resume}: {path} is not a genrl checkpoint (neither named checkpoint-<epoch> nor holding "
+            f"{TRAINER_STATE_FILE})")
 
 
 def _unverified_note(path: Path) -> list[str]:

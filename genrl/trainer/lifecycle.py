@@ -1,8 +1,9 @@
 """A run's life in its folder: one run per ``log.output_dir``, a resume that continues exactly or
 says why not, and a stop on SIGINT / SIGTERM that saves first.
 
-:func:`plan_run` only reads the folder; the trainer acts on its :class:`RunPlan` once its set-up
-has succeeded, so a run that fails to start changes nothing a user had.
+:func:`plan_run` only reads the folder (apart from putting back a checkpoint that a crash left as
+``.old-checkpoint-<epoch>``); the trainer acts on its :class:`RunPlan` once its set-up has
+succeeded, so a run that fails to start changes nothing a user had.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class RunPlan:
 
     resume_from: Path | None = None  # the verified checkpoint to load
     clear: list[Path] = field(default_factory=list)  # the previous run's records, deleted first (log.overwrite)
+    #: damaged checkpoints newer than the resume point, renamed ``.damaged-<name>`` first, so that no
+    #: later save or resume counts them
+    set_aside: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what to tell the user (skipped checkpoints, deletions)
 
 
@@ -77,8 +81,9 @@ def plan_run(output_dir: str | Path, resume: str | None, overwrite: bool) -> Run
 
 def _plan_resume(output_dir: Path, resume: str, records: list[Path]) -> RunPlan:
     path, notes = choose_checkpoint(resume, output_dir)
-    if resume == "latest":
-        return RunPlan(resume_from=path, notes=notes)
+    if resume == "latest":  # the checkpoints after it were skipped as damaged
+        damaged = [p for p in list_checkpoints(path.parent) if checkpoint_epoch(p) > checkpoint_epoch(path)]
+        return RunPlan(resume_from=path, set_aside=damaged, notes=notes)
     own = output_dir / "checkpoints"
     if path.resolve().parent != own.resolve():
         if records:  # a checkpoint of another run continued here would mix two runs' records
@@ -91,6 +96,18 @@ def _plan_resume(output_dir: Path, resume: str, records: list[Path]) -> RunPlan:
                           "would discard the later epochs; resume the newest (--resume), or continue from "
                           f"{path.name} in a new log.output_dir")
     return RunPlan(resume_from=path, notes=notes)
+
+
+def set_aside_damaged(paths: list[Path]) -> None:
+    """Rename damaged checkpoints to ``.damaged-<name>`` (kept for inspection; never listed again)."""
+    for path in paths:
+        target = path.with_name(f".damaged-{path.name}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = path.with_name(f".damaged-{path.name}.{n}")
+        path.rename(target)
+        logger.warning("moved the damaged checkpoint %s aside to %s", path, target.name)
 
 
 def clear_run_records(paths: list[Path]) -> None:

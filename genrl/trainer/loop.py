@@ -46,13 +46,12 @@ from genrl.utils.quiet import quiet_hub_libraries
 from genrl.utils.seeding import derived_seed
 from rewards import WeightedSum, build_reward
 
-from .checkpoints import save_atomically
-from .lifecycle import RunInterrupted, RunPlan, StopSignals, clear_run_records, plan_run
+from .checkpoints import TRAINER_STATE_FILE, save_atomically
+from .lifecycle import RunInterrupted, RunPlan, StopSignals, clear_run_records, plan_run, set_aside_damaged
 from .metrics import MetricsLog, TrainingProgress, plot_reward_curve
 
 logger = logging.getLogger(__name__)
 
-TRAINER_STATE_FILE = "trainer_state.pt"
 GRID_IMAGES = 16  # evaluation images in each sample grid, spread over the prompt families
 RATIO_HINT = ("the training forward does not reproduce the sampling forward; likely causes: a different batch "
               "size or order, mixed precision or CFG path differing between sampling and training, dropout in "
@@ -497,6 +496,7 @@ class Trainer:
             for note in plan.notes:
                 logger.warning("%s", note)
             clear_run_records(plan.clear)
+            set_aside_damaged(plan.set_aside)
         acc.wait_for_everyone()
         self._resume()
         if acc.is_main_process:

@@ -49,14 +49,33 @@ def atomic_write_path(path: str | os.PathLike) -> Iterator[Path]:
             os.remove(tmp)
 
 
+def _previous_version(target: Path) -> Path:
+    return target.with_name(f".old-{target.name}")
+
+
+def restore_interrupted_swap(target: str | os.PathLike) -> bool:
+    """Put ``target`` back from its previous version when a crash inside :func:`swap_into_place`
+    left only that (``.old-<name>`` without ``<name>``); returns whether it did, and logs it."""
+    target = Path(target)
+    old = _previous_version(target)
+    if not old.is_dir() or target.exists():
+        return False
+    old.rename(target)
+    logger.warning("restored %s from %s, left by a replacement that a crash interrupted", target, old.name)
+    return True
+
+
 def swap_into_place(complete: Path, target: Path) -> None:
     """Rename the finished folder ``complete`` to ``target``, replacing an existing ``target``.
 
-    Whatever step a crash interrupts, ``target`` or its previous version (``.old-<name>``) exists.
+    Whatever step a crash interrupts, ``target`` or its previous version (``.old-<name>``) exists;
+    :func:`restore_interrupted_swap` (run here first, and by readers such as
+    ``genrl.trainer.checkpoints.list_checkpoints``) puts the previous version back.
     """
+    restore_interrupted_swap(target)
     if target.exists():
-        old = target.with_name(f".old-{target.name}")
-        shutil.rmtree(old, ignore_errors=True)  # left by an earlier crash between the two renames
+        old = _previous_version(target)
+        shutil.rmtree(old, ignore_errors=True)  # left by an earlier crash after the second rename
         target.rename(old)
         complete.rename(target)
         shutil.rmtree(old)
