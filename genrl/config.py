@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import json
 import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, NoReturn
@@ -184,6 +185,15 @@ class ExperimentConfig:
 #: Mappings that a config file or override replaces instead of merging into the defaults, so that
 #: ``reward.weights={pickscore: 1.0}`` means "only PickScore", not "PickScore and the toy verifier".
 REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
+
+#: Keys a resumed run may change (:func:`resume_changes`): they say how long, where or how fast it
+#: runs, or what it logs, not what it trains. A key ending in ``.`` frees everything under it.
+#: ``model.attention`` is a kernel choice (results equal up to rounding); ``model.gradient_checkpointing``
+#: trades memory for time; ``sample.eval_batch_size`` only batches the evaluation, whose noise is
+#: seeded per prompt and image. Everything else (learning rate, batch and group sizes, seed, rewards
+#: and their options, evaluation settings, mixed precision) must match the run being continued.
+RESUME_FREE_KEYS = ("resume", "epochs", "time_budget_minutes", "cpu_threads", "log.", "model.attention",
+                    "model.gradient_checkpointing", "model.trust_remote_code", "sample.eval_batch_size")
 
 #: ``model.pretrained`` values that name the toy pipeline shipped in the package (the loader,
 #: ``genrl.models.loading``, resolves them; kept here so checking a config needs no diffusers).
@@ -452,6 +462,54 @@ def load_config_or_exit(path: str | Path | None, overrides: list[str]) -> Experi
 def to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved configuration as YAML (saved next to every run)."""
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def resume_changes(saved_yaml: str, cfg: ExperimentConfig) -> list[str]:
+    """The settings of ``cfg`` that differ from a run's saved ``config.yaml`` (its text), as
+    ``"key (saved -> now)"``, leaving out :data:`RESUME_FREE_KEYS`.
+
+    Keys are the schema's leaves (a mapping such as ``reward.weights`` is one value). A key one side
+    lacks (a genrl version added or removed it since the run started) is not compared.
+    """
+    try:
+        saved = yaml.safe_load(saved_yaml)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"unreadable YAML: {str(err).splitlines()[0]}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError("it does not hold a mapping of config keys")
+    now = yaml.safe_load(to_yaml(cfg))
+    changes = []
+    for key in _leaf_keys(cfg):
+        if key.startswith(tuple(k for k in RESUME_FREE_KEYS if k.endswith("."))) or key in RESUME_FREE_KEYS:
+            continue
+        before, after = _lookup(saved, key), _lookup(now, key)
+        if before is not _ABSENT and after is not _ABSENT and before != after:
+            changes.append(f"{key} ({_short(before)} -> {_short(after)})")
+    return changes
+
+
+_ABSENT = object()
+
+
+def _leaf_keys(node: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for f in fields(node):
+        value = getattr(node, f.name)
+        keys += _leaf_keys(value, f"{prefix}{f.name}.") if is_dataclass(value) else [prefix + f.name]
+    return keys
+
+
+def _lookup(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return _ABSENT
+        tree = tree[part]
+    return tree
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _last_trained_step(cfg: ExperimentConfig) -> int:

@@ -303,6 +303,28 @@ def test_a_run_folder_given_as_the_checkpoint_is_named_as_such(tmp_path):
     assert plan_run(tmp_path / "new", str(renamed), False).resume_from == renamed
 
 
+def test_a_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path):
+    from genrl.config import load_config, to_yaml
+
+    run = fake_run(tmp_path / "run", epochs=(1,))
+    (run / "config.yaml").write_text(to_yaml(load_config(None, [f"log.output_dir={run}"])))
+    changed = load_config(None, ["train.learning_rate=1e-3", "seed=1", "reward.weights={brightness: 1.0}",
+                                 "epochs=400", "time_budget_minutes=5", "cpu_threads=1", "log.eval_every=3",
+                                 "sample.eval_batch_size=3", f"log.output_dir={tmp_path / 'fork'}"])
+    with pytest.raises(ConfigError) as refused:
+        plan_run(run, "latest", False, changed)
+    message = str(refused.value)
+    assert "\n" not in message and str(run / "config.yaml") in message
+    assert "train.learning_rate (0.0003 -> 0.001)" in message and "seed (42 -> 1)" in message
+    assert 'reward.weights ({"toy_verifier": 1.0} -> {"brightness": 1.0})' in message
+    for free in ("epochs (", "time_budget_minutes (", "cpu_threads (", "log.eval_every", "eval_batch_size ("):
+        assert free not in message
+    with pytest.raises(ConfigError, match="train.learning_rate"):  # a fork from its checkpoint too
+        plan_run(tmp_path / "fork", str(checkpoint_dir(run / "checkpoints", 1)), False, changed)
+    same = load_config(None, ["epochs=400", "time_budget_minutes=5", f"log.output_dir={run}"])
+    assert plan_run(run, "latest", False, same).resume_from == checkpoint_dir(run / "checkpoints", 1)
+
+
 # ----------------------------------------------------------------------------------- signals
 def test_the_first_signal_asks_to_stop_and_a_second_one_aborts(caplog):
     previous = signal.getsignal(signal.SIGINT)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from genrl.config import ConfigError
+from genrl.config import ConfigError, ExperimentConfig, resume_changes
 from genrl.utils.files import LOCK_FILE
 
 from .checkpoints import checkpoint_epoch, choose_checkpoint, list_checkpoints
@@ -50,9 +50,14 @@ def _names(paths: list[Path], limit: int = 4) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def plan_run(output_dir: str | Path, resume: str | None, overwrite: bool) -> RunPlan:
+def plan_run(output_dir: str | Path, resume: str | None, overwrite: bool,
+             config: ExperimentConfig | None = None) -> RunPlan:
     """Decide how a run uses ``output_dir``; a :class:`ConfigError` (one line naming the folder and the
-    choices) when it would mix with, or silently replace, a run already there."""
+    choices) when it would mix with, or silently replace, a run already there.
+
+    With ``config``, a resumed run must also be the run it continues: its settings (but those of
+    :data:`~genrl.config.RESUME_FREE_KEYS`) must match the ``config.yaml`` of the checkpoint's run.
+    """
     output_dir = Path(output_dir)
     entries = [p for p in output_dir.iterdir() if p.name != LOCK_FILE] if output_dir.is_dir() else []
     records = [p for p in entries if _is_record(p.name)]
@@ -60,7 +65,10 @@ def plan_run(output_dir: str | Path, resume: str | None, overwrite: bool) -> Run
         raise ConfigError(f"resume={resume} and log.overwrite=true contradict each other: continue the run in "
                           f"{output_dir} with --resume, or start it over with --overwrite")
     if resume:
-        return _plan_resume(output_dir, resume, records)
+        plan = _plan_resume(output_dir, resume, records)
+        if config is not None:
+            plan.notes += _check_same_run(plan.resume_from, config)
+        return plan
     if not entries:
         return RunPlan()
     if not overwrite:
@@ -96,6 +104,23 @@ def _plan_resume(output_dir: Path, resume: str, records: list[Path]) -> RunPlan:
                           "would discard the later epochs; resume the newest (--resume), or continue from "
                           f"{path.name} in a new log.output_dir")
     return RunPlan(resume_from=path, notes=notes)
+
+
+def _check_same_run(checkpoint: Path, config: ExperimentConfig) -> list[str]:
+    """Refuse a resume whose config differs from the checkpoint's run's ``config.yaml``; the notes to log."""
+    saved = checkpoint.parent.parent / "config.yaml" if checkpoint.parent.name == "checkpoints" else None
+    if saved is None or not saved.is_file():
+        return [f"{checkpoint} has no config.yaml of its run beside it, so the config cannot be compared with it"]
+    try:
+        changes = resume_changes(saved.read_text(encoding="utf-8"), config)
+    except (OSError, UnicodeDecodeError, ConfigError) as err:
+        raise ConfigError(f"resume: cannot read {saved}: {err}") from None
+    if changes:
+        raise ConfigError(f"resume: the config differs from the run's {saved} in {'; '.join(changes)}; a resumed "
+                          "run continues that run, so set them back, or start a new run in a new log.output_dir "
+                          "(only keys that say how it runs, such as epochs, time_budget_minutes and log.*, may "
+                          "change: genrl.config.RESUME_FREE_KEYS)")
+    return []
 
 
 def set_aside_damaged(paths: list[Path]) -> None:

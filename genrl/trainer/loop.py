@@ -125,7 +125,7 @@ class Trainer:
                 if previous:
                     logger.info("took over the lock of %s, left by %s, which is no longer running",
                                 self.output_dir, previous)
-                plan = plan_run(self.output_dir, self.cfg.resume, self.cfg.log.overwrite)
+                plan = plan_run(self.output_dir, self.cfg.resume, self.cfg.log.overwrite, self.cfg)
             except FolderLocked as err:
                 error = ConfigError(f"log.output_dir={self.output_dir}: {err}; wait for that run to end, or "
                                     "choose another log.output_dir")
