@@ -70,6 +70,47 @@ def test_refusals_come_before_the_model_loads_and_change_nothing(tmp_path, monke
     assert snapshot(run) == before
 
 
+def test_a_start_that_fails_leaves_no_folder_behind(tmp_path, capsys):
+    run = tmp_path / "run" / "a"  # neither folder exists
+    with pytest.raises(ConfigError, match=f"{run} does not exist, so there is nothing to resume"):
+        make_trainer(tmp_path, resume="latest", **{"log.output_dir": str(run)})
+    assert not (tmp_path / "run").exists()
+    capsys.readouterr()
+    assert run_script(["--config", str(CONFIGS / "toy.yaml"), *tiny_overrides(tmp_path), "--resume"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "does not exist" in errors[0] and not (tmp_path / "run").exists()
+    # a set-up that fails after the lock was taken removes the folder it created
+    with pytest.raises(ConfigError, match="data.train_prompts"):
+        make_trainer(tmp_path, **{"log.output_dir": str(run), "data.train_prompts": str(tmp_path / "none.txt")})
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_fails_in_one_line_naming_the_file(tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from genrl.models.lora import lora_state_dict
+    from genrl.trainer.lifecycle import RunPlan
+
+    trainer = make_trainer(tmp_path)  # lora.rank=4
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch.save({name: obj.state_dict() for name, obj in trainer._checkpointed.items()}, ckpt / "trainer_state.pt")
+    wider = {k: torch.zeros(2 * v.shape[0], *v.shape[1:]) for k, v in lora_state_dict(trainer.unwrapped, "default").items()}
+    save_file(wider, ckpt / "lora.safetensors")  # a checkpoint of another lora.rank
+    trainer._plan = RunPlan(resume_from=ckpt)
+    with pytest.raises(ConfigError) as refused:
+        trainer._resume()
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"cannot resume from {ckpt / 'lora.safetensors'}: ")
+    assert "size mismatch for" in message and "more)" in message
+    # an error that is not about the checkpoint (here: out of memory) is not disguised as one
+    monkeypatch.setattr(trainer.accelerator, "load_state", lambda path: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory")))
+    with pytest.raises(torch.OutOfMemoryError):
+        trainer._resume()
+    trainer._lock.release()
+
+
 def one_prompt_per_family(tmp_path):
     seen: dict[str, str] = {}
     for spec in split("test"):

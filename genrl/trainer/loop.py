@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import signal
 import time
 import warnings
@@ -23,6 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, broadcast_object_list, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm, family_weights
@@ -95,6 +97,7 @@ class Trainer:
     def __init__(self, cfg: ExperimentConfig) -> None:
         self.cfg = cfg
         self.output_dir = Path(cfg.log.output_dir)
+        created = _missing_folders(self.output_dir)  # removed again if the set-up fails
         self.algorithm = build_algorithm(cfg.train.algorithm, cfg)
         self.units_per_batch = self.algorithm.num_train_units()
         self.accelerator = Accelerator(
@@ -106,11 +109,14 @@ class Trainer:
                                                 logging_dir=str(self.output_dir / "logs")))
         self._lock = FolderLock(self.output_dir)
         self._stop: StopSignals | None = None  # while train() runs
+        self._loading: str | None = None  # the checkpoint file being loaded, which a resume error names
         try:
             self._plan = self._claim_output_dir()
             self._setup()
         except BaseException:
             self._lock.release()
+            if self.accelerator.is_main_process:
+                _remove_empty(created)
             raise
 
     # ----------------------------------------------------------------------------------- set-up
@@ -121,6 +127,8 @@ class Trainer:
         plan, error = None, None
         if acc.is_main_process:
             try:
+                if not self.output_dir.exists():  # refuse (say, --resume with nothing to resume) before the lock creates it
+                    plan_run(self.output_dir, self.cfg.resume, self.cfg.log.overwrite, self.cfg)
                 previous = self._lock.acquire()
                 if previous:
                     logger.info("took over the lock of %s, left by %s, which is no longer running",
@@ -244,7 +252,7 @@ class Trainer:
             weights.pop()
 
     def _load_state_hook(self, models, input_dir) -> None:
-        path = os.path.join(input_dir, TRAINER_STATE_FILE)
+        path = self._loading = os.path.join(input_dir, TRAINER_STATE_FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{input_dir} is not a genrl checkpoint ({TRAINER_STATE_FILE} missing)")
         states = torch.load(path, map_location="cpu", weights_only=True)
@@ -258,8 +266,9 @@ class Trainer:
         if self.cfg.lora.enabled:
             model = self.accelerator.unwrap_model(models.pop())
             for adapter in model.peft_config:
-                path = os.path.join(input_dir, self._lora_file(adapter))
+                path = self._loading = os.path.join(input_dir, self._lora_file(adapter))
                 load_lora_state_dict(model, load_file(path, device=str(self.accelerator.device)), adapter)
+        self._loading = None  # accelerate loads the optimizer, scheduler and RNG states next
 
     def _setup_rewards(self) -> None:
         r = self.cfg.reward
@@ -515,9 +524,15 @@ class Trainer:
             return
         try:
             self.accelerator.load_state(str(path))
-        except Exception as err:  # its files are intact (or predate manifests): it does not fit this run
-            reason = err.args[0] if isinstance(err, KeyError) and err.args else err
-            raise ConfigError(f"cannot resume from {path}: {type(err).__name__}: {reason}") from err
+        except Exception as err:
+            # its files are intact (or predate manifests), so an error about its contents means it does
+            # not fit this run; anything else (out of memory, a device error) is not about the checkpoint
+            if not _is_load_error(err):
+                raise
+            raise ConfigError(f"cannot resume from {self._loading or path}: {type(err).__name__}: "
+                              f"{_one_line(err)}") from err
+        finally:
+            self._loading = None
         logger.info("resumed from %s at epoch %d", path, self.state.epoch)
 
     def _log(self, record: dict, grid: tuple[np.ndarray, list[str]] | None = None) -> None:
@@ -699,6 +714,44 @@ def ema_step(ema: EMAModel, params: list[torch.nn.Parameter], optimizer_step: in
     ema.optimization_step = optimizer_step
     ema.step(params)
     return True
+
+
+def _is_load_error(err: Exception) -> bool:
+    """Whether ``err``, raised by ``load_state``, says a checkpoint's contents do not fit: a missing file or
+    key, a state of the wrong size (``load_state_dict``'s mismatches), a file torch or safetensors cannot read."""
+    if isinstance(err, (KeyError, ValueError, FileNotFoundError, pickle.UnpicklingError, SafetensorError)):
+        return True
+    first = str(err).lstrip().split("\n", 1)[0]
+    return (isinstance(err, RuntimeError) and not isinstance(err, torch.OutOfMemoryError)
+            and first.startswith(("Error(s) in loading state_dict", "PytorchStreamReader")))
+
+
+def _one_line(err: Exception) -> str:
+    """An error's message on one line: its first line, and the first item of a list it introduces
+    (``load_state_dict`` lists every mismatched tensor) with how many more there are."""
+    text = err.args[0] if isinstance(err, KeyError) and err.args else err
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}" + (f" (and {len(lines) - 2} more)" if len(lines) > 2 else "")
+    return lines[0] if lines else type(err).__name__
+
+
+def _missing_folders(path: Path) -> list[Path]:
+    """``path`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty: what a failed start created and left unused."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
