@@ -22,14 +22,14 @@ if TYPE_CHECKING:  # torch and diffusers load in seconds: imported once the comm
     from diffusers import SD3Transformer2DModel
 
 
-def sd35_medium_like(layers: int, max_tokens_per_side: int) -> SD3Transformer2DModel:
-    """SD3.5-Medium's transformer shape over the toy pipeline's latent channels and text widths."""
+def sd35_medium_like(layers: int, max_tokens_per_side: int, latent_channels: int) -> SD3Transformer2DModel:
+    """SD3.5-Medium's transformer shape (patch 2) over the toy VAE's latent channels and the toy text widths."""
     from diffusers import SD3Transformer2DModel
 
-    from genrl.toy.pipeline import LATENT_CHANNELS, TEXT_HIDDEN, TEXT_PROJECTION
+    from genrl.toy.pipeline import TEXT_HIDDEN, TEXT_PROJECTION
 
     return SD3Transformer2DModel(
-        sample_size=2 * max_tokens_per_side, patch_size=2, in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS,
+        sample_size=2 * max_tokens_per_side, patch_size=2, in_channels=latent_channels, out_channels=latent_channels,
         num_layers=layers, attention_head_dim=64, num_attention_heads=24, joint_attention_dim=2 * TEXT_HIDDEN,
         caption_projection_dim=1536, pooled_projection_dim=2 * TEXT_PROJECTION, pos_embed_max_size=max_tokens_per_side,
         qk_norm="rms_norm", dual_attention_layers=tuple(range(min(13, layers))))
@@ -42,15 +42,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--size", type=int, default=256, help="largest image side the positional table covers (px)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.layers < 1 or args.size < 4:  # size // 4 latent tokens per side (VAE /2, patch /2): at least one
-        parser.error("--layers must be >= 1 and --size >= 4")
+    if args.layers < 1 or args.size < 16:  # at least one token per side for a VAE of up to /8, patch /2
+        parser.error("--layers must be >= 1 and --size >= 16")
     import torch  # torch and diffusers load in seconds: only once the command line is checked
 
     from genrl.toy.pipeline import load_toy_pipeline
 
     torch.manual_seed(args.seed)
     pipe = load_toy_pipeline()
-    pipe.transformer = sd35_medium_like(args.layers, args.size // 4)  # VAE /2, patch /2
+    vae = pipe.vae.config
+    downsample = 2 ** (len(vae.block_out_channels) - 1)  # each VAE block but the last halves the side
+    pipe.transformer = sd35_medium_like(args.layers, args.size // (2 * downsample), vae.latent_channels)
     pipe.register_modules(transformer=pipe.transformer)
     pipe.save_pretrained(args.out, safe_serialization=True)
     params = sum(p.numel() for p in pipe.transformer.parameters())

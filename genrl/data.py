@@ -42,7 +42,7 @@ def _from_items(items: list[PromptSpec | str], source: str) -> PromptDataset:
 
 
 def load_prompts(source: str) -> PromptDataset:
-    """``toy:train`` / ``toy:test`` (toy splits, with their specs as metadata), or a ``.txt``/``.jsonl`` file."""
+    """``toy:train`` / ``toy:test`` / ``toy:test_ood`` (toy splits, with their specs as metadata), or a ``.txt``/``.jsonl`` file."""
     if source.startswith(TOY_PREFIX):
         return _from_items(list(split(source[len(TOY_PREFIX):])), source)
     path = Path(source).expanduser()

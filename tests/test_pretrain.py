@@ -40,48 +40,54 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monke
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     pretrain(PretrainConfig(out_dir=str(straight), **TINY), log_path=tmp_path / "straight.jsonl")
 
-    original = pretrain_module._Run.save_state
-
-    def save_then_die(self, stage_, step_, opt, ema):
-        original(self, stage_, step_, opt, ema)
-        if (stage_, step_) == (stage, step):
-            raise KeyboardInterrupt  # killed right after this checkpoint
-
-    monkeypatch.setattr(pretrain_module._Run, "save_state", save_then_die)
+    restore = _interrupt_after(monkeypatch, stage, step)
     with pytest.raises(KeyboardInterrupt):
         pretrain(PretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
     assert (resume_dir(resumed) / "state.pt").is_file() and not resumed.exists()
-    monkeypatch.setattr(pretrain_module._Run, "save_state", original)
+    restore()
     pretrain(PretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
 
     a, b = _weights(straight), _weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = [json.loads(line) for line in (tmp_path / "resumed.jsonl").read_text().splitlines()]
     stages = [r["stage"] for r in log]
-    assert stages.count("config") == 1 and stages.count("resume") == 1 and stages[-1] == "final"
+    assert stages.count("config") == stages.count("resume") == stages.count("vae_done") == 1
+    assert stages[-1] == "final"
     straight_log = [json.loads(line) for line in (tmp_path / "straight.jsonl").read_text().splitlines()]
     # the same training records, none repeated by the resumption
     train = [(r["stage"], r["step"], r["loss"]) for r in log if "loss" in r]
     assert train == [(r["stage"], r["step"], r["loss"]) for r in straight_log if "loss" in r]
 
 
-def test_resuming_with_other_settings_is_refused_by_name(tmp_path, monkeypatch):
-    out = tmp_path / "run"
+def _interrupt_after(monkeypatch, stage, step):
+    """Make pretraining die right after it writes the checkpoint of (stage, step)."""
     original = pretrain_module._Run.save_state
 
     def save_then_die(self, stage_, step_, opt, ema):
         original(self, stage_, step_, opt, ema)
-        raise KeyboardInterrupt
+        if (stage_, step_) == (stage, step):
+            raise KeyboardInterrupt
 
     monkeypatch.setattr(pretrain_module._Run, "save_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain(PretrainConfig(out_dir=str(out), **TINY))
-    monkeypatch.setattr(pretrain_module._Run, "save_state", original)
+    return lambda: monkeypatch.setattr(pretrain_module._Run, "save_state", original)
+
+
+def test_resuming_with_other_settings_is_refused_by_name(tmp_path, monkeypatch):
+    vae_cut, denoiser_cut = tmp_path / "vae_cut", tmp_path / "denoiser_cut"
+    for out, stage in ((vae_cut, "vae"), (denoiser_cut, "denoiser")):
+        restore = _interrupt_after(monkeypatch, stage, 2)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(PretrainConfig(out_dir=str(out), **TINY))
+        restore()
     with pytest.raises(PretrainError, match=r"other settings \(lr\).*fresh=true"):
-        pretrain(PretrainConfig(out_dir=str(out), **{**TINY, "lr": 1e-3}))
-    # execution settings may change; fresh=true starts over
-    pretrain(PretrainConfig(out_dir=str(out), **{**TINY, "lr": 1e-3, "fresh": True}))
-    assert (out / "model_index.json").is_file()
+        pretrain(PretrainConfig(out_dir=str(denoiser_cut), **{**TINY, "lr": 1e-3}))
+    with pytest.raises(PretrainError, match=r"other settings \(vae_lr\)"):
+        pretrain(PretrainConfig(out_dir=str(vae_cut), **{**TINY, "vae_lr": 1e-2}))
+    # the denoiser's settings are free while it has not started; execution settings always are
+    pretrain(PretrainConfig(out_dir=str(vae_cut), **{**TINY, "lr": 1e-3, "steps": 3, "threads": 1}))
+    # fresh=true starts over
+    pretrain(PretrainConfig(out_dir=str(denoiser_cut), **{**TINY, "lr": 1e-3, "fresh": True}))
+    assert (vae_cut / "model_index.json").is_file() and (denoiser_cut / "model_index.json").is_file()
 
 
 def test_a_damaged_state_file_is_named(tmp_path):

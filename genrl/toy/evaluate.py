@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .pipeline import TOY_GUIDANCE_SCALE, TOY_MAX_SEQUENCE_LENGTH, TOY_NUM_INFERENCE_STEPS
-from .prompts import split
+from .prompts import SPLITS, split
 from .verifier import Verdict, verify
 from .world import FAMILIES, PromptSpec
 
@@ -60,6 +59,8 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, num_inferenc
     Each image has its own generator, so the result does not depend on ``batch_size``.
     ``max_sequence_length=None`` keeps the pipeline's own default (256 T5 tokens for SD3).
     """
+    import torch
+
     extra = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
     if len(prompts) != len(seeds):
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
@@ -106,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="hub id or local pipeline dir (default: the shipped toy pipeline)")
     parser.add_argument("--lora", default=None, help="a LoRA directory to load on top (e.g. a run's final/lora)")
-    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument("--split", default="test", choices=list(SPLITS))
     parser.add_argument("--images-per-prompt", type=int, default=4)
     parser.add_argument("--steps", type=int, default=TOY_NUM_INFERENCE_STEPS)
     parser.add_argument("--guidance", type=float, default=TOY_GUIDANCE_SCALE)

@@ -50,6 +50,9 @@ FLIPPED_RELATIONS = {"left of": "right of", "right of": "left of", "above": "bel
 #: and its resumption.
 EXECUTION_FIELDS = frozenset({"threads", "device", "checkpoint_every", "eval_every", "eval_images_per_prompt",
                               "final_eval_images_per_prompt", "fresh"})
+#: Fields only the denoiser stage reads: a run interrupted in its VAE stage may resume with others.
+DENOISER_FIELDS = frozenset({"caption_noise", "steps", "batch_size", "lr", "warmup_steps", "weight_decay",
+                             "prompt_dropout", "ema_decay"})
 STATE_FILE = "state.pt"
 
 
@@ -75,7 +78,7 @@ class PretrainConfig:
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6  # weight of the KL term against the L1 reconstruction loss
     # denoiser stage
-    steps: int = 5000  # optimisation steps of transformer + text encoders
+    steps: int = 4000  # optimisation steps of transformer + text encoders
     batch_size: int = 64
     lr: float = 8e-4  # AdamW peak learning rate, cosine-decayed to 10 %
     warmup_steps: int = 200
@@ -142,9 +145,10 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _recipe(cfg: PretrainConfig) -> dict:
-    """The fields that decide what a run computes (a resumed run must match them)."""
-    return {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_FIELDS}
+def _recipe(settings: dict, stage: str = "denoiser") -> dict:
+    """The settings that decide what a run computes up to the end of ``stage`` (a resumed run must match them)."""
+    ignored = EXECUTION_FIELDS | (DENOISER_FIELDS if stage == "vae" else frozenset())
+    return {k: v for k, v in settings.items() if k not in ignored}
 
 
 class _Run:
@@ -186,7 +190,7 @@ class _Run:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state = {
-            "recipe": _recipe(self.cfg), "stage": stage, "step": step, "elapsed_s": self.elapsed(),
+            "recipe": _recipe(asdict(self.cfg)), "stage": stage, "step": step, "elapsed_s": self.elapsed(),
             "modules": {k: m.state_dict() for k, m in self._modules().items()},
             "vae_factors": [self.pipe.vae.config.shift_factor, self.pipe.vae.config.scaling_factor],
             "optimizer": opt.state_dict() if opt is not None else None,
@@ -212,8 +216,8 @@ class _Run:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # a damaged state must not be half-used; say which file and what to do
             raise PretrainError(f"cannot read {path} ({type(err).__name__}); delete it or pass fresh=true") from err
-        changed = sorted(k for k in set(state["recipe"]) | set(_recipe(self.cfg))
-                         if state["recipe"].get(k) != _recipe(self.cfg).get(k))
+        saved, wanted = _recipe(state["recipe"], state["stage"]), _recipe(asdict(self.cfg), state["stage"])
+        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         if changed:
             raise PretrainError(f"{self.state_dir} holds an interrupted run with other settings ({', '.join(changed)}); "
                                 "run it with those settings to resume, or pass fresh=true to start over")
@@ -368,13 +372,14 @@ def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
         if log_path and Path(log_path).exists():
             Path(log_path).unlink()  # a fresh run's log starts empty: one file, one run
         run.log({"stage": "config", **asdict(cfg)})
-    if cfg.init_from is None and (saved is None or saved["stage"] == "vae"):
-        run.train_vae(saved)
-        saved = None
-        run.save_state("denoiser", 0, None, None)  # the VAE stage is done: a resume starts the denoiser
+    if saved is None or saved["stage"] == "vae":  # else the log already holds the VAE stage's end
+        if cfg.init_from is None:
+            run.train_vae(saved)
+            saved = None
+            run.save_state("denoiser", 0, None, None)  # the VAE stage is done: a resume starts the denoiser
+        run.log({"stage": "vae_done", "elapsed_s": run.elapsed(), "shift_factor": run.pipe.vae.config.shift_factor,
+                 "scaling_factor": run.pipe.vae.config.scaling_factor})
     run.pipe.vae.eval().requires_grad_(False)
-    run.log({"stage": "vae_done", "elapsed_s": run.elapsed(),
-             "shift_factor": run.pipe.vae.config.shift_factor, "scaling_factor": run.pipe.vae.config.scaling_factor})
     run.train_denoiser(saved)
     train_s = run.elapsed()
     run.pipe.to("cpu")
