@@ -272,8 +272,9 @@ def _describe(err: OmegaConfBaseException) -> str:
 def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
     """Check relations between values that types alone cannot express; raise :class:`ConfigError`.
 
-    ``num_processes`` (when given) also checks that the prompt sampler can lay out whole groups
-    (:func:`check_group_layout`); a config written for 8 GPUs cannot know it by itself.
+    ``num_processes`` (when given) also checks that the prompt sampler can lay out whole groups of
+    distinct training prompts (:func:`check_group_layout`, which reads ``data.train_prompts`` for their
+    number); a config written for 8 GPUs cannot know it by itself.
     """
     s, t = cfg.sample, cfg.train
     checks = [
@@ -310,7 +311,7 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         if not ok:
             raise ConfigError(message)
     if num_processes is not None:
-        check_group_layout(s, num_processes)
+        check_group_layout(s, num_processes, len(load_prompt_set("data.train_prompts", cfg.data.train_prompts)))
     if s.same_latent and (t.algorithm == "diffusion_nft" or s.noise_level == 0):
         # one initial noise per group through a deterministic sampler gives identical images: no reward spread
         why = "train.algorithm 'diffusion_nft' samples" if t.algorithm == "diffusion_nft" else "sample.noise_level 0 samples"
@@ -327,17 +328,19 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
     _check_rewards(cfg.reward)
 
 
-def check_group_layout(sample: SampleConfig, num_processes: int) -> None:
+def check_group_layout(sample: SampleConfig, num_processes: int, num_prompts: int | None = None) -> None:
     """:func:`group_layout_problem` for a config's sample settings, as a :class:`ConfigError`."""
-    problem = group_layout_problem(sample.batch_size, sample.group_size, num_processes)
+    problem = group_layout_problem(sample.batch_size, sample.group_size, num_processes, num_prompts)
     if problem:
         raise ConfigError(problem)
 
 
-def group_layout_problem(batch_size: int, group_size: int, num_processes: int) -> str | None:
+def group_layout_problem(batch_size: int, group_size: int, num_processes: int,
+                         num_prompts: int | None = None) -> str | None:
     """Why the prompt sampler cannot lay out whole groups, or None: the images of one sampling
     iteration, ``num_processes * batch_size``, form whole groups of ``group_size`` images of one
-    prompt (a group may span processes).
+    prompt (a group may span processes), each group of another of the ``num_prompts`` training
+    prompts (when given).
 
     The one statement of the rule: ``genrl.algorithms.sampler.KRepeatSampler`` raises it as a
     ``ValueError``. The message names the config keys the trainer builds the sampler from.
@@ -349,7 +352,25 @@ def group_layout_problem(batch_size: int, group_size: int, num_processes: int) -
         return (f"sample.group_size={group_size} must divide num_processes x sample.batch_size = "
                 f"{num_processes} x {batch_size} = {total}, the images of one sampling iteration, "
                 "which form whole groups of one prompt")
+    if num_prompts is not None and total // group_size > num_prompts:
+        return (f"num_processes x sample.batch_size / sample.group_size = {num_processes} x {batch_size} / "
+                f"{group_size} = {total // group_size} distinct prompts per sampling iteration, but "
+                f"data.train_prompts has {num_prompts}; raise sample.group_size or lower sample.batch_size")
     return None
+
+
+def load_prompt_set(key: str, source: str):
+    """The ``genrl.data.PromptDataset`` of config key ``key`` (``data.train_prompts`` or
+    ``data.test_prompts``); a missing, empty or malformed source is a :class:`ConfigError` naming it.
+
+    Imports no torch (the toy splits are built from the world's tables), so validation may call it.
+    """
+    from genrl.data import load_prompts
+
+    try:
+        return load_prompts(source)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{key}={source!r}: {err}") from err
 
 
 def is_local_model_path(model: str) -> bool:

@@ -276,3 +276,18 @@ def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
             make_trainer(tmp_path, **{"model.attention": "xformers"})
     else:
         pytest.skip("xformers is installed, so there is no missing-extra error to check")
+
+
+@pytest.mark.parametrize("batch, group, prompts", [(3, 2, None), (8, 2, 3)])
+def test_the_trainer_checks_the_group_layout_of_its_own_launch(tmp_path, batch, group, prompts):
+    """A config loaded without a process count (the Python API) is checked when the trainer knows it."""
+    extra = {"sample.batch_size": batch, "sample.group_size": group}
+    if prompts:
+        train = tmp_path / "train.txt"
+        train.write_text("".join(f"{s.prompt}\n" for s in split("train")[:prompts]), encoding="utf-8")
+        extra["data.train_prompts"] = str(train)
+    cfg = load_config(CONFIGS / "toy.yaml", tiny_overrides(tmp_path, **extra))  # no num_processes: not judged
+    with pytest.raises(ConfigError, match="sample.group_size") as refused:
+        Trainer(cfg)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "run").exists()

@@ -28,8 +28,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm, family_weights
-from genrl.config import ConfigError, ExperimentConfig, to_yaml
-from genrl.data import PromptDataset, load_prompts, prompt_family
+from genrl.config import ConfigError, ExperimentConfig, check_group_layout, load_prompt_set, to_yaml
+from genrl.data import prompt_family
 from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
 from genrl.models import build_adapter
 from genrl.models.loading import load_pipeline
@@ -76,14 +76,6 @@ class TrainState:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.samples, self.train_seconds = int(state.get("samples", 0)), float(state.get("train_seconds", 0.0))
-
-
-def _load_prompt_set(key: str, source: str) -> PromptDataset:
-    """The prompts of config key ``key``; a missing, empty or malformed source is a :class:`ConfigError` naming it."""
-    try:
-        return load_prompts(source)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"{key}={source!r}: {err}") from err
 
 
 class Trainer:
@@ -165,8 +157,10 @@ class Trainer:
 
     def _setup_data(self) -> None:
         cfg, acc = self.cfg, self.accelerator
-        self.train_set = _load_prompt_set("data.train_prompts", cfg.data.train_prompts)
-        self.test_set = _load_prompt_set("data.test_prompts", cfg.data.test_prompts)
+        self.train_set = load_prompt_set("data.train_prompts", cfg.data.train_prompts)
+        self.test_set = load_prompt_set("data.test_prompts", cfg.data.test_prompts)
+        # a config loaded without a process count (load_config's default) was not checked against this launch
+        check_group_layout(cfg.sample, acc.num_processes, len(self.train_set))
         weights = (family_weights([prompt_family(m) for m in self.train_set.metadata])
                    if cfg.data.balance == "family" else None)
         self.sampler = KRepeatSampler(len(self.train_set), cfg.sample.batch_size, cfg.sample.group_size,
