@@ -278,6 +278,46 @@ def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
         pytest.skip("xformers is installed, so there is no missing-extra error to check")
 
 
+def _capture_evaluation(trainer: Trainer) -> list[torch.Tensor]:
+    """Make ``trainer.evaluate()`` hand its images, in job order, to the returned list."""
+    seen: list[torch.Tensor] = []
+
+    class Capture:
+        def __call__(self, images, prompts, metadata):
+            seen.append(images.detach().clone())
+            return type("R", (), {"scores": torch.zeros(len(prompts))})()
+
+    trainer.eval_rewards = {"capture": Capture()}
+    return seen
+
+
+def _eval_generators(trainer: Trainer) -> list[torch.Generator]:
+    """The evaluation's initial-noise generators of the test prompts (one image each), keyed as documented."""
+    from genrl.utils.seeding import derived_seed
+
+    return [torch.Generator().manual_seed(derived_seed(trainer.cfg.seed, "eval", i, 0))
+            for i in range(len(trainer.test_set))]
+
+
+def _pipeline_images(trainer: Trainer, guidance: float) -> torch.Tensor:
+    """The diffusers pipeline's own sampler (Euler, CFG at ``guidance``) from the evaluation's noise."""
+    return trainer.pipe(trainer.test_set.prompts, num_inference_steps=trainer.cfg.sample.eval_num_steps,
+                        guidance_scale=guidance, max_sequence_length=0, generator=_eval_generators(trainer),
+                        output_type="pt").images
+
+
+def test_evaluation_uses_cfg_when_only_the_evaluation_scale_asks_for_it(tmp_path):
+    # rollouts without CFG (the DiffusionNFT recipe), evaluation at the base model's usual scale
+    trainer = make_trainer(tmp_path, **{"sample.guidance_scale": 1.0, "sample.eval_guidance_scale": 4.5})
+    seen = _capture_evaluation(trainer)
+    trainer.evaluate()
+    images = torch.cat(seen)
+    assert images.shape[0] == len(trainer.test_set) == 4
+    # the LoRA starts at zero, so evaluation is the base pipeline with CFG at 4.5 from the same noise
+    torch.testing.assert_close(images, _pipeline_images(trainer, 4.5), atol=1e-5, rtol=1e-4)
+    assert (images - _pipeline_images(trainer, 1.0)).abs().max() > 0.05  # and not the CFG-free sampler
+
+
 @pytest.mark.parametrize("batch, group, prompts", [(3, 2, None), (8, 2, 3)])
 def test_the_trainer_checks_the_group_layout_of_its_own_launch(tmp_path, batch, group, prompts):
     """A config loaded without a process count (the Python API) is checked when the trainer knows it."""

@@ -437,7 +437,7 @@ class Trainer:
                 prompts = [self.test_set.prompts[i] for i, _ in chunk]
                 metadata = [self.test_set.metadata[i] for i, _ in chunk]
                 with acc.autocast():
-                    cond = adapter.encode(prompts)
+                    cond = adapter.encode(prompts, guidance_scale=guidance)  # negative prompts if it uses CFG
                     x = adapter.initial_noise(self._generators(*[(cfg.seed, "eval", i, r) for i, r in chunk]))
                     traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, guidance_scale=guidance,
                                                                          model=self.unwrapped),
