@@ -61,6 +61,7 @@ class SampleConfig:
     step_type: str = "sde"  # "sde" (Flow-GRPO) or "cps" (coefficients-preserving)
     noise_level: float = 0.7
     solver: str = "euler"  # deterministic steps of training rollouts: "euler" or "dpm2" (DPM-Solver++(2M))
+    eval_solver: str | None = None  # solver of the deterministic evaluation sampler (None: same as solver)
     window_size: int = 0  # Flow-GRPO-Fast: stochastic steps per rollout (0: all steps)
     window_range: list[int] | None = None  # [r0, r1): where the window may start and end (None: all steps)
     batch_size: int = 8  # images per process per sampling iteration
@@ -281,6 +282,7 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (cfg.model.family in ("sd3", "flux"), "model.family must be 'sd3' or 'flux'"),
         (s.step_type in ("sde", "cps"), "sample.step_type must be 'sde' or 'cps'"),
         (s.solver in ("euler", "dpm2"), "sample.solver must be 'euler' or 'dpm2'"),
+        (s.eval_solver in (None, "euler", "dpm2"), "sample.eval_solver must be 'euler', 'dpm2' or null (sample.solver)"),
         (cfg.model.attention in ("sdpa", "xformers"), "model.attention must be 'sdpa' or 'xformers'"),
         (s.num_steps >= 2, "sample.num_steps must be >= 2"),
         (0 <= s.noise_level, "sample.noise_level must be >= 0"),

@@ -153,3 +153,9 @@ def test_an_iteration_needing_more_prompts_than_the_training_set_has_is_a_config
     # the prompt source itself is checked on the way, with the trainer's message
     assert _error(None, [f"data.train_prompts={tmp_path / 'none.txt'}"], num_processes=1).startswith(
         f"data.train_prompts='{tmp_path / 'none.txt'}': ")
+
+
+def test_the_evaluation_solver_defaults_to_the_training_one_and_is_checked():
+    assert load_config(None, ["sample.solver=dpm2"]).sample.eval_solver is None  # the trainer reads None as solver
+    assert load_config(None, ["sample.solver=dpm2", "sample.eval_solver=euler"]).sample.eval_solver == "euler"
+    assert "sample.eval_solver" in _error(None, ["sample.eval_solver=heun"])

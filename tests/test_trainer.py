@@ -318,6 +318,29 @@ def test_evaluation_uses_cfg_when_only_the_evaluation_scale_asks_for_it(tmp_path
     assert (images - _pipeline_images(trainer, 1.0)).abs().max() > 0.05  # and not the CFG-free sampler
 
 
+@pytest.mark.parametrize("eval_solver", [None, "euler"])
+def test_evaluation_samples_with_the_training_solver_unless_told_otherwise(tmp_path, eval_solver):
+    from genrl.sampling.rollout import rollout
+
+    extra = {"sample.solver": "dpm2", **({"sample.eval_solver": eval_solver} if eval_solver else {})}
+    trainer = make_trainer(tmp_path, **extra)
+    seen = _capture_evaluation(trainer)
+    trainer.evaluate()
+    images = torch.cat(seen)
+    euler = _pipeline_images(trainer, trainer.cfg.sample.guidance_scale)  # the pipeline's own (Euler) sampler
+    if eval_solver == "euler":
+        torch.testing.assert_close(images, euler, atol=1e-5, rtol=1e-4)
+        return
+    # the deterministic sampler of the training rollouts, DPM-Solver++(2M), from the same noise
+    adapter = trainer.adapter
+    cond = adapter.encode(trainer.test_set.prompts)
+    x = adapter.initial_noise(_eval_generators(trainer))
+    traj = rollout(lambda z, s: adapter.velocity(z, s, cond), x, adapter.schedule(trainer.cfg.sample.eval_num_steps),
+                   window=(0, 0), ode_solver="dpm2")
+    torch.testing.assert_close(images, adapter.decode(traj.final).float(), atol=1e-5, rtol=1e-4)
+    assert (images - euler).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("batch, group, prompts", [(3, 2, None), (8, 2, 3)])
 def test_the_trainer_checks_the_group_layout_of_its_own_launch(tmp_path, batch, group, prompts):
     """A config loaded without a process count (the Python API) is checked when the trainer knows it."""

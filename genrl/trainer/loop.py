@@ -410,7 +410,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, float], np.ndarray, list[str]]:
-        """Deterministic (ODE) sampling of the test prompts at ``eval_num_steps`` with the EMA weights.
+        """Deterministic (ODE) sampling of the test prompts at ``eval_num_steps`` with the EMA weights, the
+        evaluation guidance scale and solver (``sample.eval_guidance_scale``, ``sample.eval_solver``; the
+        training ones when unset).
 
         Returns the metrics (means over all processes) and, for a sample grid, up to ``GRID_IMAGES``
         of this process's images, of prompts spread over the prompt families, with their captions
@@ -419,7 +421,8 @@ class Trainer:
         cfg, acc, adapter = self.cfg, self.accelerator, self.adapter
         n = cfg.sample.eval_images_per_prompt
         jobs = [(i, r) for i in range(len(self.test_set)) for r in range(n)][acc.process_index::acc.num_processes]
-        guidance = cfg.sample.eval_guidance_scale if cfg.sample.eval_guidance_scale is not None else None
+        guidance = cfg.sample.eval_guidance_scale  # None: the adapter's, sample.guidance_scale
+        solver = cfg.sample.eval_solver or cfg.sample.solver
         sigmas = adapter.schedule(cfg.sample.eval_num_steps).to(acc.device)
         scores: dict[str, list[torch.Tensor]] = {k: [] for k in self.eval_rewards}
         families = [prompt_family(m) for m in self.test_set.metadata]
@@ -441,7 +444,7 @@ class Trainer:
                     x = adapter.initial_noise(self._generators(*[(cfg.seed, "eval", i, r) for i, r in chunk]))
                     traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, guidance_scale=guidance,
                                                                          model=self.unwrapped),
-                                   x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0))
+                                   x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0), ode_solver=solver)
                     images = adapter.decode(traj.final).float()
                 for metric, reward in self.eval_rewards.items():
                     scores[metric].append(reward(images, prompts, metadata).scores.to(acc.device, torch.float32))
