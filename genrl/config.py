@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import lru_cache
@@ -87,7 +88,6 @@ class TrainConfig:
     beta: float = 0.0  # KL weight against the reference policy (adapter disabled)
     kl_convention: str = "code"  # "code" (the released code: no dt factor) or "paper"
     timestep_fraction: float = 0.99  # share of each rollout's steps that is trained (first ones); a window trains all its steps
-    cfg: bool = True  # repeat classifier-free guidance in the training forward
     gradient_accumulation_steps: int = 1  # sampling batches per optimizer step
     num_inner_epochs: int = 1
     ema: bool = True
@@ -196,6 +196,15 @@ REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
 RESUME_FREE_KEYS = ("resume", "epochs", "time_budget_minutes", "cpu_threads", "log.", "model.attention",
                     "model.gradient_checkpointing", "model.trust_remote_code", "sample.eval_batch_size")
 
+#: Keys earlier versions had, which this one no longer reads: key -> (the value that matches what the
+#: trainer does, why it went). A config that sets one to that value (a run's saved ``config.yaml``) still
+#: loads, with a warning; any other value is a :class:`ConfigError`, since the run would not do what it says.
+REMOVED_KEYS: dict[str, tuple[Any, str]] = {
+    "train.cfg": (True, ("the training forward always uses the rollouts' guidance, as the on-policy ratio needs "
+                         "(sample.guidance_scale; on SD3, classifier-free guidance when > 1); to train without "
+                         "CFG set sample.guidance_scale=1")),
+}
+
 #: ``model.pretrained`` values that name the toy pipeline shipped in the package (the loader,
 #: ``genrl.models.loading``, resolves them; kept here so checking a config needs no diffusers).
 TOY_MODEL_ALIASES = frozenset({"toy", "genrl/sd3-toy"})
@@ -219,6 +228,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in override:
             raise ConfigError(f"invalid configuration {source}: expected key=value")
         parts.append((source, _guarded(source, OmegaConf.from_dotlist, [override])))
+    for source, part in parts:
+        _drop_removed_keys(source, part)
     merged = OmegaConf.structured(ExperimentConfig)
     for source, part in parts:  # one at a time, so that an error names the file or override that caused it
         merged = _guarded(source, OmegaConf.merge, merged, part)
@@ -252,6 +263,22 @@ def _read_yaml(path: Path) -> DictConfig:
     if not isinstance(data, DictConfig):
         raise ConfigError(f"{path} must hold a mapping of config keys, not a {type(data).__name__}")
     return data
+
+
+def _drop_removed_keys(source: str, part: DictConfig) -> None:
+    """Take the :data:`REMOVED_KEYS` out of one file's or override's mapping: with a warning when a key holds
+    the value that matches what the trainer does, else a :class:`ConfigError` saying why the key went."""
+    for key, (matching, why) in REMOVED_KEYS.items():
+        parent_key, _, name = key.rpartition(".")
+        parent = OmegaConf.select(part, parent_key) if parent_key else part
+        if not isinstance(parent, DictConfig) or name not in parent:
+            continue
+        value = parent[name]
+        if value != matching:
+            shown = str(value).lower() if isinstance(value, bool) else value  # as YAML spells it
+            raise ConfigError(f"{key}={shown} {source}: {key} was removed, {why}")
+        warnings.warn(f"{key} {source} is ignored: it was removed, {why}", FutureWarning, stacklevel=3)
+        del parent[name]
 
 
 def _guarded(source: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

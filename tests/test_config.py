@@ -155,6 +155,33 @@ def test_an_iteration_needing_more_prompts_than_the_training_set_has_is_a_config
         f"data.train_prompts='{tmp_path / 'none.txt'}': ")
 
 
+def test_the_removed_train_cfg_key_is_ignored_when_true_and_refused_when_false(tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from genrl.config import TrainConfig, to_yaml
+
+    assert "cfg" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    # a run's config.yaml written before the key went holds train.cfg: true, which is what the trainer does
+    saved = yaml.safe_load(to_yaml(load_config(TOY)))
+    saved["train"]["cfg"] = True
+    old = tmp_path / "config.yaml"
+    old.write_text(yaml.safe_dump(saved), encoding="utf-8")
+    with pytest.warns(FutureWarning, match="train.cfg .* is ignored"):
+        assert load_config(old) == load_config(TOY)
+    with pytest.warns(FutureWarning, match="train.cfg"):
+        load_config(None, ["train.cfg=true"])
+    # false promised a training forward without CFG, which only sample.guidance_scale=1 gives
+    for overrides in (["train.cfg=false"], ["sample.guidance_scale=1", "train.cfg=false"]):
+        message = _error(None, overrides)
+        assert message.startswith("train.cfg=false in the command-line override 'train.cfg=false': train.cfg was removed")
+        assert "sample.guidance_scale=1" in message
+    saved["train"]["cfg"] = False
+    old.write_text(yaml.safe_dump(saved), encoding="utf-8")
+    assert _error(old).startswith(f"train.cfg=false in {old}: ")
+
+
 def test_the_evaluation_solver_defaults_to_the_training_one_and_is_checked():
     assert load_config(None, ["sample.solver=dpm2"]).sample.eval_solver is None  # the trainer reads None as solver
     assert load_config(None, ["sample.solver=dpm2", "sample.eval_solver=euler"]).sample.eval_solver == "euler"

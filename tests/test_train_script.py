@@ -39,6 +39,7 @@ def test_overrides_may_come_before_and_after_options():
     # more groups of distinct prompts per iteration than the toy training split has prompts
     (["sample.batch_size=512", "sample.group_size=1"],
      "= 512 distinct prompts per sampling iteration, but data.train_prompts has"),
+    (["train.cfg=false"], "train.cfg was removed"),
 ])
 def test_a_bad_command_line_fails_in_one_line_before_torch_loads(argv, culprit):
     result, stderr = run_probe(SCRIPT, argv)
