@@ -126,13 +126,19 @@ def test_kl_to_the_disabled_adapter_is_zero_at_init_and_positive_after_a_step(tm
 
 def test_all_nan_rewards_stop_the_run_before_any_update(tmp_path):
     trainer = make_trainer(tmp_path)
-    before = [p.detach().clone() for p in trainer.params]
-    batches = [trainer.sample_batch(0, 0, next(iter(trainer.sampler)))]
+    lora = lambda: {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if "lora_" in n}
+    before = lora()
+    assert before and all(any(p is q for q in trainer.params) for n, p in trainer.unwrapped.named_parameters()
+                          if "lora_" in n)  # the optimizer's parameters are these LoRA weights
     trainer.reward_fn.components["toy_verifier"].score = lambda images, prompts, metadata: type(
         "R", (), {"scores": torch.full((len(prompts),), math.nan), "info": {}})()
     with pytest.raises(FloatingPointError, match="toy_verifier"), pytest.warns(RuntimeWarning, match="non-finite"):
-        trainer.score_epoch(batches)
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
+        trainer.train()  # the whole run: evaluation, then the first epoch's sampling, scoring and update
+    assert trainer.state.global_step == 0 and trainer.state.epoch == 0
+    assert not trainer.optimizer.state  # AdamW creates its moments at its first step
+    after = lora()
+    assert after.keys() == before.keys() and all(torch.equal(before[n], after[n]) for n in before)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_empty_prompt_file_is_named(tmp_path):
