@@ -1,7 +1,7 @@
 """How much signal one epoch's policy gradient carries: the gradient signal-to-noise ratio at the base policy.
 
     python bench/gradient_snr.py                                   # toy config, 40 epochs' gradients
-    python bench/gradient_snr.py --epochs 20 --config configs/x.yaml key=value ...
+    python bench/gradient_snr.py --epochs 20 --config configs/toy_fast_cps.yaml key=value ...
 
 Each epoch is sampled and scored exactly as the trainer does (same prompts, windows and
 advantages), and the gradient of its loss over every (batch, step) unit is taken at the *initial*

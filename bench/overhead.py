@@ -1,7 +1,7 @@
 """Overhead ratio of one training epoch.
 
     python bench/overhead.py                               # the toy config, as scripts/train_t2i.py runs it
-    python bench/overhead.py --config configs/x.yaml key=value ...
+    python bench/overhead.py --config configs/toy_fast_cps.yaml key=value ...
 
 ratio = wall time of one epoch (sampling, decoding, rewards, advantages, updates)
         / time of the transformer calls that epoch must make, replayed in isolation in the same run

@@ -1,7 +1,7 @@
 """Where a reward is decided: how much of its variance the SDE noise of each window of steps carries.
 
     python bench/reward_variance.py                                   # toy config, windows 0:2 0:3 2:9 5:9 and all
-    python bench/reward_variance.py --windows 0:1 0:2 --prompts 32 --config configs/x.yaml key=value ...
+    python bench/reward_variance.py --windows 0:1 0:2 --prompts 32 --config configs/toy_fast_cps.yaml key=value ...
 
 A GRPO policy gradient can only learn from the part of a reward's variance that its own actions,
 the SDE steps' noise, cause; the part decided by the initial noise x_T is invisible to it. For each

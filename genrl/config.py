@@ -17,6 +17,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from functools import lru_cache
@@ -61,6 +62,7 @@ class SampleConfig:
     step_type: str = "sde"  # "sde" (Flow-GRPO) or "cps" (coefficients-preserving)
     noise_level: float = 0.7
     solver: str = "euler"  # deterministic steps of training rollouts: "euler" or "dpm2" (DPM-Solver++(2M))
+    eval_solver: str | None = None  # solver of the deterministic evaluation sampler (None: same as solver)
     window_size: int = 0  # Flow-GRPO-Fast: stochastic steps per rollout (0: all steps)
     window_range: list[int] | None = None  # [r0, r1): where the window may start and end (None: all steps)
     batch_size: int = 8  # images per process per sampling iteration
@@ -86,7 +88,6 @@ class TrainConfig:
     beta: float = 0.0  # KL weight against the reference policy (adapter disabled)
     kl_convention: str = "code"  # "code" (the released code: no dt factor) or "paper"
     timestep_fraction: float = 0.99  # share of each rollout's steps that is trained (first ones); a window trains all its steps
-    cfg: bool = True  # repeat classifier-free guidance in the training forward
     gradient_accumulation_steps: int = 1  # sampling batches per optimizer step
     num_inner_epochs: int = 1
     ema: bool = True
@@ -195,6 +196,15 @@ REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
 RESUME_FREE_KEYS = ("resume", "epochs", "time_budget_minutes", "cpu_threads", "log.", "model.attention",
                     "model.gradient_checkpointing", "model.trust_remote_code", "sample.eval_batch_size")
 
+#: Keys earlier versions had, which this one no longer reads: key -> (the value that matches what the
+#: trainer does, why it went). A config that sets one to that value (a run's saved ``config.yaml``) still
+#: loads, with a warning; any other value is a :class:`ConfigError`, since the run would not do what it says.
+REMOVED_KEYS: dict[str, tuple[Any, str]] = {
+    "train.cfg": (True, ("the training forward always uses the rollouts' guidance, as the on-policy ratio needs "
+                         "(sample.guidance_scale; on SD3, classifier-free guidance when > 1); to train without "
+                         "CFG set sample.guidance_scale=1")),
+}
+
 #: ``model.pretrained`` values that name the toy pipeline shipped in the package (the loader,
 #: ``genrl.models.loading``, resolves them; kept here so checking a config needs no diffusers).
 TOY_MODEL_ALIASES = frozenset({"toy", "genrl/sd3-toy"})
@@ -218,6 +228,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in override:
             raise ConfigError(f"invalid configuration {source}: expected key=value")
         parts.append((source, _guarded(source, OmegaConf.from_dotlist, [override])))
+    for source, part in parts:
+        _drop_removed_keys(source, part)
     merged = OmegaConf.structured(ExperimentConfig)
     for source, part in parts:  # one at a time, so that an error names the file or override that caused it
         merged = _guarded(source, OmegaConf.merge, merged, part)
@@ -253,6 +265,22 @@ def _read_yaml(path: Path) -> DictConfig:
     return data
 
 
+def _drop_removed_keys(source: str, part: DictConfig) -> None:
+    """Take the :data:`REMOVED_KEYS` out of one file's or override's mapping: with a warning when a key holds
+    the value that matches what the trainer does, else a :class:`ConfigError` saying why the key went."""
+    for key, (matching, why) in REMOVED_KEYS.items():
+        parent_key, _, name = key.rpartition(".")
+        parent = OmegaConf.select(part, parent_key) if parent_key else part
+        if not isinstance(parent, DictConfig) or name not in parent:
+            continue
+        value = parent[name]
+        if value != matching:
+            shown = str(value).lower() if isinstance(value, bool) else value  # as YAML spells it
+            raise ConfigError(f"{key}={shown} {source}: {key} was removed, {why}")
+        warnings.warn(f"{key} {source} is ignored: it was removed, {why}", FutureWarning, stacklevel=3)
+        del parent[name]
+
+
 def _guarded(source: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)`` with OmegaConf's errors turned into a one-line :class:`ConfigError` naming ``source``."""
     try:
@@ -272,14 +300,16 @@ def _describe(err: OmegaConfBaseException) -> str:
 def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
     """Check relations between values that types alone cannot express; raise :class:`ConfigError`.
 
-    ``num_processes`` (when given) also checks that the prompt sampler can lay out whole groups
-    (:func:`check_group_layout`); a config written for 8 GPUs cannot know it by itself.
+    ``num_processes`` (when given) also checks that the prompt sampler can lay out whole groups of
+    distinct training prompts (:func:`check_group_layout`, which reads ``data.train_prompts`` for their
+    number); a config written for 8 GPUs cannot know it by itself.
     """
     s, t = cfg.sample, cfg.train
     checks = [
         (cfg.model.family in ("sd3", "flux"), "model.family must be 'sd3' or 'flux'"),
         (s.step_type in ("sde", "cps"), "sample.step_type must be 'sde' or 'cps'"),
         (s.solver in ("euler", "dpm2"), "sample.solver must be 'euler' or 'dpm2'"),
+        (s.eval_solver in (None, "euler", "dpm2"), "sample.eval_solver must be 'euler', 'dpm2' or null (sample.solver)"),
         (cfg.model.attention in ("sdpa", "xformers"), "model.attention must be 'sdpa' or 'xformers'"),
         (s.num_steps >= 2, "sample.num_steps must be >= 2"),
         (0 <= s.noise_level, "sample.noise_level must be >= 0"),
@@ -310,7 +340,7 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         if not ok:
             raise ConfigError(message)
     if num_processes is not None:
-        check_group_layout(s, num_processes)
+        check_group_layout(s, num_processes, len(load_prompt_set("data.train_prompts", cfg.data.train_prompts)))
     if s.same_latent and (t.algorithm == "diffusion_nft" or s.noise_level == 0):
         # one initial noise per group through a deterministic sampler gives identical images: no reward spread
         why = "train.algorithm 'diffusion_nft' samples" if t.algorithm == "diffusion_nft" else "sample.noise_level 0 samples"
@@ -327,17 +357,19 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
     _check_rewards(cfg.reward)
 
 
-def check_group_layout(sample: SampleConfig, num_processes: int) -> None:
+def check_group_layout(sample: SampleConfig, num_processes: int, num_prompts: int | None = None) -> None:
     """:func:`group_layout_problem` for a config's sample settings, as a :class:`ConfigError`."""
-    problem = group_layout_problem(sample.batch_size, sample.group_size, num_processes)
+    problem = group_layout_problem(sample.batch_size, sample.group_size, num_processes, num_prompts)
     if problem:
         raise ConfigError(problem)
 
 
-def group_layout_problem(batch_size: int, group_size: int, num_processes: int) -> str | None:
+def group_layout_problem(batch_size: int, group_size: int, num_processes: int,
+                         num_prompts: int | None = None) -> str | None:
     """Why the prompt sampler cannot lay out whole groups, or None: the images of one sampling
     iteration, ``num_processes * batch_size``, form whole groups of ``group_size`` images of one
-    prompt (a group may span processes).
+    prompt (a group may span processes), each group of another of the ``num_prompts`` training
+    prompts (when given).
 
     The one statement of the rule: ``genrl.algorithms.sampler.KRepeatSampler`` raises it as a
     ``ValueError``. The message names the config keys the trainer builds the sampler from.
@@ -349,7 +381,25 @@ def group_layout_problem(batch_size: int, group_size: int, num_processes: int) -
         return (f"sample.group_size={group_size} must divide num_processes x sample.batch_size = "
                 f"{num_processes} x {batch_size} = {total}, the images of one sampling iteration, "
                 "which form whole groups of one prompt")
+    if num_prompts is not None and total // group_size > num_prompts:
+        return (f"num_processes x sample.batch_size / sample.group_size = {num_processes} x {batch_size} / "
+                f"{group_size} = {total // group_size} distinct prompts per sampling iteration, but "
+                f"data.train_prompts has {num_prompts}; raise sample.group_size or lower sample.batch_size")
     return None
+
+
+def load_prompt_set(key: str, source: str):
+    """The ``genrl.data.PromptDataset`` of config key ``key`` (``data.train_prompts`` or
+    ``data.test_prompts``); a missing, empty or malformed source is a :class:`ConfigError` naming it.
+
+    Imports no torch (the toy splits are built from the world's tables), so validation may call it.
+    """
+    from genrl.data import load_prompts
+
+    try:
+        return load_prompts(source)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(f"{key}={source!r}: {err}") from err
 
 
 def is_local_model_path(model: str) -> bool:

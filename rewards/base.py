@@ -23,7 +23,6 @@ class Reward(ABC):
     """Base class of every reward.
 
     Subclasses set the class attributes that describe them and implement :meth:`score`.
-    ``kind`` is ``"sample"`` for per-sample rewards and ``"set"`` for rewards that judge a set;
     ``differentiable`` says whether gradients reach the pixels; ``required_metadata`` lists the
     per-sample metadata keys :meth:`score` reads.
     """
@@ -31,7 +30,6 @@ class Reward(ABC):
     name: str = "reward"
     #: what the reward scores: images ``(N, 3, H, W)`` in [0, 1] or mono waveforms ``(N, T)``
     modality: Literal["image", "audio"] = "image"
-    kind: Literal["sample", "set"] = "sample"
     differentiable: bool = False
     required_metadata: tuple[str, ...] = ()
 

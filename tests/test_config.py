@@ -126,3 +126,63 @@ def test_a_cps_kl_window_that_reaches_the_last_step_is_rejected_whatever_the_fra
     cps = ["sample.step_type=cps", "train.beta=1e-4", "sample.num_steps=6", "sample.window_size=5"]
     assert "sample.window_range" in _error(None, [*cps, "train.timestep_fraction=0.5"])
     assert load_config(None, [*cps, "sample.window_range=[0,5]"]).sample.window_size == 5
+
+
+def test_an_iteration_needing_more_prompts_than_the_training_set_has_is_a_config_error(tmp_path):
+    from genrl.algorithms.sampler import KRepeatSampler
+    from genrl.toy.prompts import split
+
+    n_train = len(split("train"))
+    message = _error(None, [f"sample.batch_size={2 * n_train}", "sample.group_size=1"], num_processes=1)
+    for key in ("sample.batch_size", "sample.group_size", "data.train_prompts"):
+        assert key in message
+    assert f"{2 * n_train} distinct prompts per sampling iteration" in message and f"has {n_train}" in message
+    three = tmp_path / "three.txt"
+    three.write_text("a red circle\na blue square\na green cross\n", encoding="utf-8")
+    # (processes, batch, group): processes x batch / group prompts are drawn per iteration, 3 exist
+    for processes, batch, k, fits in [(1, 6, 2, True), (1, 8, 2, False), (2, 4, 2, False), (2, 3, 2, True),
+                                      (1, 24, 8, True), (3, 6, 6, True), (3, 8, 6, False), (1, 4, 1, False)]:
+        overrides = [f"data.train_prompts={three}", f"sample.batch_size={batch}", f"sample.group_size={k}"]
+        if fits:
+            load_config(None, overrides, num_processes=processes)
+            KRepeatSampler(3, batch, k, num_replicas=processes)
+            continue
+        with pytest.raises(ValueError) as refused:
+            KRepeatSampler(3, batch, k, num_replicas=processes)
+        assert _error(None, overrides, num_processes=processes) == str(refused.value)
+    # the prompt source itself is checked on the way, with the trainer's message
+    assert _error(None, [f"data.train_prompts={tmp_path / 'none.txt'}"], num_processes=1).startswith(
+        f"data.train_prompts='{tmp_path / 'none.txt'}': ")
+
+
+def test_the_removed_train_cfg_key_is_ignored_when_true_and_refused_when_false(tmp_path):
+    import dataclasses
+
+    import yaml
+
+    from genrl.config import TrainConfig, to_yaml
+
+    assert "cfg" not in {f.name for f in dataclasses.fields(TrainConfig)}
+    # a run's config.yaml written before the key went holds train.cfg: true, which is what the trainer does
+    saved = yaml.safe_load(to_yaml(load_config(TOY)))
+    saved["train"]["cfg"] = True
+    old = tmp_path / "config.yaml"
+    old.write_text(yaml.safe_dump(saved), encoding="utf-8")
+    with pytest.warns(FutureWarning, match="train.cfg .* is ignored"):
+        assert load_config(old) == load_config(TOY)
+    with pytest.warns(FutureWarning, match="train.cfg"):
+        load_config(None, ["train.cfg=true"])
+    # false promised a training forward without CFG, which only sample.guidance_scale=1 gives
+    for overrides in (["train.cfg=false"], ["sample.guidance_scale=1", "train.cfg=false"]):
+        message = _error(None, overrides)
+        assert message.startswith("train.cfg=false in the command-line override 'train.cfg=false': train.cfg was removed")
+        assert "sample.guidance_scale=1" in message
+    saved["train"]["cfg"] = False
+    old.write_text(yaml.safe_dump(saved), encoding="utf-8")
+    assert _error(old).startswith(f"train.cfg=false in {old}: ")
+
+
+def test_the_evaluation_solver_defaults_to_the_training_one_and_is_checked():
+    assert load_config(None, ["sample.solver=dpm2"]).sample.eval_solver is None  # the trainer reads None as solver
+    assert load_config(None, ["sample.solver=dpm2", "sample.eval_solver=euler"]).sample.eval_solver == "euler"
+    assert "sample.eval_solver" in _error(None, ["sample.eval_solver=heun"])

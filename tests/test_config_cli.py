@@ -2,6 +2,7 @@
 load: ``--help`` and bad input import no heavy module and end with one ``error:`` line, exit status 2."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,17 @@ def test_evaluate_checks_its_arguments_before_the_pipeline_loads(tmp_path, monke
         with pytest.raises(SystemExit) as exit:
             evaluate.main(argv)
         assert exit.value.code == 2
+
+
+def test_the_scripts_and_docs_name_config_files_that_exist():
+    named = {}
+    for path in [*sorted((ROOT / "scripts").glob("*.py")), *sorted((ROOT / "bench").glob("*.py")),
+                 ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for ref in re.findall(r"configs/[\w./-]+?\.yaml", path.read_text(encoding="utf-8")):
+            named.setdefault(ref, []).append(path.relative_to(ROOT).as_posix())
+    missing = {ref: where for ref, where in named.items() if not (ROOT / ref).is_file()}
+    assert not missing, f"config files named but not shipped: {missing}"
+    # the training script's usage text is among them: its examples are runnable as written
+    usage = (ROOT / "scripts" / "train_t2i.py").read_text(encoding="utf-8").split('"""')[1]
+    assert {"configs/sd3.5m_pickscore.yaml", "configs/accelerate/single_process.yaml"} <= set(
+        re.findall(r"configs/[\w./-]+?\.yaml", usage))

@@ -2,39 +2,84 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from rewards import AestheticMLP, build_reward
+from rewards import build_reward
 
 
 def _images(n=3, seed=0, size=32):
     return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
-def test_aesthetic_is_the_mlp_on_unit_clip_embeddings(tmp_path):
-    clip = build_reward("clip_score", model="toy")
-    dim = clip.model.visual.output_dim
-    torch.manual_seed(0)
-    mlp = AestheticMLP(dim)
-    torch.save(mlp.state_dict(), tmp_path / "aesthetic.pth")
+#: The released predictor's linear layers (sac+logos+ava1-l14-linearMSE.pth): state-dict index, out features.
+#: Its dropouts sit at 1, 3 and 5, and there is no activation: the head is one affine map.
+AESTHETIC_LAYERS = [(0, 1024), (2, 128), (4, 64), (6, 16), (7, 1)]
+
+
+def _toy_open_clip(**kwargs):
+    """The toy CLIP through open_clip's own loader: a model separate from the reward's, its eval transform
+    (resize, centre crop, ToTensor, the checkpoint's mean and std) and its tokenizer."""
+    import open_clip
+
+    from genrl.toy.clip import TOY_CLIP_DIR
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{TOY_CLIP_DIR}", **kwargs)
+    return model.eval(), preprocess, open_clip.get_tokenizer(f"local-dir:{TOY_CLIP_DIR}")
+
+
+def _uint8_images(n=3, seed=0, size=32):
+    """Random uint8 images at the toy CLIP's input size, as PIL images (the reference scripts' input) and as
+    the float tensor in [0, 1] a trainer hands a reward."""
+    from PIL import Image
+
+    pixels = torch.randint(0, 256, (n, size, size, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+    return [Image.fromarray(p.numpy()) for p in pixels], pixels.permute(0, 3, 1, 2).float() / 255
+
+
+def test_aesthetic_is_the_linear_head_on_unit_clip_embeddings(tmp_path):
+    model, preprocess, _ = _toy_open_clip()
+    dim = model.visual.output_dim
+    g = torch.Generator().manual_seed(0)
+    state, width = {}, dim
+    for index, out in AESTHETIC_LAYERS:  # a checkpoint laid out as the released one
+        state[f"layers.{index}.weight"] = torch.randn(out, width, generator=g) / width ** 0.5
+        state[f"layers.{index}.bias"] = 0.1 * torch.randn(out, generator=g)
+        width = out
+    torch.save(state, tmp_path / "aesthetic.pth")
     reward = build_reward("aesthetic", mlp_path=str(tmp_path / "aesthetic.pth"), model="toy", pretrained=None)
-    images = _images()
+    pil, images = _uint8_images()
+    # the predictor's reference script: CLIP image features of the preprocessed image, L2-normalised, then the
+    # head (eval mode: dropout off), here as the affine maps it is, in float64
     with torch.no_grad():
-        expected = mlp.eval()(clip.embed_images(images))
-    torch.testing.assert_close(reward(images, ["a"] * 3).scores, expected)
+        features = model.encode_image(torch.stack([preprocess(im) for im in pil])).double()
+    h = features / features.norm(dim=-1, keepdim=True)
+    for index, _ in AESTHETIC_LAYERS:
+        h = h @ state[f"layers.{index}.weight"].double().T + state[f"layers.{index}.bias"].double()
+    expected = h.squeeze(-1)
+    scores = reward(images, ["a"] * 3).scores
+    assert scores.dtype == torch.float32
+    torch.testing.assert_close(scores.double(), expected, rtol=1e-4, atol=1e-5)
+    assert expected.std() > 1e-3  # the images score differently, so a mix-up of images would show
     assert reward.differentiable
     with pytest.raises(FileNotFoundError, match="sac\\+logos"):
         build_reward("aesthetic", mlp_path=str(tmp_path / "missing.pth"), model="toy", pretrained=None)
 
 
-def test_hpsv2_is_the_unclamped_cosine():
+def test_hpsv2_is_the_unclamped_cosine_of_the_clip_features():
     reward = build_reward("hpsv2", checkpoint="", model="toy")
-    clip = build_reward("clip_score", model="toy")
-    images, prompts = _images(), ["a photo of a red circle", "a photo of two squares", "a photo of a blue cross"]
+    model, preprocess, tokenizer = _toy_open_clip(output_dict=True)
+    pil, images = _uint8_images()
+    prompts = ["a photo of a red circle", "a photo of two squares", "a photo of a blue cross"]
+    # hpsv2's scoring: the model's (unit-norm) image and text features, the diagonal of their product, with
+    # no logit scale and no clamp
     with torch.no_grad():
-        text = F.normalize(clip.model.encode_text(clip.tokenizer(prompts)), dim=-1)
-        expected = (clip.embed_images(images) * text).sum(-1)
-    torch.testing.assert_close(reward(images, prompts).scores, expected)
+        out = model(torch.stack([preprocess(im) for im in pil]), tokenizer(prompts))
+    expected = torch.diagonal(out["image_features"].double() @ out["text_features"].double().T)
+    torch.testing.assert_close(reward(images, prompts).scores.double(), expected, rtol=1e-4, atol=1e-5)
+    # every image against every prompt: some pairs have a negative cosine, which the score keeps
+    grid = torch.stack([reward(images, [p] * 3).scores for p in prompts], 1).double()
+    reference = out["image_features"].double() @ out["text_features"].double().T
+    torch.testing.assert_close(grid, reference, rtol=1e-4, atol=1e-5)
+    assert (reference < 0).any() and (reference > 0).any()
 
 
 def test_dino_similarity_is_one_for_the_reference_itself(tmp_path):

@@ -79,3 +79,12 @@ def test_reference_transforms_use_per_prompt_base_rewards():
         refs.get("unknown")
     with pytest.raises(ValueError, match="non-finite"):
         refs.add("p", [float("nan")])
+
+
+def test_a_reward_declares_only_attributes_the_framework_reads():
+    # name (messages, components), modality (input conversion, the reward server's wire format),
+    # differentiable (combined by the ensembles and transforms), required_metadata (checked before score);
+    # the former ``kind`` ("sample" / "set") was read nowhere, so setting it changed nothing
+    assert set(Reward.__annotations__) == {"name", "modality", "differentiable", "required_metadata"}
+    with pytest.raises(KeyError, match="lacks metadata"):
+        type("NeedsSpec", (Fixed,), {"required_metadata": ("spec",)})([1.0, 2.0, 3.0])(IMAGES, PROMPTS)

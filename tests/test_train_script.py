@@ -36,6 +36,10 @@ def test_overrides_may_come_before_and_after_options():
     (["model.pretrained=./no-such-pipeline"], "model.pretrained"),
     (["sample.group_size=3"], "sample.group_size=3 must divide num_processes x sample.batch_size"),
     (["reward.weights={toy_verifier: nan}"], "reward.weights.toy_verifier=nan"),
+    # more groups of distinct prompts per iteration than the toy training split has prompts
+    (["sample.batch_size=512", "sample.group_size=1"],
+     "= 512 distinct prompts per sampling iteration, but data.train_prompts has"),
+    (["train.cfg=false"], "train.cfg was removed"),
 ])
 def test_a_bad_command_line_fails_in_one_line_before_torch_loads(argv, culprit):
     result, stderr = run_probe(SCRIPT, argv)

@@ -126,13 +126,19 @@ def test_kl_to_the_disabled_adapter_is_zero_at_init_and_positive_after_a_step(tm
 
 def test_all_nan_rewards_stop_the_run_before_any_update(tmp_path):
     trainer = make_trainer(tmp_path)
-    before = [p.detach().clone() for p in trainer.params]
-    batches = [trainer.sample_batch(0, 0, next(iter(trainer.sampler)))]
+    lora = lambda: {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if "lora_" in n}
+    before = lora()
+    assert before and all(any(p is q for q in trainer.params) for n, p in trainer.unwrapped.named_parameters()
+                          if "lora_" in n)  # the optimizer's parameters are these LoRA weights
     trainer.reward_fn.components["toy_verifier"].score = lambda images, prompts, metadata: type(
         "R", (), {"scores": torch.full((len(prompts),), math.nan), "info": {}})()
     with pytest.raises(FloatingPointError, match="toy_verifier"), pytest.warns(RuntimeWarning, match="non-finite"):
-        trainer.score_epoch(batches)
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.params, strict=True))
+        trainer.train()  # the whole run: evaluation, then the first epoch's sampling, scoring and update
+    assert trainer.state.global_step == 0 and trainer.state.epoch == 0
+    assert not trainer.optimizer.state  # AdamW creates its moments at its first step
+    after = lora()
+    assert after.keys() == before.keys() and all(torch.equal(before[n], after[n]) for n in before)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_empty_prompt_file_is_named(tmp_path):
@@ -276,3 +282,81 @@ def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
             make_trainer(tmp_path, **{"model.attention": "xformers"})
     else:
         pytest.skip("xformers is installed, so there is no missing-extra error to check")
+
+
+def _capture_evaluation(trainer: Trainer) -> list[torch.Tensor]:
+    """Make ``trainer.evaluate()`` hand its images, in job order, to the returned list."""
+    seen: list[torch.Tensor] = []
+
+    class Capture:
+        def __call__(self, images, prompts, metadata):
+            seen.append(images.detach().clone())
+            return type("R", (), {"scores": torch.zeros(len(prompts))})()
+
+    trainer.eval_rewards = {"capture": Capture()}
+    return seen
+
+
+def _eval_generators(trainer: Trainer) -> list[torch.Generator]:
+    """The evaluation's initial-noise generators of the test prompts (one image each), keyed as documented."""
+    from genrl.utils.seeding import derived_seed
+
+    return [torch.Generator().manual_seed(derived_seed(trainer.cfg.seed, "eval", i, 0))
+            for i in range(len(trainer.test_set))]
+
+
+def _pipeline_images(trainer: Trainer, guidance: float) -> torch.Tensor:
+    """The diffusers pipeline's own sampler (Euler, CFG at ``guidance``) from the evaluation's noise."""
+    return trainer.pipe(trainer.test_set.prompts, num_inference_steps=trainer.cfg.sample.eval_num_steps,
+                        guidance_scale=guidance, max_sequence_length=0, generator=_eval_generators(trainer),
+                        output_type="pt").images
+
+
+def test_evaluation_uses_cfg_when_only_the_evaluation_scale_asks_for_it(tmp_path):
+    # rollouts without CFG (the DiffusionNFT recipe), evaluation at the base model's usual scale
+    trainer = make_trainer(tmp_path, **{"sample.guidance_scale": 1.0, "sample.eval_guidance_scale": 4.5})
+    seen = _capture_evaluation(trainer)
+    trainer.evaluate()
+    images = torch.cat(seen)
+    assert images.shape[0] == len(trainer.test_set) == 4
+    # the LoRA starts at zero, so evaluation is the base pipeline with CFG at 4.5 from the same noise
+    torch.testing.assert_close(images, _pipeline_images(trainer, 4.5), atol=1e-5, rtol=1e-4)
+    assert (images - _pipeline_images(trainer, 1.0)).abs().max() > 0.05  # and not the CFG-free sampler
+
+
+@pytest.mark.parametrize("eval_solver", [None, "euler"])
+def test_evaluation_samples_with_the_training_solver_unless_told_otherwise(tmp_path, eval_solver):
+    from genrl.sampling.rollout import rollout
+
+    extra = {"sample.solver": "dpm2", **({"sample.eval_solver": eval_solver} if eval_solver else {})}
+    trainer = make_trainer(tmp_path, **extra)
+    seen = _capture_evaluation(trainer)
+    trainer.evaluate()
+    images = torch.cat(seen)
+    euler = _pipeline_images(trainer, trainer.cfg.sample.guidance_scale)  # the pipeline's own (Euler) sampler
+    if eval_solver == "euler":
+        torch.testing.assert_close(images, euler, atol=1e-5, rtol=1e-4)
+        return
+    # the deterministic sampler of the training rollouts, DPM-Solver++(2M), from the same noise
+    adapter = trainer.adapter
+    cond = adapter.encode(trainer.test_set.prompts)
+    x = adapter.initial_noise(_eval_generators(trainer))
+    traj = rollout(lambda z, s: adapter.velocity(z, s, cond), x, adapter.schedule(trainer.cfg.sample.eval_num_steps),
+                   window=(0, 0), ode_solver="dpm2")
+    torch.testing.assert_close(images, adapter.decode(traj.final).float(), atol=1e-5, rtol=1e-4)
+    assert (images - euler).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("batch, group, prompts", [(3, 2, None), (8, 2, 3)])
+def test_the_trainer_checks_the_group_layout_of_its_own_launch(tmp_path, batch, group, prompts):
+    """A config loaded without a process count (the Python API) is checked when the trainer knows it."""
+    extra = {"sample.batch_size": batch, "sample.group_size": group}
+    if prompts:
+        train = tmp_path / "train.txt"
+        train.write_text("".join(f"{s.prompt}\n" for s in split("train")[:prompts]), encoding="utf-8")
+        extra["data.train_prompts"] = str(train)
+    cfg = load_config(CONFIGS / "toy.yaml", tiny_overrides(tmp_path, **extra))  # no num_processes: not judged
+    with pytest.raises(ConfigError, match="sample.group_size") as refused:
+        Trainer(cfg)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "run").exists()

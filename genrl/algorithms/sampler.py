@@ -25,12 +25,10 @@ class KRepeatSampler:
 
     def __init__(self, dataset_size: int, batch_size: int, k: int, num_replicas: int = 1, rank: int = 0,
                  seed: int = 42, weights: Sequence[float] | None = None) -> None:
-        problem = group_layout_problem(batch_size, k, num_replicas)  # the rule a config is checked by
+        problem = group_layout_problem(batch_size, k, num_replicas, dataset_size)  # the rule a config is checked by
         if problem:
             raise ValueError(problem)
         total = num_replicas * batch_size
-        if total // k > dataset_size:
-            raise ValueError(f"need {total // k} distinct prompts per iteration but the dataset has {dataset_size}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} out of range for {num_replicas} processes")
         if weights is not None:

@@ -55,8 +55,9 @@ class FluxAdapter:
         return False
 
     @torch.no_grad()
-    def encode(self, prompts: Sequence[str]) -> FluxConditioning:
-        """Embed prompts with the pipeline's CLIP and T5 encoders."""
+    def encode(self, prompts: Sequence[str], guidance_scale: float | None = None) -> FluxConditioning:
+        """Embed prompts with the pipeline's CLIP and T5 encoders (``guidance_scale``, distilled, needs no
+        negative prompt; accepted for the adapters' common interface)."""
         embeds, pooled, text_ids = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, device=self.device,
                                                           max_sequence_length=self.max_sequence_length)
         return FluxConditioning(embeds, pooled, text_ids)

@@ -56,12 +56,13 @@ class SD3Adapter:
         return self.guidance_scale > 1.0
 
     @torch.no_grad()
-    def encode(self, prompts: Sequence[str]) -> Conditioning:
-        """Embed prompts (and the negative prompt when CFG is on) with the pipeline's own encoders."""
+    def encode(self, prompts: Sequence[str], guidance_scale: float | None = None) -> Conditioning:
+        """Embed prompts with the pipeline's own encoders, and the negative prompt when sampling at
+        ``guidance_scale`` (None: the adapter's) uses CFG (a scale > 1)."""
+        cfg = (self.guidance_scale if guidance_scale is None else guidance_scale) > 1.0
         embeds, neg, pooled, neg_pooled = self.pipe.encode_prompt(
             prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
-            do_classifier_free_guidance=self.use_cfg,
-            negative_prompt=[self.negative_prompt] * len(prompts) if self.use_cfg else None,
+            do_classifier_free_guidance=cfg, negative_prompt=[self.negative_prompt] * len(prompts) if cfg else None,
             max_sequence_length=self.max_sequence_length)
         return Conditioning(embeds, pooled, neg, neg_pooled)
 
@@ -96,7 +97,8 @@ class SD3Adapter:
         t = t.expand(x.shape[0]) if t.ndim == 0 else t
         if w > 1.0:
             if cond.negative_embeds is None:
-                raise ValueError("guidance_scale > 1 needs negative embeddings; encode with guidance enabled")
+                raise ValueError(f"guidance_scale {w} > 1 needs negative embeddings; encode the prompts with "
+                                 "that guidance_scale")
             out = model(hidden_states=torch.cat([x, x]), timestep=torch.cat([t, t]),
                                    encoder_hidden_states=torch.cat([cond.negative_embeds, cond.embeds]),
                                    pooled_projections=torch.cat([cond.negative_pooled, cond.pooled]),

@@ -28,8 +28,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm, family_weights
-from genrl.config import ConfigError, ExperimentConfig, to_yaml
-from genrl.data import PromptDataset, load_prompts, prompt_family
+from genrl.config import ConfigError, ExperimentConfig, check_group_layout, load_prompt_set, to_yaml
+from genrl.data import prompt_family
 from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
 from genrl.models import build_adapter
 from genrl.models.loading import load_pipeline
@@ -76,14 +76,6 @@ class TrainState:
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
         self.samples, self.train_seconds = int(state.get("samples", 0)), float(state.get("train_seconds", 0.0))
-
-
-def _load_prompt_set(key: str, source: str) -> PromptDataset:
-    """The prompts of config key ``key``; a missing, empty or malformed source is a :class:`ConfigError` naming it."""
-    try:
-        return load_prompts(source)
-    except (FileNotFoundError, ValueError) as err:
-        raise ConfigError(f"{key}={source!r}: {err}") from err
 
 
 class Trainer:
@@ -165,8 +157,10 @@ class Trainer:
 
     def _setup_data(self) -> None:
         cfg, acc = self.cfg, self.accelerator
-        self.train_set = _load_prompt_set("data.train_prompts", cfg.data.train_prompts)
-        self.test_set = _load_prompt_set("data.test_prompts", cfg.data.test_prompts)
+        self.train_set = load_prompt_set("data.train_prompts", cfg.data.train_prompts)
+        self.test_set = load_prompt_set("data.test_prompts", cfg.data.test_prompts)
+        # a config loaded without a process count (load_config's default) was not checked against this launch
+        check_group_layout(cfg.sample, acc.num_processes, len(self.train_set))
         weights = (family_weights([prompt_family(m) for m in self.train_set.metadata])
                    if cfg.data.balance == "family" else None)
         self.sampler = KRepeatSampler(len(self.train_set), cfg.sample.batch_size, cfg.sample.group_size,
@@ -416,7 +410,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def evaluate(self) -> tuple[dict[str, float], np.ndarray, list[str]]:
-        """Deterministic (ODE) sampling of the test prompts at ``eval_num_steps`` with the EMA weights.
+        """Deterministic (ODE) sampling of the test prompts at ``eval_num_steps`` with the EMA weights, the
+        evaluation guidance scale and solver (``sample.eval_guidance_scale``, ``sample.eval_solver``; the
+        training ones when unset).
 
         Returns the metrics (means over all processes) and, for a sample grid, up to ``GRID_IMAGES``
         of this process's images, of prompts spread over the prompt families, with their captions
@@ -425,7 +421,8 @@ class Trainer:
         cfg, acc, adapter = self.cfg, self.accelerator, self.adapter
         n = cfg.sample.eval_images_per_prompt
         jobs = [(i, r) for i in range(len(self.test_set)) for r in range(n)][acc.process_index::acc.num_processes]
-        guidance = cfg.sample.eval_guidance_scale if cfg.sample.eval_guidance_scale is not None else None
+        guidance = cfg.sample.eval_guidance_scale  # None: the adapter's, sample.guidance_scale
+        solver = cfg.sample.eval_solver or cfg.sample.solver
         sigmas = adapter.schedule(cfg.sample.eval_num_steps).to(acc.device)
         scores: dict[str, list[torch.Tensor]] = {k: [] for k in self.eval_rewards}
         families = [prompt_family(m) for m in self.test_set.metadata]
@@ -443,11 +440,11 @@ class Trainer:
                 prompts = [self.test_set.prompts[i] for i, _ in chunk]
                 metadata = [self.test_set.metadata[i] for i, _ in chunk]
                 with acc.autocast():
-                    cond = adapter.encode(prompts)
+                    cond = adapter.encode(prompts, guidance_scale=guidance)  # negative prompts if it uses CFG
                     x = adapter.initial_noise(self._generators(*[(cfg.seed, "eval", i, r) for i, r in chunk]))
                     traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, guidance_scale=guidance,
                                                                          model=self.unwrapped),
-                                   x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0))
+                                   x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0), ode_solver=solver)
                     images = adapter.decode(traj.final).float()
                 for metric, reward in self.eval_rewards.items():
                     scores[metric].append(reward(images, prompts, metadata).scores.to(acc.device, torch.float32))
