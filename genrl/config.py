@@ -31,7 +31,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 @dataclass
 class ModelConfig:
-    family: str = "sd3"  # adapter: "sd3" (SD3/SD3.5/toy) or "flux"
+    family: str = "auto"  # adapter: "auto" (from the pipeline's class), "sd3" (SD3/SD3.5/toy), "flux" or "wan"
     pretrained: str = "toy"  # hub id, local pipeline directory, or "toy"
     revision: str | None = None
     trust_remote_code: bool = False
@@ -40,6 +40,9 @@ class ModelConfig:
     width: int | None = None
     gradient_checkpointing: bool = False
     attention: str = "sdpa"  # "sdpa" (torch scaled_dot_product_attention) or "xformers" (extra, GPU)
+    # options of the model family's adapter beyond the ones above (Wan: num_frames, negative_prompt),
+    # checked by the adapter by name
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -48,9 +51,7 @@ class LoRAConfig:
     rank: int = 32
     alpha: int = 64
     init: str = "gaussian"  # peft init_lora_weights: "gaussian" or "true" (Kaiming A); B starts at zero either way
-    target_modules: list[str] = field(default_factory=lambda: [
-        "attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
-        "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out"])
+    target_modules: list[str] | None = None  # peft target modules; None: the model family's default
 
 
 @dataclass
@@ -59,7 +60,7 @@ class SampleConfig:
     eval_num_steps: int = 40  # steps of the deterministic evaluation sampler
     guidance_scale: float = 4.5  # CFG scale (SD3) or distilled guidance (FLUX)
     eval_guidance_scale: float | None = None  # None: same as guidance_scale
-    step_type: str = "sde"  # "sde" (Flow-GRPO) or "cps" (coefficients-preserving)
+    step_type: str = "sde"  # "sde" (Flow-GRPO), "wan_sde" (Flow-GRPO's Wan2.1 step) or "cps" (coefficients-preserving)
     noise_level: float = 0.7
     solver: str = "euler"  # deterministic steps of training rollouts: "euler" or "dpm2" (DPM-Solver++(2M))
     eval_solver: str | None = None  # solver of the deterministic evaluation sampler (None: same as solver)
@@ -306,8 +307,8 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
     """
     s, t = cfg.sample, cfg.train
     checks = [
-        (cfg.model.family in ("sd3", "flux"), "model.family must be 'sd3' or 'flux'"),
-        (s.step_type in ("sde", "cps"), "sample.step_type must be 'sde' or 'cps'"),
+        (bool(cfg.model.family), "model.family must be 'auto' or a model family name"),
+        (s.step_type in ("sde", "wan_sde", "cps"), "sample.step_type must be 'sde', 'wan_sde' or 'cps'"),
         (s.solver in ("euler", "dpm2"), "sample.solver must be 'euler' or 'dpm2'"),
         (s.eval_solver in (None, "euler", "dpm2"), "sample.eval_solver must be 'euler', 'dpm2' or null (sample.solver)"),
         (cfg.model.attention in ("sdpa", "xformers"), "model.attention must be 'sdpa' or 'xformers'"),

@@ -2,40 +2,17 @@
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+from helpers.tiny_pipelines import tiny_flux_kontext_pipeline, tiny_flux_pipeline
 
 from genrl.models import FluxAdapter, build_adapter
 from genrl.sampling.rollout import rollout
-from genrl.toy.tokenizer import build_toy_tokenizer
 
 PROMPTS = ["a photo of a red circle", "a photo of two squares"]
 
 
 @pytest.fixture(scope="module")
 def tiny_flux():
-    torch.manual_seed(0)
-    tokenizer = build_toy_tokenizer()
-    vocab = len(tokenizer)
-    transformer = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
-                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
-                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8], guidance_embeds=True)
-    clip = CLIPTextModel(CLIPTextConfig(vocab_size=vocab, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                                        num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
-                                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                        pad_token_id=tokenizer.pad_token_id))
-    t5 = T5EncoderModel(T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4))
-    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
-                        latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
-                        shift_factor=0.0609, scaling_factor=1.5035)
-    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
-                                                base_image_seq_len=256, max_image_seq_len=4096)
-    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=clip, tokenizer=tokenizer, text_encoder_2=t5,
-                        tokenizer_2=tokenizer, transformer=transformer)
-    for module in (transformer, clip, t5, vae):
-        module.eval()  # as from_pretrained leaves them (T5 has dropout)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_flux_pipeline()
 
 
 def _gens(seed=0, n=2):
@@ -93,3 +70,25 @@ def test_the_trainer_runs_flux_from_a_saved_pipeline(tiny_flux, tmp_path):
     assert record["train/first_ratio_max_dev"] == 0.0 and "eval/jpeg" in record
     assert (tmp_path / "run" / "final" / "lora" / "pytorch_lora_weights.safetensors").is_file()
     assert (tmp_path / "run" / "final" / "pipeline" / "model_index.json").is_file()
+
+
+def test_kontext_attends_to_the_source_image_and_refuses_a_batch_without_one():
+    pipe = tiny_flux_kontext_pipeline()
+    adapter = build_adapter("auto", pipe, max_sequence_length=16, height=32, width=32, auto_resize=False,
+                            max_area=32 * 32)
+    images = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    x = adapter.initial_noise(_gens())
+    a = adapter.encode(PROMPTS, conditions=[{"image": images[0]}, {"image": images[1]}])
+    b = adapter.encode(PROMPTS, conditions=[{"image": images[0]}, {"image": images[2]}])
+    # the condition tokens follow the noisy ones on the grid's second plane, same spatial positions
+    assert torch.equal(a.image_ids[:, 0], torch.ones(16 * 16)) and torch.equal(a.image_ids[:, 1:], adapter._image_ids()[:, 1:])
+    va, vb = adapter.velocity(x, 0.6, a), adapter.velocity(x, 0.6, b)
+    assert va.shape == x.shape
+    torch.testing.assert_close(va[0], vb[0], rtol=1e-5, atol=1e-6)  # same source, same prediction
+    assert not torch.allclose(va[1], vb[1])
+    with pytest.raises(ValueError, match="needs one condition with an 'image' per prompt"):
+        adapter.encode(PROMPTS)
+    with pytest.raises(ValueError, match="condition 1 has no 'image'"):
+        adapter.encode(PROMPTS, conditions=[{"image": images[0]}, {"mask": images[1]}])
+    with pytest.raises(ValueError, match="text-only and takes no conditions"):
+        FluxAdapter(tiny_flux_pipeline()).encode(PROMPTS, conditions=[{"image": images[0]}, {}])

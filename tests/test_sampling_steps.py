@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from genrl.sampling import cps_step, flow_step, ode_step, sde_step
+from genrl.sampling import cps_step, flow_step, ode_step, sde_step, wan_sde_step
 
 B, SHAPE = 3, (3, 4, 5, 5)
 
@@ -33,6 +33,29 @@ def test_sde_step_matches_independent_sde_discretisation():
     expected = torch.distributions.Normal(mean, std).log_prob(out.prev_sample.double()).mean(dim=(1, 2, 3))
     assert out.log_prob.shape == (SHAPE[0],)
     torch.testing.assert_close(out.log_prob.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_wan_sde_step_has_a_diffusion_coefficient_linear_in_sigma():
+    # Flow-GRPO's Wan2.1 step: std_t = sigma_min + (sigma_max - sigma_min) sigma, with sigma_max the
+    # schedule's second value and sigma_min its last; the same drift as the SD3 SDE step; 5-D video latents.
+    x = torch.randn(2, 4, 3, 2, 2, generator=torch.Generator().manual_seed(3))
+    v = torch.tanh(x)
+    sigma, sigma_next, sigma_max = 0.8, 0.6, 0.95
+    out = wan_sde_step(x, v, sigma, sigma_next, sigma_max=sigma_max, sigma_min=0.0,
+                       generator=torch.Generator().manual_seed(4))
+    xd, vd = x.double(), v.double()
+    std_t, dt = sigma_max * sigma, sigma_next - sigma
+    mean = xd + (vd + std_t**2 / (2 * sigma) * (xd + (1 - sigma) * vd)) * dt
+    std = std_t * math.sqrt(-dt)
+    torch.testing.assert_close(out.mean.double(), mean, rtol=1e-5, atol=1e-6)
+    assert out.std.item() == pytest.approx(std, rel=1e-6)
+    expected = torch.distributions.Normal(mean, std).log_prob(out.prev_sample.double()).mean(dim=(1, 2, 3, 4))
+    torch.testing.assert_close(out.log_prob.double(), expected, rtol=1e-5, atol=1e-5)
+    # it is the SD3 step with std_t swapped; at sigma = 1 no sigma_max stand-in is needed
+    same = flow_step("wan_sde", x, v, 1.0, 0.9, 1.0, sigma_max=0.9, prev_sample=out.prev_sample)
+    assert torch.isfinite(same.log_prob).all()
+    with pytest.raises(ValueError, match="sigma_max"):
+        flow_step("wan_sde", x, v, sigma, sigma_next, 1.0)
 
 
 def test_sde_step_at_sigma_one_uses_sigma_max():

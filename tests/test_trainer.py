@@ -284,6 +284,23 @@ def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
         pytest.skip("xformers is installed, so there is no missing-extra error to check")
 
 
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"model.family": "sd4"}, r"model.family: unknown model family 'sd4'; available: auto, flux, sd3, wan"),
+    ({"model.family": "flux"}, r"model.family: model family 'flux' does not serve a StableDiffusion3Pipeline"),
+    ({"model.options": "{num_frames: 9}"}, r"model.options: model family 'sd3' has no option 'num_frames'"),
+])
+def test_model_family_and_options_are_checked_against_the_pipeline(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        make_trainer(tmp_path, **overrides)
+
+
+def test_the_family_picks_the_lora_targets_when_the_config_names_none(tmp_path):
+    trainer = make_trainer(tmp_path)
+    assert trainer.adapter.family == "sd3" and trainer.cfg.lora.target_modules is None
+    targets = set(trainer.unwrapped.peft_config["default"].target_modules)
+    assert targets == set(trainer.adapter.default_lora_targets)
+
+
 def _capture_evaluation(trainer: Trainer) -> list[torch.Tensor]:
     """Make ``trainer.evaluate()`` hand its images, in job order, to the returned list."""
     seen: list[torch.Tensor] = []

@@ -125,8 +125,7 @@ class DiffusionNFT(Algorithm):
         x0 = batch.trajectory.final.float()
         index, noise = self._unit_randomness(batch, position)
         t = batch.sigmas[index.to(batch.sigmas.device)].to(x0.device)
-        tb = t.reshape(-1, *([1] * (x0.ndim - 1)))
-        x_t = ((1 - tb) * x0 + tb * noise).to(batch.trajectory.final.dtype)
+        x_t = ctx.adapter.add_noise(x0, noise, t).to(batch.trajectory.final.dtype)
         model_unwrapped = ctx.adapter.transformer
         v = ctx.adapter.velocity(x_t, t, batch.cond, model=ctx.model).float()
         with torch.no_grad(), adapter_active(model_unwrapped, OLD_ADAPTER):

@@ -58,8 +58,8 @@ class FlowGRPO(Algorithm):
         j = traj.steps[position]
         x = traj.states[:, position]
         v = ctx.adapter.velocity(x, sigmas[j], batch.cond, model=model)
-        out = flow_step(self.sample.step_type, x, v, sigmas[j], sigmas[j + 1], self.sample.noise_level,
-                        sigma_max=sigmas[1], prev_sample=traj.next_states[:, position])
+        out = flow_step(traj.plan.step_type, x, v, sigmas[j], sigmas[j + 1], traj.plan.noise_level,
+                        sigma_max=sigmas[1], sigma_min=sigmas[-1], prev_sample=traj.next_states[:, position])
         return out, sigmas[j + 1] - sigmas[j]
 
     def loss(self, ctx: LossContext, batch: RolloutBatch, position: int) -> tuple[torch.Tensor, dict[str, float]]:
@@ -80,7 +80,7 @@ class FlowGRPO(Algorithm):
         if self.train.beta > 0:
             with torch.no_grad(), ctx.reference.active() as ref:
                 ref_out, _ = self.step(ctx, batch, position, ref)
-            convention = "paper" if self.sample.step_type == "cps" else self.train.kl_convention
+            convention = "paper" if batch.trajectory.plan.step_type == "cps" else self.train.kl_convention
             kl = step_kl(out.mean, ref_out.mean, out.std, dt, convention)[keep].mean()
             loss = loss + self.train.beta * kl
             metrics["kl_loss"] = kl.item()

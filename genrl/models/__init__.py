@@ -1,21 +1,28 @@
-"""Model adapters: one per family, each turning a diffusers pipeline into a uniform velocity policy."""
+"""Model adapters: one file per family, each turning a diffusers pipeline into a uniform velocity policy.
+
+Importing this package registers every family shipped with genrl (see :mod:`genrl.models.base`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
+from .base import (
+    AUTO_FAMILY,
+    MEDIA_KINDS,
+    ModelAdapter,
+    adapter_class,
+    build_adapter,
+    family_names,
+    family_of_pipeline,
+    place_module,
+    register_adapter,
+    resolve_family,
+)
 from .flux import FluxAdapter, FluxConditioning
+from .flux_kontext import FluxKontextAdapter, KontextConditioning
 from .sd3 import Conditioning, SD3Adapter
+from .wan import WanAdapter, WanConditioning
 
-#: family name -> adapter class
-ADAPTERS: dict[str, type] = {"sd3": SD3Adapter, "flux": FluxAdapter}
-
-
-def build_adapter(family: str, pipe: Any, **options: Any):
-    """The adapter of ``family`` (``"sd3"`` or ``"flux"``) around a loaded pipeline."""
-    if family not in ADAPTERS:
-        raise KeyError(f"unknown model family {family!r}; available: {sorted(ADAPTERS)}")
-    return ADAPTERS[family](pipe, **options)
-
-
-__all__ = ["ADAPTERS", "Conditioning", "FluxAdapter", "FluxConditioning", "SD3Adapter", "build_adapter"]
+__all__ = ["AUTO_FAMILY", "MEDIA_KINDS", "Conditioning", "FluxAdapter", "FluxConditioning", "FluxKontextAdapter",
+           "KontextConditioning", "ModelAdapter",
+           "SD3Adapter", "WanAdapter", "WanConditioning", "adapter_class", "build_adapter", "family_names",
+           "family_of_pipeline", "place_module", "register_adapter", "resolve_family"]

@@ -7,13 +7,17 @@ mean-over-dimensions log-prob do not care about the layout. The schedule is the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from diffusers.pipelines.flux.pipeline_flux import calculate_shift
 from diffusers.utils.torch_utils import randn_tensor
+
+from .base import ModelAdapter, register_adapter
+from .sd3 import MMDIT_LORA_TARGETS
 
 
 @dataclass
@@ -29,17 +33,20 @@ class FluxConditioning:
         return FluxConditioning(self.embeds[index], self.pooled[index], self.text_ids)
 
 
-class FluxAdapter:
+@register_adapter("flux", "FluxPipeline")
+class FluxAdapter(ModelAdapter):
     """Uniform policy interface over a ``FluxPipeline`` (FLUX.1-dev/schnell and tiny test configs).
 
     ``guidance_scale`` feeds the distilled guidance embedding when the transformer has one
     (FLUX.1-dev: 3.5); there is no classifier-free guidance batch.
     """
 
+    default_lora_targets = MMDIT_LORA_TARGETS
+    frozen_components = ("vae", "text_encoder", "text_encoder_2")
+
     def __init__(self, pipe, *, guidance_scale: float = 3.5, max_sequence_length: int = 512,
                  height: int | None = None, width: int | None = None) -> None:
-        self.pipe = pipe
-        self.transformer = pipe.transformer
+        super().__init__(pipe)
         self.guidance_scale = guidance_scale
         self.max_sequence_length = max_sequence_length
         self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
@@ -47,17 +54,15 @@ class FluxAdapter:
         self.width = width or pipe.default_sample_size * pipe.vae_scale_factor
 
     @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
     def use_cfg(self) -> bool:
-        return False
+        return False  # guidance is distilled into an embedding: never a CFG batch
 
     @torch.no_grad()
-    def encode(self, prompts: Sequence[str], guidance_scale: float | None = None) -> FluxConditioning:
+    def encode(self, prompts: Sequence[str], guidance_scale: float | None = None,
+               conditions: Sequence[Mapping[str, Any]] | None = None) -> FluxConditioning:
         """Embed prompts with the pipeline's CLIP and T5 encoders (``guidance_scale``, distilled, needs no
         negative prompt; accepted for the adapters' common interface)."""
+        self.check_no_conditions(conditions)
         embeds, pooled, text_ids = self.pipe.encode_prompt(prompt=list(prompts), prompt_2=None, device=self.device,
                                                           max_sequence_length=self.max_sequence_length)
         return FluxConditioning(embeds, pooled, text_ids)
@@ -99,9 +104,14 @@ class FluxAdapter:
         guidance = None
         if self.transformer.config.guidance_embeds:
             guidance = torch.full([x.shape[0]], w, device=x.device, dtype=torch.float32)
-        return model(hidden_states=x, timestep=t / 1000, guidance=guidance, pooled_projections=cond.pooled,
-                     encoder_hidden_states=cond.embeds, txt_ids=cond.text_ids, img_ids=self._image_ids(),
-                     return_dict=False)[0]
+        hidden, ids = self._tokens(x, cond)
+        out = model(hidden_states=hidden, timestep=t / 1000, guidance=guidance, pooled_projections=cond.pooled,
+                    encoder_hidden_states=cond.embeds, txt_ids=cond.text_ids, img_ids=ids, return_dict=False)[0]
+        return out[:, : x.shape[1]]  # the noisy tokens' prediction (a family may append condition tokens)
+
+    def _tokens(self, x: torch.Tensor, cond: FluxConditioning) -> tuple[torch.Tensor, torch.Tensor]:
+        """The image-stream tokens the transformer sees and their position ids: the noisy latents alone."""
+        return x, self._image_ids()
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Packed latents -> images ``(N, 3, H, W)`` in [0, 1] (differentiable)."""

@@ -7,11 +7,18 @@ velocity at ``(x, sigma)`` with classifier-free guidance in one batched forward,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+from .base import ModelAdapter, register_adapter
+
+#: attention projections of the joint (MM-DiT) blocks, the reference Flow-GRPO's LoRA targets
+MMDIT_LORA_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
+                      "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")
 
 
 @dataclass
@@ -30,35 +37,32 @@ class Conditioning:
                             pick(self.negative_pooled))
 
 
-class SD3Adapter:
+@register_adapter("sd3", "StableDiffusion3Pipeline")
+class SD3Adapter(ModelAdapter):
     """Uniform policy interface over a ``StableDiffusion3Pipeline``.
 
     ``max_sequence_length`` is the number of T5 tokens (256 for SD3.5; 0 for the toy pipeline,
     which has no T5 encoder and was trained without zero T5 tokens).
     """
 
+    default_lora_targets = MMDIT_LORA_TARGETS
+    frozen_components = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3")
+
     def __init__(self, pipe, *, guidance_scale: float = 4.5, max_sequence_length: int = 256,
                  negative_prompt: str = "", height: int | None = None, width: int | None = None) -> None:
-        self.pipe = pipe
+        super().__init__(pipe)
         self.height, self.width = height, width
-        self.transformer = pipe.transformer
         self.guidance_scale = guidance_scale
         self.max_sequence_length = max_sequence_length
         self.negative_prompt = negative_prompt
         self.num_train_timesteps = pipe.scheduler.config.num_train_timesteps
 
-    @property
-    def device(self) -> torch.device:
-        return self.transformer.device
-
-    @property
-    def use_cfg(self) -> bool:
-        return self.guidance_scale > 1.0
-
     @torch.no_grad()
-    def encode(self, prompts: Sequence[str], guidance_scale: float | None = None) -> Conditioning:
+    def encode(self, prompts: Sequence[str], guidance_scale: float | None = None,
+               conditions: Sequence[Mapping[str, Any]] | None = None) -> Conditioning:
         """Embed prompts with the pipeline's own encoders, and the negative prompt when sampling at
         ``guidance_scale`` (None: the adapter's) uses CFG (a scale > 1)."""
+        self.check_no_conditions(conditions)
         cfg = (self.guidance_scale if guidance_scale is None else guidance_scale) > 1.0
         embeds, neg, pooled, neg_pooled = self.pipe.encode_prompt(
             prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,

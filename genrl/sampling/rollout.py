@@ -12,13 +12,24 @@ from .steps import dpm2_step, flow_step
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class RolloutPlan:
+    """How a rollout sampled: the stochastic step, its noise level and window, the solver outside it.
+    A loss re-scores a transition with the plan it was drawn under, not with the current config."""
+
+    step_type: str
+    noise_level: float
+    window: tuple[int, int]
+    ode_solver: str
+
+
 @dataclass
 class Trajectory:
     """What a rollout records for training.
 
     For each stochastic step ``j`` in ``steps``: the state before it (``states[:, k]``), the state
     after it (``next_states[:, k]``) and its log-prob under the sampling policy (``log_probs[:, k]``).
-    ``final`` is the last latent.
+    ``initial`` is the starting noise x_T, ``final`` the last latent, ``plan`` how it was sampled.
     """
 
     steps: list[int]
@@ -26,6 +37,8 @@ class Trajectory:
     next_states: torch.Tensor  # (B, K, *latent)
     log_probs: torch.Tensor  # (B, K)
     final: torch.Tensor
+    initial: torch.Tensor
+    plan: RolloutPlan
 
 
 def sde_window(num_steps: int, window_size: int, window_range: tuple[int, int] | None,
@@ -50,7 +63,7 @@ def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step
             generators: Sequence[torch.Generator] | None = None, ode_solver: str = "euler") -> Trajectory:
     """Sample from ``x`` (noise at ``sigmas[0]``) down the schedule.
 
-    Steps ``j`` in ``[window[0], window[1])`` use ``step_type`` (``"sde"`` or ``"cps"``) at
+    Steps ``j`` in ``[window[0], window[1])`` use ``step_type`` (``"sde"``, ``"wan_sde"`` or ``"cps"``) at
     ``noise_level`` and are recorded; the others are deterministic Euler steps. ``generators``
     (one per sample) make the injected noise reproducible per sample, whatever the batch.
     ``ode_solver`` is the deterministic solver outside the window: ``"euler"`` (the pipeline's own)
@@ -60,6 +73,7 @@ def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step
         raise ValueError(f"unknown ode_solver {ode_solver!r}; expected 'euler' or 'dpm2'")
     num_steps = len(sigmas) - 1
     lo, hi = window if window is not None else (0, num_steps)
+    plan, initial = RolloutPlan(step_type, float(noise_level), (int(lo), int(hi)), ode_solver), x
     steps, states, nexts, logps = [], [], [], []
     prev_x0 = prev_sigma = None
     for j in range(num_steps):
@@ -67,7 +81,7 @@ def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step
         v = velocity(x, sigma)
         if lo <= j < hi:
             out = flow_step(step_type, x, v, sigma, sigma_next, noise_level, sigma_max=sigmas[1],
-                            generator=list(generators) if generators is not None else None)
+                            sigma_min=sigmas[-1], generator=list(generators) if generators is not None else None)
             steps.append(j)
             states.append(x)
             nexts.append(out.prev_sample)
@@ -86,4 +100,4 @@ def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step
     else:
         empty = x.new_zeros((x.shape[0], 0, *x.shape[1:]))
         stacked = (empty, empty.clone(), x.new_zeros((x.shape[0], 0)))
-    return Trajectory(steps, *stacked, final=x)
+    return Trajectory(steps, *stacked, final=x, initial=initial, plan=plan)

@@ -59,11 +59,33 @@ def sde_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: f
     Gaussian std ``std_t sqrt(-dt)``; the log-prob keeps every constant. With ``noise_level = 0``
     the step is exactly the Euler step ``x + v dt``.
     """
-    x, v = x.to(torch.float32), v.to(torch.float32)
-    s, s_next = _per_sample(sigma, x), _per_sample(sigma_next, x)
-    dt = s_next - s
+    x = x.to(torch.float32)
+    s = _per_sample(sigma, x)
     denom_sigma = s if sigma_max is None else torch.where(s == 1, _per_sample(sigma_max, x), s)
-    std_t = torch.sqrt(s / (1 - denom_sigma)) * noise_level
+    return _reverse_sde_step(x, v, s, _per_sample(sigma_next, x), torch.sqrt(s / (1 - denom_sigma)) * noise_level,
+                             prev_sample, generator)
+
+
+def wan_sde_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: float = 1.0, *,
+                 sigma_max: float | torch.Tensor, sigma_min: float | torch.Tensor = 0.0,
+                 prev_sample: torch.Tensor | None = None, generator=None) -> StepOutput:
+    """Flow-GRPO's Wan2.1 SDE step: the same Euler-Maruyama mean as :func:`sde_step`, with a diffusion
+    coefficient linear in sigma, ``std_t = a (sigma_min + (sigma_max - sigma_min) sigma)``, where
+    ``sigma_max`` is the schedule's second value and ``sigma_min`` its last (0), as the reference's
+    ``wan_pipeline_with_logprob`` has it (``a = noise_level``; the reference has no such factor, i.e. 1).
+    """
+    x = x.to(torch.float32)
+    s = _per_sample(sigma, x)
+    lo, hi = _per_sample(sigma_min, x), _per_sample(sigma_max, x)
+    return _reverse_sde_step(x, v, s, _per_sample(sigma_next, x), (lo + (hi - lo) * s) * noise_level,
+                             prev_sample, generator)
+
+
+def _reverse_sde_step(x: torch.Tensor, v: torch.Tensor, s: torch.Tensor, s_next: torch.Tensor, std_t: torch.Tensor,
+                      prev_sample: torch.Tensor | None, generator) -> StepOutput:
+    """Euler-Maruyama transition of the reverse SDE with diffusion coefficient ``std_t`` (float32 inputs)."""
+    v = v.to(torch.float32)
+    dt = s_next - s
     mean = x * (1 + std_t**2 / (2 * s) * dt) + v * (1 + std_t**2 * (1 - s) / (2 * s)) * dt
     std = std_t * torch.sqrt(-dt)
     nxt = _draw(mean, std, prev_sample, generator)
@@ -125,18 +147,26 @@ def dpm2_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, *, prev_x0: t
     return x_next, x0
 
 
-STEP_TYPES = ("sde", "cps", "ode")
+STEP_TYPES = ("sde", "wan_sde", "cps", "ode")
 
 
-def flow_step(kind: str, x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: float, **kwargs) -> StepOutput:
-    """Dispatch to :func:`sde_step`, :func:`cps_step` or :func:`ode_step` by name."""
+def flow_step(kind: str, x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: float, *,
+              sigma_max: float | torch.Tensor | None = None, sigma_min: float | torch.Tensor = 0.0,
+              **kwargs) -> StepOutput:
+    """Dispatch to :func:`sde_step`, :func:`wan_sde_step`, :func:`cps_step` or :func:`ode_step` by name.
+
+    ``sigma_max`` / ``sigma_min`` (the schedule's second and last values) are passed to the steps that
+    use them; the others ignore them.
+    """
     if kind == "sde":
-        return sde_step(x, v, sigma, sigma_next, noise_level, **kwargs)
+        return sde_step(x, v, sigma, sigma_next, noise_level, sigma_max=sigma_max, **kwargs)
+    if kind == "wan_sde":
+        if sigma_max is None:
+            raise ValueError("the wan_sde step needs sigma_max (the schedule's second value)")
+        return wan_sde_step(x, v, sigma, sigma_next, noise_level, sigma_max=sigma_max, sigma_min=sigma_min, **kwargs)
     if kind == "cps":
-        kwargs.pop("sigma_max", None)
         return cps_step(x, v, sigma, sigma_next, noise_level, **kwargs)
     if kind == "ode":
-        kwargs.pop("sigma_max", None)
         kwargs.pop("generator", None)
         return ode_step(x, v, sigma, sigma_next, **kwargs)
     raise ValueError(f"unknown step type {kind!r}; expected one of {STEP_TYPES}")

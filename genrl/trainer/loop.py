@@ -14,9 +14,10 @@ import pickle
 import signal
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -31,12 +32,11 @@ from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_al
 from genrl.config import ConfigError, ExperimentConfig, check_group_layout, load_prompt_set, to_yaml
 from genrl.data import prompt_family
 from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
-from genrl.models import build_adapter
+from genrl.models import AUTO_FAMILY, adapter_class, build_adapter, place_module
 from genrl.models.loading import load_pipeline
 from genrl.models.lora import (
     ReferencePolicy,
     add_lora,
-    export_lora,
     load_lora_state_dict,
     lora_config,
     lora_state_dict,
@@ -51,6 +51,8 @@ from rewards import WeightedSum, build_reward
 from .checkpoints import TRAINER_STATE_FILE, save_atomically
 from .lifecycle import RunInterrupted, RunPlan, StopSignals, clear_run_records, plan_run, set_aside_damaged
 from .metrics import MetricsLog, TrainingProgress, plot_reward_curve
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -173,18 +175,26 @@ class Trainer:
     def _setup_model(self) -> None:
         cfg, acc = self.cfg, self.accelerator
         m = cfg.model
+        if m.family != AUTO_FAMILY:  # an unknown family fails before a long download
+            _config_check(lambda: adapter_class(m.family), "model.family")
         kwargs = {"revision": m.revision} if m.revision else {}
         self.pipe = load_pipeline(m.pretrained, trust_remote_code=m.trust_remote_code, **kwargs)
         self.pipe.set_progress_bar_config(disable=True)
-        for name in ("vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
-            module = getattr(self.pipe, name, None)
-            if module is not None:  # the VAE decodes in fp32, as the reference keeps it
-                _place(module.requires_grad_(False), acc.device, torch.float32 if name == "vae" else self._weight_dtype())
-        transformer = self.pipe.transformer
+        self.adapter = _config_check(lambda: build_adapter(
+            m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale, max_sequence_length=m.max_sequence_length,
+            height=m.height, width=m.width, **m.options), "model.options" if m.options else "model.family")
+        if self.adapter.media_kind != "image" or self.adapter.condition_keys:
+            what = (f"generates {self.adapter.media_kind}" if self.adapter.media_kind != "image"
+                    else f"needs {'/'.join(self.adapter.condition_keys)} conditions per prompt")
+            raise ConfigError(f"model.family {self.adapter.family!r} {what}; the trainer's batches, rewards, grids and "
+                              "evaluation carry text-to-image only so far (the adapter works with "
+                              "genrl.sampling.rollout directly)")
+        self.adapter.place_frozen(acc.device, self._weight_dtype())
+        transformer = self.adapter.transformer
         if cfg.lora.enabled:
-            _place(transformer, acc.device, self._weight_dtype())
-            params = add_lora(transformer, lora_config(cfg.lora.rank, cfg.lora.alpha, cfg.lora.target_modules,
-                                                       cfg.lora.init))
+            place_module(transformer, acc.device, self._weight_dtype())
+            targets = cfg.lora.target_modules or list(self.adapter.default_lora_targets)
+            params = add_lora(transformer, lora_config(cfg.lora.rank, cfg.lora.alpha, targets, cfg.lora.init))
             for p in params:  # trainable weights stay in fp32 under mixed precision
                 p.data = p.data.float()
         else:
@@ -196,8 +206,6 @@ class Trainer:
             require("xformers")  # names the extra when it is missing
             transformer.enable_xformers_memory_efficient_attention()
         self.reference = ReferencePolicy(transformer) if cfg.train.beta > 0 else None
-        self.adapter = build_adapter(m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale,
-                                     max_sequence_length=m.max_sequence_length, height=m.height, width=m.width)
         t = cfg.train
         optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
                                       weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
@@ -658,10 +666,7 @@ class Trainer:
         m = self.cfg.model
         pipe = load_pipeline(m.pretrained, trust_remote_code=m.trust_remote_code,
                              **({"revision": m.revision} if m.revision else {}))
-        pipe.load_lora_weights(str(lora_dir))
-        pipe.fuse_lora()
-        pipe.unload_lora_weights()
-        return pipe
+        return self.adapter.merge_lora(pipe, lora_dir)
 
     def export(self) -> Path:
         """Write ``final/lora`` (diffusers LoRA format, EMA weights if enabled) and ``final/pipeline``
@@ -672,7 +677,7 @@ class Trainer:
         if acc.is_main_process:
             with self._ema_weights():
                 if self.cfg.lora.enabled:
-                    replace_dir_atomically(final / "lora", lambda d: export_lora(self.pipe, self.unwrapped, d))
+                    replace_dir_atomically(final / "lora", lambda d: self.adapter.export_lora(d, self.unwrapped))
                 else:
                     replace_dir_atomically(final / "pipeline", self.pipe.save_pretrained)
             if self.cfg.lora.enabled and self.cfg.log.export_merged:
@@ -751,11 +756,13 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
-def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """Move ``module`` to ``device`` and cast it only if its dtype differs (diffusers warns on every cast)."""
-    module.to(device)
-    if next(module.parameters()).dtype != dtype:
-        module.to(dtype=dtype)
+def _config_check(build: Callable[[], T], key: str) -> T:
+    """``build()``, with a ``KeyError`` / ``ValueError`` it raises turned into a :class:`ConfigError` on ``key``."""
+    try:
+        return build()
+    except (KeyError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        raise ConfigError(f"{key}: {message}") from None
 
 
 def _write_text_atomically(path: Path, text: str) -> None:

@@ -1,0 +1,218 @@
+"""The model-adapter contract, run over every registered family on a tiny random pipeline of its stock class.
+
+Each case builds the stock diffusers pipeline offline and knows how to call it; the checks are the
+contract: registry by pipeline class, parity of the deterministic sampler with the stock pipeline,
+shapes and media, batch-independent noise, ratio 1 on-policy, noise level 0 == ODE, forward noising
+== the scheduler's own, LoRA with B = 0 == the base model, and LoRA export read back by the stock
+pipeline's own ``load_lora_weights``. A new family is added here with its builder and stock call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import torch
+from helpers.tiny_pipelines import (
+    tiny_flux_kontext_pipeline,
+    tiny_flux_pipeline,
+    tiny_wan_pipeline,
+    wan_unipc_scheduler,
+)
+
+from genrl.models import MEDIA_KINDS, ModelAdapter, build_adapter, family_names, family_of_pipeline
+from genrl.models.lora import add_lora, lora_config
+from genrl.sampling.rollout import rollout
+from genrl.sampling.steps import flow_step
+from genrl.toy.pipeline import build_toy_pipeline
+
+PROMPTS = ["a photo of a red circle", "a photo of two squares"]
+# the source images of an edit: two different 32 x 32 pictures in [0, 1]
+SOURCES = [torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(i)) for i in (11, 12)]
+
+
+@dataclass
+class Case:
+    """How to build a family's tiny pipeline, its adapter options, and the stock pipeline's call."""
+
+    family: str
+    build: Callable[[], Any]
+    options: dict[str, Any]
+    stock_kwargs: dict[str, Any]
+    media_shape: tuple[int, ...]  # of one decoded sample
+    step_type: str = "sde"
+    # a first-order configuration of the stock scheduler, where the shipped one is multistep
+    stock_scheduler: Callable[[int], Any] | None = None
+    conditions: list[dict[str, Any]] | None = None  # one per prompt, for a family with condition_keys
+
+
+CASES = {
+    "sd3": Case("sd3", lambda: build_toy_pipeline(seed=3), {"guidance_scale": 4.5, "max_sequence_length": 0},
+                {"guidance_scale": 4.5, "max_sequence_length": 0}, (3, 32, 32)),
+    "flux": Case("flux", tiny_flux_pipeline,
+                 {"guidance_scale": 3.5, "max_sequence_length": 16, "height": 32, "width": 32},
+                 {"guidance_scale": 3.5, "max_sequence_length": 16, "height": 32, "width": 32}, (3, 32, 32)),
+    "flux_kontext": Case("flux_kontext", tiny_flux_kontext_pipeline,
+                         {"guidance_scale": 2.5, "max_sequence_length": 16, "height": 32, "width": 32,
+                          "auto_resize": False, "max_area": 32 * 32},
+                         {"guidance_scale": 2.5, "max_sequence_length": 16, "height": 32, "width": 32,
+                          "image": torch.stack(SOURCES), "_auto_resize": False, "max_area": 32 * 32}, (3, 32, 32),
+                         conditions=[{"image": image} for image in SOURCES]),
+    # Wan2.1 ships UniPC (multistep, with a corrector); its first-order configuration without the
+    # corrector is the DDIM step, which on the flow path is the Euler step the rollout takes.
+    "wan": Case("wan", tiny_wan_pipeline,
+                {"guidance_scale": 5.0, "num_frames": 9, "height": 16, "width": 16, "max_sequence_length": 16},
+                {"guidance_scale": 5.0, "num_frames": 9, "height": 16, "width": 16, "max_sequence_length": 16},
+                (9, 3, 16, 16), step_type="wan_sde",
+                stock_scheduler=lambda n: wan_unipc_scheduler(solver_order=1, disable_corrector=list(range(n)))),
+}
+
+
+def test_every_registered_family_has_a_contract_case():
+    assert sorted(CASES) == family_names()
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    c = CASES[request.param]
+    return c, c.build()
+
+
+def _gens(seed=0, n=2):
+    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+
+
+def _adapter(c: Case, pipe) -> ModelAdapter:
+    return build_adapter("auto", pipe, **c.options)
+
+
+def _encode(adapter: ModelAdapter, c: Case, index: slice = slice(None)):
+    return adapter.encode(PROMPTS[index], conditions=None if c.conditions is None else c.conditions[index])
+
+
+def _stock(pipe, c: Case, num_steps: int, output_type: str):
+    scheduler = pipe.scheduler
+    if c.stock_scheduler is not None:
+        pipe.scheduler = c.stock_scheduler(num_steps)
+    try:
+        out = pipe(prompt=PROMPTS, num_inference_steps=num_steps, generator=_gens(), output_type=output_type, **c.stock_kwargs)
+    finally:
+        pipe.scheduler = scheduler
+    return out.frames if hasattr(out, "frames") else out.images
+
+
+def test_the_pipeline_class_selects_the_family(case):
+    c, pipe = case
+    adapter = _adapter(c, pipe)
+    assert family_of_pipeline(type(pipe).__name__) == c.family == adapter.family
+    assert adapter.media_kind in MEDIA_KINDS and adapter.default_lora_targets
+    with pytest.raises(ValueError, match="no option 'not_an_option'"):
+        build_adapter(c.family, pipe, **c.options, not_an_option=1)
+
+
+def test_the_deterministic_sampler_is_the_stock_pipeline(case):
+    c, pipe = case
+    adapter = _adapter(c, pipe)
+    cond = _encode(adapter, c)
+    sigmas = adapter.schedule(4)
+    assert sigmas.shape == (5,) and sigmas[-1] == 0 and bool((sigmas[1:] < sigmas[:-1]).all())
+    x = adapter.initial_noise(_gens())
+    traj = rollout(lambda z, s: adapter.velocity(z, s, cond), x, sigmas, step_type="sde", noise_level=0.0)
+    torch.testing.assert_close(traj.final, _stock(pipe, c, 4, "latent").to(traj.final.dtype), rtol=0, atol=1e-5)
+    with torch.no_grad():
+        media = adapter.decode(traj.final)
+    assert media.shape == (2, *c.media_shape) and float(media.min()) >= 0 and float(media.max()) <= 1
+    torch.testing.assert_close(media, _stock(pipe, c, 4, "pt").to(media.dtype), rtol=0, atol=1e-5)
+
+
+def test_noise_is_per_generator_and_velocity_per_sample(case):
+    c, pipe = case
+    adapter = _adapter(c, pipe)
+    x = adapter.initial_noise(_gens(0, 2))
+    assert torch.equal(x[1:], adapter.initial_noise(_gens(1, 1)))
+    cond = _encode(adapter, c)
+    sigma = adapter.schedule(4)[1]
+    v = adapter.velocity(x, sigma, cond)
+    assert v.shape == x.shape
+    # a per-sample sigma gives each sample what the scalar gives it; one sample alone gives the same
+    torch.testing.assert_close(adapter.velocity(x, sigma.repeat(2), cond), v, rtol=0, atol=1e-5)
+    torch.testing.assert_close(adapter.velocity(x[1:], sigma, cond.select(slice(1, 2))), v[1:],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_noise_level_zero_is_the_ode_and_the_recorded_log_prob_is_on_policy(case):
+    c, pipe = case
+    adapter = _adapter(c, pipe)
+    cond = _encode(adapter, c)
+    sigmas = adapter.schedule(4)
+    x = adapter.initial_noise(_gens())
+    fn = lambda z, s: adapter.velocity(z, s, cond)
+    ode = rollout(fn, x, sigmas, step_type="ode", noise_level=0.0, window=(0, 0))
+    zero = rollout(fn, x, sigmas, step_type=c.step_type, noise_level=0.0, window=(0, 0))
+    torch.testing.assert_close(zero.final, ode.final, rtol=0, atol=0)
+    traj = rollout(fn, x, sigmas, step_type=c.step_type, noise_level=0.7, window=(0, 2), generators=_gens(7))
+    assert not torch.allclose(traj.final, ode.final)
+    for position, j in enumerate(traj.steps):  # ratio 1: the recorded transition scored again
+        state = traj.states[:, position]
+        out = flow_step(c.step_type, state, fn(state, sigmas[j]), sigmas[j], sigmas[j + 1], 0.7, sigma_max=sigmas[1],
+                        sigma_min=sigmas[-1], prev_sample=traj.next_states[:, position])
+        torch.testing.assert_close(torch.exp(out.log_prob - traj.log_probs[:, position]), torch.ones(2),
+                                   rtol=0, atol=1e-6)
+
+
+def test_forward_noising_is_the_schedulers_own(case):
+    c, pipe = case
+    adapter = _adapter(c, pipe)
+    x0 = torch.randn(2, *adapter.initial_noise(_gens()).shape[1:], generator=torch.Generator().manual_seed(1))
+    noise = adapter.initial_noise(_gens(3))
+    sigmas = adapter.schedule(4)
+    scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(4, **({"mu": 0.5} if scheduler.config.get("use_dynamic_shifting") else {}))
+    t = scheduler.timesteps[1:2].repeat(2)
+    sigma = scheduler.sigmas[1]
+    expected = (scheduler.scale_noise(x0, t, noise) if hasattr(scheduler, "scale_noise")
+                else scheduler.add_noise(x0, noise, t))
+    torch.testing.assert_close(adapter.add_noise(x0, noise, sigma), expected, rtol=1e-5, atol=1e-6)
+    assert sigmas.dtype == torch.float32
+
+
+def test_lora_starts_at_the_base_model_and_exports_to_the_stock_loader(case, tmp_path):
+    c, _ = case
+    pipe = c.build()  # LoRA is injected in place: a pipeline of its own
+    adapter = _adapter(c, pipe)
+    cond = _encode(adapter, c)
+    x = adapter.initial_noise(_gens())
+    sigma = adapter.schedule(4)[1]
+    base = adapter.velocity(x, sigma, cond)
+    add_lora(adapter.transformer, lora_config(4, 8, list(adapter.default_lora_targets)))
+    torch.testing.assert_close(adapter.velocity(x, sigma, cond), base, rtol=0, atol=0)
+    with torch.no_grad():
+        for name, p in adapter.transformer.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
+    tuned = adapter.velocity(x, sigma, cond)
+    assert not torch.allclose(tuned, base)
+    adapter.export_lora(tmp_path / "lora")
+    fresh = c.build()
+    fresh.load_lora_weights(str(tmp_path / "lora"))
+    reloaded = _adapter(c, fresh)
+    torch.testing.assert_close(reloaded.velocity(x, sigma, _encode(reloaded, c)), tuned, rtol=1e-5, atol=1e-5)
+    merged = ModelAdapter.merge_lora(c.build(), tmp_path / "lora")
+    merged_adapter = _adapter(c, merged)
+    torch.testing.assert_close(merged_adapter.velocity(x, sigma, _encode(merged_adapter, c)), tuned,
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_components_are_placed_in_their_dtypes(case):
+    c, _ = case
+    pipe = c.build()
+    adapter = _adapter(c, pipe)
+    adapter.place_frozen("cpu", torch.bfloat16)
+    placed = [name for name in adapter.frozen_components if getattr(pipe, name, None) is not None]
+    assert "vae" in placed and len(placed) >= 2
+    for name in placed:
+        module = getattr(pipe, name)
+        dtype = torch.float32 if name in adapter.fp32_components else torch.bfloat16
+        assert all(p.dtype == dtype and not p.requires_grad for p in module.parameters()), name
