@@ -56,8 +56,8 @@ def measure(reward, batch_size: int, repeats: int) -> float:
 
     import torch
 
-    from genrl.toy.prompts import sample_specs, split
-    from genrl.toy.render import render_batch
+    from rewards.toyworld.prompts import sample_specs, split
+    from rewards.toyworld.render import render_batch
 
     specs = sample_specs(split("test"), batch_size, random.Random(0))
     prompts, metadata = [s.prompt for s in specs], [{"spec": s} for s in specs]

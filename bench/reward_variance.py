@@ -59,7 +59,7 @@ def window_variance(trainer: Trainer, window: tuple[int, int], prompt_ids: list[
 
 def _window_variance(trainer: Trainer, window: tuple[int, int], prompt_ids: list[int], latents: int,
                      seeds: int) -> dict[str, float]:
-    from genrl.sampling.rollout import rollout
+    from genrl.generation import generate
 
     cfg, adapter = trainer.cfg, trainer.adapter
     sigmas = adapter.schedule(cfg.sample.num_steps).to(trainer.accelerator.device)
@@ -71,11 +71,9 @@ def _window_variance(trainer: Trainer, window: tuple[int, int], prompt_ids: list
         x_gens = trainer._generators(*[(cfg.seed, "x_T", p, i // seeds) for i in range(n)])
         step_gens = trainer._generators(*[(cfg.seed, "steps", p, i) for i in range(n)])
         with trainer.accelerator.autocast():
-            cond = adapter.encode(prompts)
-            traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, model=trainer.unwrapped),
-                           adapter.initial_noise(x_gens), sigmas, step_type=cfg.sample.step_type,
-                           noise_level=cfg.sample.noise_level, window=window, generators=step_gens)
-            images = adapter.decode(traj.final).float()
+            images = generate(adapter, prompts, metadata, sigmas=sigmas, noise_generators=x_gens,
+                              model=trainer.unwrapped, step_type=cfg.sample.step_type,
+                              noise_level=cfg.sample.noise_level, window=window, step_generators=step_gens).media
         rewards = trainer.reward_fn(images, prompts, metadata).scores.float().cpu().numpy().reshape(latents, seeds)
         means.append(rewards.mean())
         within.append(rewards.var(axis=1).mean())

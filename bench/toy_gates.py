@@ -67,7 +67,7 @@ def single_object_gate(pipe, specs, images_per_prompt: int) -> dict:
 
 def training_sampler_success(trainer, samples: int) -> list[dict]:
     """Per prompt of the trainer's prompt set: the share of ``samples`` rollouts that are strictly right."""
-    from genrl.toy.verifier import verify
+    from rewards.toyworld.verifier import verify
 
     rows = []
     for i, (prompt, meta) in enumerate(zip(trainer.train_set.prompts, trainer.train_set.metadata, strict=True)):
@@ -124,8 +124,8 @@ def main(argv: list[str]) -> int:
         import torch
 
         from genrl.toy.evaluate import evaluate_pipeline
-        from genrl.toy.prompts import split
         from genrl.trainer import Trainer
+        from rewards.toyworld.prompts import split
 
         trainer = Trainer(cfg)
         pipe, specs = trainer.pipe, list(split(args.split))

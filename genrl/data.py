@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genrl.toy.prompts import load_prompt_file, split
-from genrl.toy.world import PromptSpec
+from rewards.toyworld.prompts import load_prompt_records, split
+from rewards.toyworld.world import PromptSpec
 
 #: ``toy:<split>`` selects a split of the embedded toy world.
 TOY_PREFIX = "toy:"
@@ -35,18 +35,19 @@ class PromptDataset:
         return len(self.prompts)
 
 
-def _from_items(items: list[PromptSpec | str], source: str) -> PromptDataset:
-    prompts = [it.prompt if isinstance(it, PromptSpec) else it for it in items]
-    metadata = [{"spec": it} if isinstance(it, PromptSpec) else {} for it in items]
+def _from_records(records: list[tuple[PromptSpec | str, dict]], source: str) -> PromptDataset:
+    prompts = [it.prompt if isinstance(it, PromptSpec) else it for it, _ in records]
+    metadata = [{**fields, "spec": it} if isinstance(it, PromptSpec) else dict(fields) for it, fields in records]
     return PromptDataset(prompts, metadata, source)
 
 
 def load_prompts(source: str) -> PromptDataset:
-    """``toy:train`` / ``toy:test`` / ``toy:test_ood`` (toy splits, with their specs as metadata), or a ``.txt``/``.jsonl`` file."""
+    """``toy:train`` / ``toy:test`` / ``toy:test_ood`` (toy splits, with their specs as metadata), or a ``.txt``/``.jsonl``
+    file (every other JSONL field of a prompt is kept in its metadata, e.g. an editing family's ``image``)."""
     if source.startswith(TOY_PREFIX):
-        return _from_items(list(split(source[len(TOY_PREFIX):])), source)
+        return _from_records([(spec, {}) for spec in split(source[len(TOY_PREFIX):])], source)
     path = Path(source).expanduser()
-    return _from_items(load_prompt_file(path), str(path))
+    return _from_records(load_prompt_records(path), str(path))
 
 
 def prompt_family(metadata: dict) -> str | None:

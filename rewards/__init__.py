@@ -1,28 +1,77 @@
-"""genrl reward models: ``reward(images, prompts, metadata) -> RewardOutput(scores, info)``."""
+"""genrl reward models: ``reward(images, prompts, metadata) -> RewardOutput(scores, info)``.
 
-from .adversarial import AdversarialReward, DinoAdversarialReward, PickScoreAdversarialReward
-from .aesthetic import AestheticMLP, AestheticReward
-from .artifacts import ArtifactClassifierReward
-from .base import Reward, RewardOutput, to_image_tensor
-from .brightness import BrightnessReward
-from .clap import ClapReward
-from .clip_score import ClipScoreReward
-from .combine import WeightedSum
-from .ctrl_u import classification_uncertainty, regression_uncertainty, uncertainty_weighted_loss
-from .dino_similarity import DinoSimilarityReward
-from .ensemble import Ensemble, aggregate
-from .hps import HPSv2Reward
-from .imagereward import ImageRewardReward
-from .ink_balance import InkBalanceReward
-from .jpeg import JpegCompressibilityReward
-from .pickscore import PickScoreReward
-from .reference_similarity import ReferenceSimilarityReward
-from .references import ReferenceImages
-from .registry import available_rewards, build_reward, register_reward
-from .remote import RemoteReward
-from .toy_verifier import ToyVerifierReward
-from .transforms import LSCReward, PARReward, ReferenceRewards, lsc, par
-from .vlm_judge import ArtifactJudgeReward, VLMJudgeReward
+The package imports its modules on first use, so a light client (reading a config, the toy world in
+:mod:`rewards.toyworld`) does not load torch; :func:`available_rewards` and :func:`build_reward` load
+every reward module first, which registers them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module defining it; a new reward module is listed here
+_EXPORTS = {
+    "AdversarialReward": "adversarial",
+    "AestheticMLP": "aesthetic",
+    "AestheticReward": "aesthetic",
+    "ArtifactClassifierReward": "artifacts",
+    "ArtifactJudgeReward": "vlm_judge",
+    "BrightnessReward": "brightness",
+    "ClapReward": "clap",
+    "ClipScoreReward": "clip_score",
+    "DinoAdversarialReward": "adversarial",
+    "DinoSimilarityReward": "dino_similarity",
+    "Ensemble": "ensemble",
+    "HPSv2Reward": "hps",
+    "ImageRewardReward": "imagereward",
+    "InkBalanceReward": "ink_balance",
+    "JpegCompressibilityReward": "jpeg",
+    "LSCReward": "transforms",
+    "PARReward": "transforms",
+    "PickScoreAdversarialReward": "adversarial",
+    "PickScoreReward": "pickscore",
+    "ReferenceImages": "references",
+    "ReferenceRewards": "transforms",
+    "ReferenceSimilarityReward": "reference_similarity",
+    "RemoteReward": "remote",
+    "Reward": "base",
+    "RewardOutput": "base",
+    "ToyVerifierReward": "toy_verifier",
+    "VLMJudgeReward": "vlm_judge",
+    "WeightedSum": "combine",
+    "aggregate": "ensemble",
+    "available_rewards": "registry",
+    "build_reward": "registry",
+    "classification_uncertainty": "ctrl_u",
+    "lsc": "transforms",
+    "par": "transforms",
+    "register_reward": "registry",
+    "regression_uncertainty": "ctrl_u",
+    "to_image_tensor": "base",
+    "uncertainty_weighted_loss": "ctrl_u",
+}
+
+#: every module that registers rewards
+REWARD_MODULES = tuple(sorted(set(_EXPORTS.values())))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    try:  # a submodule, e.g. ``rewards.toy_verifier`` after a bare ``import rewards``
+        return importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as err:
+        if err.name != f"{__name__}.{name}":
+            raise
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "AdversarialReward",

@@ -6,7 +6,7 @@ by a log-mean-exp, so that an artifact in a few patches (a torn shape, a smear) 
 image; it is trained with binary cross-entropy on
 labelled clean / artifact images (``scripts/train_artifact_detector.py``). A trained detector is a
 directory holding ``artifact_detector.json`` (backbone, head size, validation metrics) and
-``artifact_head.safetensors``. genrl ships one for the toy world (``detector="toy"``), trained on
+``artifact_head.safetensors``. One ships for the toy world (``detector="toy"``, in ``rewards.toyworld``), trained on
 renderer scenes with synthetic artifacts (:mod:`genrl.toy.artifacts`).
 
 The reward is the probability that an image is clean, ``1 - P(artifact)``, as the artifact reward
@@ -36,9 +36,9 @@ LABEL_DIRS = {"clean": 0, "artifact": 1}
 
 def toy_detector_dir() -> Path:
     """Where the shipped toy artifact detector lives."""
-    from genrl.toy.pipeline import ASSETS_DIR
+    from .toyworld import TOY_ARTIFACT_DETECTOR_DIR
 
-    return ASSETS_DIR / "toy-artifact-detector"
+    return TOY_ARTIFACT_DETECTOR_DIR
 
 
 class ArtifactHead(nn.Module):

@@ -1,7 +1,7 @@
 """Frozen image encoders that return a CLS token and patch tokens (Adv-GRPO's DINO features).
 
 ``build_backbone(name)`` accepts a DINOv2 hub id or local directory (transformers ``AutoModel``,
-e.g. ``facebook/dinov2-base``), ``"toy"`` for the toy world's CLIP image tower shipped with genrl,
+e.g. ``facebook/dinov2-base``), ``"toy"`` for the toy world's CLIP image tower (``rewards.toyworld``),
 or ``"open_clip:<model>"`` / ``"local-dir:<path>"`` for any open_clip ViT. Both kinds return the
 final-layer-normalised token sequence, as timm's ``forward_features`` does for DINOv2.
 """
@@ -70,7 +70,7 @@ class OpenClipBackbone(TokenBackbone):
         import open_clip
 
         if model == "toy":
-            from genrl.toy.clip import TOY_CLIP_DIR
+            from .toyworld import TOY_CLIP_DIR
 
             model = f"local-dir:{TOY_CLIP_DIR}"
         elif model.startswith("open_clip:"):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrl.utils.optional import require
+from rewards.optional import require
 
 from .base import Reward, RewardOutput, projected_features
 from .registry import register_reward

@@ -15,7 +15,7 @@ class ClipScoreReward(Reward):
 
     ``model`` is anything ``open_clip.create_model_and_transforms`` takes: a built-in name with a
     ``pretrained`` tag or file (``"ViT-L-14", pretrained="openai"``), ``"hf-hub:org/repo"``,
-    ``"local-dir:/path"``, or ``"toy"`` for the toy world's CLIP shipped with genrl.
+    ``"local-dir:/path"``, or ``"toy"`` for the toy world's CLIP (shipped in ``rewards.toyworld``).
     """
 
     differentiable = True
@@ -25,7 +25,7 @@ class ClipScoreReward(Reward):
         import open_clip
 
         if model == "toy":
-            from genrl.toy.clip import TOY_CLIP_DIR
+            from .toyworld import TOY_CLIP_DIR
 
             model = f"local-dir:{TOY_CLIP_DIR}"
         self.model = open_clip.create_model(model, pretrained=pretrained, device=device).eval().requires_grad_(False)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genrl.utils.seeding import derived_seed
+from rewards.seeding import derived_seed
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -90,9 +90,9 @@ class ReferenceImages:
         return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
     def _render_toy(self, prompt: str, metadata: dict | None) -> torch.Tensor:
-        from genrl.toy.prompts import spec_from_prompt
-        from genrl.toy.render import render
-        from genrl.toy.world import PromptSpec
+        from rewards.toyworld.prompts import spec_from_prompt
+        from rewards.toyworld.render import render
+        from rewards.toyworld.world import PromptSpec
 
         spec = (metadata or {}).get("spec")
         spec = PromptSpec.from_dict(spec) if isinstance(spec, dict) else spec or spec_from_prompt(prompt)

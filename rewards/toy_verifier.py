@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from genrl.toy.prompts import spec_from_prompt
-from genrl.toy.verifier import verify
-from genrl.toy.world import PromptSpec
+from rewards.toyworld.prompts import spec_from_prompt
+from rewards.toyworld.verifier import verify
+from rewards.toyworld.world import PromptSpec
 
 from .base import Reward, RewardOutput
 from .registry import register_reward

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from genrl.grid import make_grid, save_image_atomically
-from genrl.toy.prompts import split
-from genrl.toy.render import render
-from genrl.toy.verifier import verify
+from rewards.toyworld.prompts import split
+from rewards.toyworld.render import render
+from rewards.toyworld.verifier import verify
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 from genrl.config import known_rewards, local_pipeline_problem
-from genrl.toy.prompts import load_prompt_file, split
-from genrl.toy.world import PromptSpec
+from rewards.toyworld.prompts import load_prompt_file, split
+from rewards.toyworld.world import PromptSpec
 
 
 def read_prompts(source: str) -> list[str | PromptSpec]:

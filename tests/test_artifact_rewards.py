@@ -12,10 +12,10 @@ import torch
 from helpers.tiny_models import save_tiny_vlm
 
 from genrl.toy.artifacts import ARTIFACT_KINDS, add_artifact, artifact_dataset
-from genrl.toy.prompts import split
-from genrl.toy.render import render
 from rewards import build_reward
 from rewards.artifacts import binary_metrics, load_detector
+from rewards.toyworld.prompts import split
+from rewards.toyworld.render import render
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "train_artifact_detector.py"
 

@@ -7,10 +7,10 @@ import pytest
 import torch
 from helpers.tiny_models import save_tiny_clap
 
-from genrl.utils.optional import MissingExtraError
 from rewards import build_reward
 from rewards.base import to_audio_tensor
 from rewards.clap import resample
+from rewards.optional import MissingExtraError
 
 
 @pytest.fixture(scope="module")

@@ -130,7 +130,7 @@ def test_a_cps_kl_window_that_reaches_the_last_step_is_rejected_whatever_the_fra
 
 def test_an_iteration_needing_more_prompts_than_the_training_set_has_is_a_config_error(tmp_path):
     from genrl.algorithms.sampler import KRepeatSampler
-    from genrl.toy.prompts import split
+    from rewards.toyworld.prompts import split
 
     n_train = len(split("train"))
     message = _error(None, [f"sample.batch_size={2 * n_train}", "sample.group_size=1"], num_processes=1)

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from genrl.algorithms.advantages import group_advantages
-from genrl.toy.prompts import split
+from rewards.toyworld.prompts import split
 
 WORKER = Path(__file__).resolve().parent / "helpers" / "distributed_worker.py"
 

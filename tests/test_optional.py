@@ -2,7 +2,7 @@ import sys
 
 import pytest
 
-from genrl.utils.optional import MissingExtraError, require
+from rewards.optional import MissingExtraError, require
 
 
 def test_missing_extra_names_the_extra(monkeypatch):

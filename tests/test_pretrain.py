@@ -8,7 +8,7 @@ from diffusers import StableDiffusion3Pipeline
 from genrl.toy import pretrain as pretrain_module
 from genrl.toy.pipeline import load_toy_pipeline
 from genrl.toy.pretrain import PretrainConfig, PretrainError, noisy_caption, pretrain, resume_dir
-from genrl.toy.prompts import all_specs, spec_from_prompt
+from rewards.toyworld.prompts import all_specs, spec_from_prompt
 
 TINY = dict(vae_steps=4, vae_batch_size=4, steps=4, batch_size=4, warmup_steps=1, eval_every=0,
             final_eval_images_per_prompt=0, checkpoint_every=2, device="cpu")
@@ -103,6 +103,22 @@ def test_bad_settings_are_one_line_errors():
         PretrainConfig(caption_noise=1.5)
     with pytest.raises(PretrainError, match="checkpoint_every"):
         PretrainConfig(checkpoint_every=-1)
+    with pytest.raises(PretrainError, match="unknown family 'colour_attr'"):
+        PretrainConfig(family_weights={"colour_attr": 2.0})
+    with pytest.raises(PretrainError, match="family_weights must be >= 0"):
+        PretrainConfig(family_weights={"position": -1.0})
+
+
+def test_family_weights_set_the_share_of_each_family_and_uniform_stays_the_shipped_draw():
+    from rewards.toyworld.prompts import pretraining_specs, sample_specs
+
+    specs = pretraining_specs()
+    drawn = sample_specs(specs, 3000, random.Random(1), {"color_attr": 5.0, "single_object": 0.0})
+    share = {f: sum(s.family == f for s in drawn) / len(drawn) for f in ("color_attr", "single_object", "position")}
+    # weights 5, 0 and 1 for the other four: 5/9, 0 and 1/9
+    assert share["color_attr"] == pytest.approx(5 / 9, abs=0.03) and share["single_object"] == 0
+    assert share["position"] == pytest.approx(1 / 9, abs=0.02)
+    assert sample_specs(specs, 50, random.Random(2), {}) == sample_specs(specs, 50, random.Random(2))
 
 
 def test_caption_noise_makes_the_stated_errors_at_the_stated_rate():

@@ -17,9 +17,9 @@ from test_trainer import CONFIGS, SCRIPT, _lora, make_trainer, tiny_overrides
 
 from genrl.config import ConfigError
 from genrl.grid import make_grid
-from genrl.toy.prompts import split
 from genrl.trainer.checkpoints import checkpoint_problem, has_manifest
 from genrl.trainer.lifecycle import RunInterrupted
+from rewards.toyworld.prompts import split
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
 

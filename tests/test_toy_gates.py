@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from genrl.toy.prompts import all_specs
-from genrl.toy.verifier import Detection, score_detections
+from rewards.toyworld.prompts import all_specs
+from rewards.toyworld.verifier import Detection, score_detections
 
 _spec = importlib.util.spec_from_file_location("toy_gates", Path(__file__).parent.parent / "bench" / "toy_gates.py")
 gates = importlib.util.module_from_spec(_spec)

@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from genrl.toy.prompts import split
-from genrl.toy.render import render
 from rewards import Reward, RewardOutput, ToyVerifierReward, available_rewards, build_reward, to_image_tensor
+from rewards.toyworld.prompts import split
+from rewards.toyworld.render import render
 
 
 def _scenes(n=6, seed=0):

@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 from genrl.algorithms.base import LossContext
 from genrl.config import ConfigError, load_config
 from genrl.models.lora import ReferencePolicy
-from genrl.toy.prompts import split
 from genrl.trainer import Trainer
+from rewards.toyworld.prompts import split
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SCRIPT = CONFIGS.parent / "scripts" / "train_t2i.py"
@@ -276,7 +276,7 @@ def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
     try:
         import xformers  # noqa: F401
     except ImportError:
-        from genrl.utils.optional import MissingExtraError
+        from rewards.optional import MissingExtraError
 
         with pytest.raises(MissingExtraError, match=r"\[xformers\]"):
             make_trainer(tmp_path, **{"model.attention": "xformers"})
@@ -285,7 +285,7 @@ def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"model.family": "sd4"}, r"model.family: unknown model family 'sd4'; available: auto, flux, sd3, wan"),
+    ({"model.family": "sd4"}, r"model.family: unknown model family .sd4.; available: auto, flux, flux_kontext, sd3, wan"),
     ({"model.family": "flux"}, r"model.family: model family 'flux' does not serve a StableDiffusion3Pipeline"),
     ({"model.options": "{num_frames: 9}"}, r"model.options: model family 'sd3' has no option 'num_frames'"),
 ])
@@ -316,7 +316,7 @@ def _capture_evaluation(trainer: Trainer) -> list[torch.Tensor]:
 
 def _eval_generators(trainer: Trainer) -> list[torch.Generator]:
     """The evaluation's initial-noise generators of the test prompts (one image each), keyed as documented."""
-    from genrl.utils.seeding import derived_seed
+    from rewards.seeding import derived_seed
 
     return [torch.Generator().manual_seed(derived_seed(trainer.cfg.seed, "eval", i, 0))
             for i in range(len(trainer.test_set))]

@@ -3,10 +3,10 @@ import random
 import numpy as np
 import pytest
 
-from genrl.toy.prompts import all_specs, sample_specs, split
-from genrl.toy.render import PlacedObject, render, render_objects, shape_coverage
-from genrl.toy.verifier import Detection, classify_shape, detect, score_detections, verify
-from genrl.toy.world import COLORS, IMAGE_SIZE, SHAPES, ObjectSpec, PromptSpec
+from rewards.toyworld.prompts import all_specs, sample_specs, split
+from rewards.toyworld.render import PlacedObject, render, render_objects, shape_coverage
+from rewards.toyworld.verifier import Detection, classify_shape, detect, score_detections, verify
+from rewards.toyworld.world import COLORS, IMAGE_SIZE, SHAPES, ObjectSpec, PromptSpec
 
 ALL = [s for specs in all_specs().values() for s in specs]
 

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from genrl.toy.prompts import (
+from genrl.toy.tokenizer import MODEL_MAX_LENGTH, build_toy_tokenizer
+from rewards.toyworld.prompts import (
     HELD_OUT_COLOR_SHAPES,
     HELD_OUT_SHAPE_PAIRS,
     all_specs,
@@ -12,8 +13,7 @@ from genrl.toy.prompts import (
     spec_from_prompt,
     split,
 )
-from genrl.toy.tokenizer import MODEL_MAX_LENGTH, build_toy_tokenizer
-from genrl.toy.world import FAMILIES, ObjectSpec, PromptSpec, vocabulary
+from rewards.toyworld.world import FAMILIES, ObjectSpec, PromptSpec, vocabulary
 
 
 def test_prompts_read_like_geneval():

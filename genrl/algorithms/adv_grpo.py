@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from genrl.utils.seeding import derived_seed
 from rewards.adversarial import AdversarialReward
 from rewards.references import ReferenceImages
+from rewards.seeding import derived_seed
 
 from .base import RolloutBatch, register_algorithm
 from .flow_grpo import FlowGRPO

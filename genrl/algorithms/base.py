@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from genrl.sampling.rollout import Trajectory
-from genrl.utils.registry import Registry
+from rewards.name_registry import Registry
 
 from .advantages import Advantages
 

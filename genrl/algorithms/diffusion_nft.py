@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from genrl.models.lora import adapter_active, add_second_adapter, update_adapter_ema
-from genrl.utils.seeding import derived_seed
+from rewards.seeding import derived_seed
 
 from .advantages import group_advantages
 from .base import Algorithm, LossContext, RolloutBatch, register_algorithm

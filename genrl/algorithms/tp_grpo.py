@@ -13,7 +13,7 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-from genrl.sampling.rollout import rollout
+from genrl.generation import complete
 
 from .advantages import Advantages, group_advantages
 from .base import RolloutBatch, register_algorithm
@@ -48,10 +48,8 @@ class TPGRPO(FlowGRPO):
         rewards, calls = [], 0
         for k in range(self.window):
             start = traj.steps[k]
-            done = rollout(lambda z, s: adapter.velocity(z, s, batch.cond, model=trainer.unwrapped),
-                           traj.states[:, k], sigmas[start:], window=(0, 0))
+            images = complete(adapter, batch.cond, traj.states[:, k], sigmas[start:], model=trainer.unwrapped)
             calls += len(sigmas) - 1 - start
-            images = adapter.decode(done.final).float()
             rewards.append(trainer.reward_fn(images, batch.prompts, batch.metadata).scores.float())
         batch.extras["partial_rewards"] = torch.stack(rewards, 1)  # (B, W)
         self.counts["extra_calls"] += calls * len(batch.prompts)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 
 from .steps import dpm2_step, flow_step
 
@@ -57,10 +58,10 @@ def sde_window(num_steps: int, window_size: int, window_range: tuple[int, int] |
     return start, start + window_size
 
 
-@torch.no_grad()
 def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step_type: str = "sde",
             noise_level: float = 0.7, window: tuple[int, int] | None = None,
-            generators: Sequence[torch.Generator] | None = None, ode_solver: str = "euler") -> Trajectory:
+            generators: Sequence[torch.Generator] | None = None, ode_solver: str = "euler",
+            grad_from: int | None = None, checkpoint: bool = True) -> Trajectory:
     """Sample from ``x`` (noise at ``sigmas[0]``) down the schedule.
 
     Steps ``j`` in ``[window[0], window[1])`` use ``step_type`` (``"sde"``, ``"wan_sde"`` or ``"cps"``) at
@@ -68,9 +69,27 @@ def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step
     (one per sample) make the injected noise reproducible per sample, whatever the batch.
     ``ode_solver`` is the deterministic solver outside the window: ``"euler"`` (the pipeline's own)
     or ``"dpm2"`` (DPM-Solver++(2M), second order at no extra model evaluations).
+
+    Without ``grad_from`` the rollout records no autograd graph. With it, steps ``j >= grad_from`` (the
+    last ``num_steps - grad_from``, DRaFT-K's K) keep gradients, so ``final`` can be differentiated by a
+    reward with respect to the model (stochastic steps by their reparameterised noise); the state entering
+    step ``grad_from`` is detached, and ``checkpoint`` recomputes each step's activations in the backward
+    pass instead of storing them.
     """
     if ode_solver not in ("euler", "dpm2"):
         raise ValueError(f"unknown ode_solver {ode_solver!r}; expected 'euler' or 'dpm2'")
+    num_steps = len(sigmas) - 1
+    if grad_from is not None and not 0 <= grad_from < num_steps:
+        raise ValueError(f"grad_from={grad_from} must be a step index in [0, {num_steps})")
+    start_grad = num_steps if grad_from is None else grad_from
+    with torch.no_grad():
+        return _run(velocity, x, sigmas, step_type, noise_level, window, generators, ode_solver, start_grad,
+                    checkpoint)
+
+
+def _run(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, step_type: str, noise_level: float,
+         window: tuple[int, int] | None, generators: Sequence[torch.Generator] | None, ode_solver: str,
+         start_grad: int, checkpoint: bool) -> Trajectory:
     num_steps = len(sigmas) - 1
     lo, hi = window if window is not None else (0, num_steps)
     plan, initial = RolloutPlan(step_type, float(noise_level), (int(lo), int(hi)), ode_solver), x
@@ -78,7 +97,13 @@ def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step
     prev_x0 = prev_sigma = None
     for j in range(num_steps):
         sigma, sigma_next = sigmas[j], sigmas[j + 1]
-        v = velocity(x, sigma)
+        if j == start_grad:  # from here on the steps are differentiated
+            torch.set_grad_enabled(True)
+            x = x.detach()
+        if j >= start_grad and checkpoint:
+            v = torch.utils.checkpoint.checkpoint(velocity, x, sigma, use_reentrant=False)
+        else:
+            v = velocity(x, sigma)
         if lo <= j < hi:
             out = flow_step(step_type, x, v, sigma, sigma_next, noise_level, sigma_max=sigmas[1],
                             sigma_min=sigmas[-1], generator=list(generators) if generators is not None else None)

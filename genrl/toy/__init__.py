@@ -1,10 +1,24 @@
-"""The embedded toy world: a renderer of coloured-shape scenes, GenEval-style prompts, an analytic
-verifier, and tiny pretrained models (an SD3-architecture pipeline and a CLIP) shipped as package data."""
+"""The embedded toy world: tiny pretrained models (an SD3-architecture pipeline, a CLIP, an artifact
+detector) shipped as package data, their pretraining and the evaluation. The world itself (renderer,
+prompts, verifier) lives in :mod:`rewards.toyworld`, so the rewards use it without genrl; its names
+are re-exported here."""
 
-from .prompts import load_prompt_file, sample_specs, split
-from .render import render, render_batch
-from .verifier import Verdict, detect, verify
-from .world import COLORS, FAMILIES, RELATIONS, SHAPES, ObjectSpec, PromptSpec
+from rewards.toyworld import (
+    COLORS,
+    FAMILIES,
+    RELATIONS,
+    SHAPES,
+    ObjectSpec,
+    PromptSpec,
+    Verdict,
+    detect,
+    load_prompt_file,
+    render,
+    render_batch,
+    sample_specs,
+    split,
+    verify,
+)
 
 __all__ = ["COLORS", "FAMILIES", "RELATIONS", "SHAPES", "ObjectSpec", "PromptSpec", "Verdict", "detect",
            "load_prompt_file", "render", "render_batch", "sample_specs", "split", "verify"]

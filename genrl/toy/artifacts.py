@@ -14,9 +14,9 @@ import random
 
 import numpy as np
 
-from .prompts import sample_specs, split
-from .render import render
-from .world import BACKGROUND_RGB
+from rewards.toyworld.prompts import sample_specs, split
+from rewards.toyworld.render import render
+from rewards.toyworld.world import BACKGROUND_RGB
 
 ARTIFACT_KINDS: tuple[str, ...] = ("broken", "grid", "bleed", "noise")
 

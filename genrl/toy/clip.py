@@ -25,14 +25,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from rewards.toyworld import TOY_CLIP_DIR
+from rewards.toyworld.prompts import split
+from rewards.toyworld.render import render_batch
+from rewards.toyworld.world import FAMILIES, IMAGE_SIZE, PromptSpec
+
 from .pipeline import ASSETS_DIR
-from .prompts import split
-from .render import render_batch
 from .tokenizer import MODEL_MAX_LENGTH, build_toy_tokenizer
-from .world import FAMILIES, IMAGE_SIZE, PromptSpec
 
 TOY_CLIP_NAME = "genrl-toy-clip"
-TOY_CLIP_DIR = ASSETS_DIR / "toy-clip"
 _CONFIG_DIR = ASSETS_DIR / "open_clip_configs"
 #: Pixel normalisation of the toy CLIP (images in [0, 1] map to [-1, 1]).
 TOY_CLIP_MEAN = (0.5, 0.5, 0.5)

@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from rewards.toyworld.prompts import SPLITS, split
+from rewards.toyworld.verifier import Verdict, verify
+from rewards.toyworld.world import FAMILIES, PromptSpec
+
 from .pipeline import TOY_GUIDANCE_SCALE, TOY_MAX_SEQUENCE_LENGTH, TOY_NUM_INFERENCE_STEPS
-from .prompts import SPLITS, split
-from .verifier import Verdict, verify
-from .world import FAMILIES, PromptSpec
 
 
 @dataclass

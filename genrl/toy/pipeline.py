@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .world import IMAGE_SIZE
+from rewards.toyworld.world import IMAGE_SIZE
 
 if TYPE_CHECKING:  # torch, diffusers and transformers load in seconds: imported where a model is built
     from diffusers import StableDiffusion3Pipeline

@@ -9,7 +9,7 @@ Two stages, both with a step-based schedule and a fixed seed so a run is reprodu
    posterior-mean latents, with 10 % of prompts dropped to ``""`` so classifier-free guidance works.
    An EMA of those weights is what gets saved.
 
-The scenes come from *every* prompt of the world (:func:`genrl.toy.prompts.pretraining_specs`),
+The scenes come from *every* prompt of the world (:func:`rewards.toyworld.prompts.pretraining_specs`),
 families drawn uniformly; the RL splits are held out from RL, not from pretraining. A share
 ``caption_noise`` of the compositional captions is wrong the way web captions are (a relation
 flipped, the two colours swapped, a count off by one; see :func:`noisy_caption`), so prompt following
@@ -30,7 +30,7 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
+from rewards.toyworld.prompts import pretraining_specs, sample_specs
+from rewards.toyworld.render import render_batch
+from rewards.toyworld.world import FAMILIES, ObjectSpec, PromptSpec
+
 from .evaluate import evaluate_pipeline
 from .pipeline import TOY_MAX_SEQUENCE_LENGTH, TOY_PIPELINE_DIR, build_toy_pipeline, load_toy_pipeline
-from .prompts import pretraining_specs, sample_specs
-from .render import render_batch
-from .world import ObjectSpec, PromptSpec
 
 #: Relations a flipped caption states instead.
 FLIPPED_RELATIONS = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -51,7 +52,7 @@ FLIPPED_RELATIONS = {"left of": "right of", "right of": "left of", "above": "bel
 EXECUTION_FIELDS = frozenset({"threads", "device", "checkpoint_every", "eval_every", "eval_images_per_prompt",
                               "final_eval_images_per_prompt", "fresh"})
 #: Fields only the denoiser stage reads: a run interrupted in its VAE stage may resume with others.
-DENOISER_FIELDS = frozenset({"caption_noise", "steps", "batch_size", "lr", "warmup_steps", "weight_decay",
+DENOISER_FIELDS = frozenset({"caption_noise", "family_weights", "steps", "batch_size", "lr", "warmup_steps", "weight_decay",
                              "prompt_dropout", "ema_decay"})
 STATE_FILE = "state.pt"
 
@@ -70,6 +71,9 @@ class PretrainConfig:
     out_dir: str = str(TOY_PIPELINE_DIR)  # where save_pretrained writes the pipeline
     init_from: str | None = None  # continue from a saved toy pipeline instead of a random init (VAE kept)
     caption_noise: float = 0.1  # share of position / colour-attribution / counting captions made wrong
+    # relative weight of each prompt family in the denoiser's scenes (a family left out weighs 1; empty:
+    # families drawn uniformly, the shipped recipe)
+    family_weights: dict[str, float] = field(default_factory=dict)
     checkpoint_every: int = 250  # steps between resumable checkpoints in <out_dir>.resume/ (0: none)
     fresh: bool = False  # discard an existing resumable state of out_dir and start over
     # VAE stage
@@ -90,6 +94,12 @@ class PretrainConfig:
     final_eval_images_per_prompt: int = 4  # images per test prompt in the final evaluation (0: skip it)
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.family_weights) - set(FAMILIES))
+        if unknown:
+            raise PretrainError(f"family_weights names unknown family {unknown[0]!r}; families: {', '.join(FAMILIES)}")
+        if any(w < 0 for w in self.family_weights.values()) or (
+                self.family_weights and not any({**dict.fromkeys(FAMILIES, 1.0), **self.family_weights}.values())):
+            raise PretrainError("family_weights must be >= 0 and not all 0")
         if not 0.0 <= self.caption_noise <= 1.0:
             raise PretrainError(f"caption_noise={self.caption_noise} must be in [0, 1]")
         for key in ("vae_steps", "steps", "checkpoint_every", "eval_every"):
@@ -286,7 +296,7 @@ class _Run:
             ema.to(self.device)
             start = saved["step"]
         for step in range(start, cfg.steps):
-            specs = sample_specs(self.specs, cfg.batch_size, self.rng)
+            specs = sample_specs(self.specs, cfg.batch_size, self.rng, cfg.family_weights or None)
             prompts = [noisy_caption(s, self.rng, cfg.caption_noise) for s in specs]
             prompts = ["" if self.rng.random() < cfg.prompt_dropout else p for p in prompts]
             with torch.no_grad():

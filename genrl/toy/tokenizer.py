@@ -11,7 +11,7 @@ import string
 
 from transformers import CLIPTokenizer
 
-from .world import vocabulary
+from rewards.toyworld.world import vocabulary
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 #: Longest toy prompt is 10 words; with BOS/EOS and slack this bounds every text sequence.

@@ -1,6 +1,6 @@
 """The one training loop (accelerate) and its checkpoint, run-folder and metrics helpers."""
 
-from genrl.utils.seeding import derived_seed
+from rewards.seeding import derived_seed
 
 from .lifecycle import RunInterrupted
 from .loop import Trainer, TrainState

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm, family_weights
 from genrl.config import ConfigError, ExperimentConfig, check_group_layout, load_prompt_set, to_yaml
 from genrl.data import prompt_family
+from genrl.generation import Generation, MissingCondition, generate
 from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
 from genrl.models import AUTO_FAMILY, adapter_class, build_adapter, place_module
 from genrl.models.loading import load_pipeline
@@ -41,12 +42,11 @@ from genrl.models.lora import (
     lora_config,
     lora_state_dict,
 )
-from genrl.sampling.rollout import rollout
 from genrl.utils.files import FolderLock, FolderLocked, atomic_write_path, replace_dir_atomically
-from genrl.utils.optional import require
 from genrl.utils.quiet import quiet_hub_libraries
-from genrl.utils.seeding import derived_seed
 from rewards import WeightedSum, build_reward
+from rewards.optional import require
+from rewards.seeding import derived_seed
 
 from .checkpoints import TRAINER_STATE_FILE, save_atomically
 from .lifecycle import RunInterrupted, RunPlan, StopSignals, clear_run_records, plan_run, set_aside_damaged
@@ -183,12 +183,10 @@ class Trainer:
         self.adapter = _config_check(lambda: build_adapter(
             m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale, max_sequence_length=m.max_sequence_length,
             height=m.height, width=m.width, **m.options), "model.options" if m.options else "model.family")
-        if self.adapter.media_kind != "image" or self.adapter.condition_keys:
-            what = (f"generates {self.adapter.media_kind}" if self.adapter.media_kind != "image"
-                    else f"needs {'/'.join(self.adapter.condition_keys)} conditions per prompt")
-            raise ConfigError(f"model.family {self.adapter.family!r} {what}; the trainer's batches, rewards, grids and "
-                              "evaluation carry text-to-image only so far (the adapter works with "
-                              "genrl.sampling.rollout directly)")
+        if self.adapter.media_kind != "image":
+            raise ConfigError(f"model.family {self.adapter.family!r} generates {self.adapter.media_kind}; the trainer's "
+                              "rewards, grids and evaluation take images only so far (the adapter works with "
+                              "genrl.generation.generate directly)")
         self.adapter.place_frozen(acc.device, self._weight_dtype())
         transformer = self.adapter.transformer
         if cfg.lora.enabled:
@@ -296,18 +294,25 @@ class Trainer:
         sigmas = adapter.schedule(cfg.sample.num_steps).to(acc.device)
         window = self.algorithm.rollout_window(cfg.sample.num_steps, window_gen)
         self.model.eval()
+        metadata = [self.train_set.metadata[i] for i in indices]
         with acc.autocast(), self.algorithm.sampling_policy(self):
-            cond = adapter.encode(prompts)
-            x = adapter.initial_noise(self._generators(*noise_keys))
-            traj = rollout(lambda z, s: adapter.velocity(z, s, cond, model=self.unwrapped), x, sigmas,
-                           step_type=cfg.sample.step_type, noise_level=cfg.sample.noise_level, window=window,
-                           generators=step_gens, ode_solver=cfg.sample.solver)
-            images = adapter.decode(traj.final).float()
-            batch = RolloutBatch(torch.tensor(indices, device=acc.device), prompts,
-                                 [self.train_set.metadata[i] for i in indices], cond, sigmas, traj, images,
-                                 extras={"seed_key": (cfg.seed, epoch, iteration, rank)})
+            out = self._generate(prompts, metadata, indices, "data.train_prompts", sigmas=sigmas,
+                                 noise_generators=self._generators(*noise_keys), model=self.unwrapped,
+                                 step_type=cfg.sample.step_type, noise_level=cfg.sample.noise_level, window=window,
+                                 step_generators=step_gens, ode_solver=cfg.sample.solver)
+            batch = RolloutBatch(torch.tensor(indices, device=acc.device), prompts, metadata, out.cond, sigmas,
+                                 out.trajectory, out.media, extras={"seed_key": (cfg.seed, epoch, iteration, rank)})
             self.algorithm.after_sampling(self, batch)
         return batch
+
+    def _generate(self, prompts: list[str], metadata: list[dict], indices: list[int], source: str,
+                  **sampling: Any) -> Generation:
+        """:func:`genrl.generation.generate`, with a prompt that lacks a condition named by its index in ``source``."""
+        try:
+            return generate(self.adapter, prompts, metadata, **sampling)
+        except MissingCondition as err:
+            raise ConfigError(f"{source}: prompt {indices[err.index]} has no {err.key!r} field, which model family "
+                              f"{err.family!r} conditions on") from None
 
     def sample_epoch(self, epoch: int) -> list[RolloutBatch]:
         """The epoch's ``sample.num_batches_per_epoch`` batches, in the sampler's order (advancing it)."""
@@ -447,13 +452,11 @@ class Trainer:
                 chunk = jobs[start:start + cfg.sample.eval_batch_size]
                 prompts = [self.test_set.prompts[i] for i, _ in chunk]
                 metadata = [self.test_set.metadata[i] for i, _ in chunk]
-                with acc.autocast():
-                    cond = adapter.encode(prompts, guidance_scale=guidance)  # negative prompts if it uses CFG
-                    x = adapter.initial_noise(self._generators(*[(cfg.seed, "eval", i, r) for i, r in chunk]))
-                    traj = rollout(lambda z, s, c=cond: adapter.velocity(z, s, c, guidance_scale=guidance,
-                                                                         model=self.unwrapped),
-                                   x, sigmas, step_type="sde", noise_level=0.0, window=(0, 0), ode_solver=solver)
-                    images = adapter.decode(traj.final).float()
+                with acc.autocast():  # the deterministic sampler; negative prompts if the scale uses CFG
+                    images = self._generate(prompts, metadata, [i for i, _ in chunk], "data.test_prompts",
+                                            sigmas=sigmas, model=self.unwrapped, guidance_scale=guidance,
+                                            ode_solver=solver, noise_generators=self._generators(
+                                                *[(cfg.seed, "eval", i, r) for i, r in chunk])).media
                 for metric, reward in self.eval_rewards.items():
                     scores[metric].append(reward(images, prompts, metadata).scores.to(acc.device, torch.float32))
                 kept.update({start + k: images[k].permute(1, 2, 0).cpu().numpy() for k in range(len(chunk))

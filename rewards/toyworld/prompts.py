@@ -24,6 +24,7 @@ import json
 import random
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from .world import COLORS, FAMILIES, RELATIONS, SHAPES, ObjectSpec, PromptSpec
 
@@ -115,13 +116,18 @@ def pretraining_specs() -> tuple[PromptSpec, ...]:
     return tuple(s for specs in all_specs().values() for s in specs)
 
 
-def sample_specs(specs: tuple[PromptSpec, ...] | list[PromptSpec], n: int, rng: random.Random) -> list[PromptSpec]:
-    """Draw ``n`` prompts, first a family uniformly, then a prompt of it uniformly (as GenEval weighs families)."""
+def sample_specs(specs: tuple[PromptSpec, ...] | list[PromptSpec], n: int, rng: random.Random,
+                 family_weights: dict[str, float] | None = None) -> list[PromptSpec]:
+    """Draw ``n`` prompts, first a family, then a prompt of it uniformly. Families are drawn uniformly (as
+    GenEval weighs them), or in proportion to ``family_weights`` (a family it leaves out weighs 1)."""
     by_family: dict[str, list[PromptSpec]] = {}
     for s in specs:
         by_family.setdefault(s.family, []).append(s)
     families = [f for f in FAMILIES if f in by_family]
-    return [rng.choice(by_family[rng.choice(families)]) for _ in range(n)]
+    if not family_weights:
+        return [rng.choice(by_family[rng.choice(families)]) for _ in range(n)]
+    weights = [float(family_weights.get(f, 1.0)) for f in families]
+    return [rng.choice(by_family[rng.choices(families, weights)[0]]) for _ in range(n)]
 
 
 def load_prompt_file(path: str | Path) -> list[PromptSpec | str]:
@@ -130,10 +136,19 @@ def load_prompt_file(path: str | Path) -> list[PromptSpec | str]:
     Lines of a ``.jsonl`` file are either :meth:`PromptSpec.to_dict` objects or ``{"prompt": ...}``.
     Raises ``FileNotFoundError``/``ValueError`` naming the file (and line) on bad input.
     """
+    return [item for item, _ in load_prompt_records(path)]
+
+
+def load_prompt_records(path: str | Path) -> list[tuple[PromptSpec | str, dict[str, Any]]]:
+    """:func:`load_prompt_file` with each prompt's other JSONL fields (a source image, a target, a duration).
+
+    A string field naming a file that exists relative to the prompt file's folder becomes that file's
+    absolute path, so a prompt file and its images can move together.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
-    out: list[PromptSpec | str] = []
+    out: list[tuple[PromptSpec | str, dict[str, Any]]] = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         line = line.strip()
         if not line:
@@ -143,12 +158,26 @@ def load_prompt_file(path: str | Path) -> list[PromptSpec | str]:
                 data = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            out.append(PromptSpec.from_dict(data) if "objects" in data else str(data["prompt"]))
+            if not isinstance(data, dict) or ("objects" not in data and "prompt" not in data):
+                raise ValueError(f"{path}:{lineno}: a JSONL prompt needs a 'prompt' field (or a toy spec's 'objects')")
+            if "objects" in data:
+                item: PromptSpec | str = PromptSpec.from_dict(data)
+                fields = {k: v for k, v in data.items() if k not in PromptSpec.__dataclass_fields__}
+            else:
+                item, fields = str(data["prompt"]), {k: v for k, v in data.items() if k != "prompt"}
+            out.append((item, {k: _resolved(v, path.parent) for k, v in fields.items()}))
         else:
-            out.append(line)
+            out.append((line, {}))
     if not out:
         raise ValueError(f"prompt file {path} contains no prompts")
     return out
+
+
+def _resolved(value: Any, folder: Path) -> Any:
+    """A relative file path that exists under ``folder`` as an absolute one; anything else unchanged."""
+    if isinstance(value, str) and value and not Path(value).is_absolute() and (folder / value).is_file():
+        return str((folder / value).resolve())
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -161,4 +190,4 @@ def spec_from_prompt(prompt: str) -> PromptSpec:
     try:
         return _specs_by_prompt()[prompt.strip().lower()]
     except KeyError:
-        raise KeyError(f"{prompt!r} is not a toy-world prompt (see genrl.toy.prompts.all_specs())") from None
+        raise KeyError(f"{prompt!r} is not a toy-world prompt (see rewards.toyworld.prompts.all_specs())") from None

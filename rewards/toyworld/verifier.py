@@ -83,7 +83,7 @@ def _to_uint8_hwc(image: np.ndarray) -> np.ndarray:
     if arr.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
         # MIN_OBJECT_AREA, MIN_RELATION_OFFSET and the shape thresholds are tuned to the toy world's
         # images: on another size the verdicts mean nothing (a large noise image holds every shape)
-        raise ValueError(f"the toy verifier scores {IMAGE_SIZE}x{IMAGE_SIZE} images (genrl.toy.world.IMAGE_SIZE), "
+        raise ValueError(f"the toy verifier scores {IMAGE_SIZE}x{IMAGE_SIZE} images (rewards.toyworld.world.IMAGE_SIZE), "
                          f"got {arr.shape[1]}x{arr.shape[0]}")
     if arr.dtype != np.uint8:
         arr = np.clip(np.rint(arr.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
