@@ -20,9 +20,9 @@ TP = {"epochs": 8, "sample.num_steps": 6, "sample.eval_num_steps": 6, "sample.wi
 
 
 @pytest.mark.parametrize(("config", "lr", "reward", "extra"), [
-    # DiffusionNFT at 6e-3: on the second edition's 120 training prompts 3e-3 moved the held-out darkness
-    # by only +0.006 in 6 epochs, 6e-3 by +0.019
-    ("toy.yaml", 3e-3, INK, FAST), ("toy_nft.yaml", 6e-3, DARK, {}), ("toy_tp.yaml", 1e-2, DARK, TP)])
+    # DiffusionNFT at 1e-2: on the second edition's 120 training prompts 3e-3 moved the held-out darkness
+    # by only +0.006 in 6 epochs; on the shipped (7,500-step) weights 6e-3 by +0.009
+    ("toy.yaml", 3e-3, INK, FAST), ("toy_nft.yaml", 1e-2, DARK, {}), ("toy_tp.yaml", 1e-2, DARK, TP)])
 def test_a_short_run_raises_the_held_out_reward(tmp_path, config, lr, reward, extra):
     overrides = tiny_overrides(tmp_path, **reward, **{
         "epochs": 6, "sample.batch_size": 8, "sample.group_size": 4, "sample.num_batches_per_epoch": 1,
