@@ -60,7 +60,9 @@ class SampleConfig:
     eval_num_steps: int = 40  # steps of the deterministic evaluation sampler
     guidance_scale: float = 4.5  # CFG scale (SD3) or distilled guidance (FLUX)
     eval_guidance_scale: float | None = None  # None: same as guidance_scale
-    step_type: str = "sde"  # "sde" (Flow-GRPO), "wan_sde" (Flow-GRPO's Wan2.1 step) or "cps" (coefficients-preserving)
+    # "sde" (Flow-GRPO), "wan_sde" (Flow-GRPO's Wan2.1 step), "cps" (coefficients-preserving) or "ddim" (DDIM-eta,
+    # Stable Audio's first-order step)
+    step_type: str = "sde"
     noise_level: float = 0.7
     solver: str = "euler"  # deterministic steps of training rollouts: "euler" or "dpm2" (DPM-Solver++(2M))
     eval_solver: str | None = None  # solver of the deterministic evaluation sampler (None: same as solver)
@@ -308,7 +310,7 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
     s, t = cfg.sample, cfg.train
     checks = [
         (bool(cfg.model.family), "model.family must be 'auto' or a model family name"),
-        (s.step_type in ("sde", "wan_sde", "cps"), "sample.step_type must be 'sde', 'wan_sde' or 'cps'"),
+        (s.step_type in ("sde", "wan_sde", "cps", "ddim"), "sample.step_type must be 'sde', 'wan_sde', 'cps' or 'ddim'"),
         (s.solver in ("euler", "dpm2"), "sample.solver must be 'euler' or 'dpm2'"),
         (s.eval_solver in (None, "euler", "dpm2"), "sample.eval_solver must be 'euler', 'dpm2' or null (sample.solver)"),
         (cfg.model.attention in ("sdpa", "xformers"), "model.attention must be 'sdpa' or 'xformers'"),
@@ -350,6 +352,11 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
     if s.step_type == "cps" and t.beta > 0 and t.algorithm != "diffusion_nft" and _last_trained_step(cfg) >= s.num_steps:
         # the last CPS step lands on sigma = 0 with no noise, so its Gaussian has std 0 and the KL divides by 0
         raise ConfigError("train.beta > 0 with sample.step_type 'cps' needs every trained step to end above sigma = 0: "
+                          f"end sample.window_range at most at sample.num_steps - 1 = {s.num_steps - 1} "
+                          "(or lower train.timestep_fraction when sample.window_size is 0)")
+    if s.step_type == "ddim" and t.algorithm != "diffusion_nft" and _last_trained_step(cfg) >= s.num_steps:
+        # DDIM's last step lands on sigma = 0 without noise: it has no density, so no policy gradient
+        raise ConfigError("sample.step_type 'ddim' cannot train the last step (it lands on sigma = 0 without noise): "
                           f"end sample.window_range at most at sample.num_steps - 1 = {s.num_steps - 1} "
                           "(or lower train.timestep_fraction when sample.window_size is 0)")
     problem = local_pipeline_problem(cfg.model.pretrained)

@@ -1,10 +1,12 @@
 """The model-adapter contract, run over every registered family on a tiny random pipeline of its stock class.
 
 Each case builds the stock diffusers pipeline offline and knows how to call it; the checks are the
-contract: registry by pipeline class, parity of the deterministic sampler with the stock pipeline,
-shapes and media, batch-independent noise, ratio 1 on-policy, noise level 0 == ODE, forward noising
-== the scheduler's own, LoRA with B = 0 == the base model, and LoRA export read back by the stock
-pipeline's own ``load_lora_weights``. A new family is added here with its builder and stock call.
+contract: registry by pipeline class, parity of the sampler with the stock pipeline (the deterministic
+one; for a stock SDE solver, the stochastic one given the same noise), shapes and media, batch-independent
+noise, ratio 1 on-policy, noise level 0 == ODE, forward noising == the scheduler's own, LoRA with B = 0 ==
+the base model, LoRA export read back by the family's loader (the stock pipeline's own
+``load_lora_weights`` where it has one, peft's otherwise), and the merged pipeline saved and loaded by the
+stock class's plain ``from_pretrained(dir)``. A new family is added here with its builder and stock call.
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from typing import Any
 import pytest
 import torch
 from helpers.tiny_pipelines import (
+    known_noise_scheduler,
     tiny_flux_kontext_pipeline,
     tiny_flux_pipeline,
+    tiny_stable_audio_pipeline,
     tiny_wan_pipeline,
     wan_unipc_scheduler,
 )
 
 from genrl.models import MEDIA_KINDS, ModelAdapter, build_adapter, family_names, family_of_pipeline
-from genrl.models.lora import add_lora, lora_config
+from genrl.models.loading import absent_components
+from genrl.models.lora import ReferencePolicy, adapter_active, add_lora, add_second_adapter, lora_config
 from genrl.sampling.rollout import rollout
 from genrl.sampling.steps import flow_step
 from genrl.toy.pipeline import build_toy_pipeline
@@ -46,6 +51,9 @@ class Case:
     # a first-order configuration of the stock scheduler, where the shipped one is multistep
     stock_scheduler: Callable[[int], Any] | None = None
     conditions: list[dict[str, Any]] | None = None  # one per prompt, for a family with condition_keys
+    # the stock sampler is an SDE solver: parity is of the rollout's ``step_type`` at noise level 1 on every
+    # step but the last with the stock scheduler (from ``stock_scheduler``) drawing the same noise
+    stochastic_stock: bool = False
 
 
 CASES = {
@@ -67,6 +75,10 @@ CASES = {
                 {"guidance_scale": 5.0, "num_frames": 9, "height": 16, "width": 16, "max_sequence_length": 16},
                 (9, 3, 16, 16), step_type="wan_sde",
                 stock_scheduler=lambda n: wan_unipc_scheduler(solver_order=1, disable_corrector=list(range(n)))),
+    # Stable Audio ships SDE-DPM-Solver++(2M) with Brownian-tree noise; its first-order update is DDIM at eta 1
+    "stable_audio": Case("stable_audio", tiny_stable_audio_pipeline, {"guidance_scale": 7.0}, {"guidance_scale": 7.0},
+                         (2, 7), step_type="ddim", stochastic_stock=True,
+                         stock_scheduler=lambda n: known_noise_scheduler(_gens(7), (3, 4), solver_order=1)),
 }
 
 
@@ -100,7 +112,10 @@ def _stock(pipe, c: Case, num_steps: int, output_type: str):
         out = pipe(prompt=PROMPTS, num_inference_steps=num_steps, generator=_gens(), output_type=output_type, **c.stock_kwargs)
     finally:
         pipe.scheduler = scheduler
-    return out.frames if hasattr(out, "frames") else out.images
+    for field in ("frames", "audios", "images"):
+        if hasattr(out, field):
+            return getattr(out, field)
+    raise TypeError(f"unknown pipeline output {type(out).__name__}")
 
 
 def test_the_pipeline_class_selects_the_family(case):
@@ -112,19 +127,25 @@ def test_the_pipeline_class_selects_the_family(case):
         build_adapter(c.family, pipe, **c.options, not_an_option=1)
 
 
-def test_the_deterministic_sampler_is_the_stock_pipeline(case):
+def test_the_sampler_is_the_stock_pipeline(case):
     c, pipe = case
     adapter = _adapter(c, pipe)
     cond = _encode(adapter, c)
     sigmas = adapter.schedule(4)
     assert sigmas.shape == (5,) and sigmas[-1] == 0 and bool((sigmas[1:] < sigmas[:-1]).all())
     x = adapter.initial_noise(_gens())
-    traj = rollout(lambda z, s: adapter.velocity(z, s, cond), x, sigmas, step_type="sde", noise_level=0.0)
+    fn = lambda z, s: adapter.velocity(z, s, cond)
+    if c.stochastic_stock:
+        traj = rollout(fn, x, sigmas, step_type=c.step_type, noise_level=1.0, window=(0, 3), generators=_gens(7))
+    else:
+        traj = rollout(fn, x, sigmas, step_type="sde", noise_level=0.0)
     torch.testing.assert_close(traj.final, _stock(pipe, c, 4, "latent").to(traj.final.dtype), rtol=0, atol=1e-5)
     with torch.no_grad():
         media = adapter.decode(traj.final)
-    assert media.shape == (2, *c.media_shape) and float(media.min()) >= 0 and float(media.max()) <= 1
-    torch.testing.assert_close(media, _stock(pipe, c, 4, "pt").to(media.dtype), rtol=0, atol=1e-5)
+    low = -1.0 if adapter.media_kind == "audio" else 0.0
+    assert media.shape == (2, *c.media_shape) and float(media.min()) >= low and float(media.max()) <= 1
+    stock = _stock(pipe, c, 4, "pt").to(media.dtype)
+    torch.testing.assert_close(media, stock.clamp(low, 1), rtol=0, atol=1e-5)
 
 
 def test_noise_is_per_generator_and_velocity_per_sample(case):
@@ -170,10 +191,11 @@ def test_forward_noising_is_the_schedulers_own(case):
     scheduler = pipe.scheduler.__class__.from_config(pipe.scheduler.config)
     scheduler.set_timesteps(4, **({"mu": 0.5} if scheduler.config.get("use_dynamic_shifting") else {}))
     t = scheduler.timesteps[1:2].repeat(2)
-    sigma = scheduler.sigmas[1]
+    sigma = scheduler.sigmas[1]  # in the scheduler's units; the adapter maps both to its flow coordinates
     expected = (scheduler.scale_noise(x0, t, noise) if hasattr(scheduler, "scale_noise")
                 else scheduler.add_noise(x0, noise, t))
-    torch.testing.assert_close(adapter.add_noise(x0, noise, sigma), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(adapter.add_noise(x0, noise, adapter.flow_sigma(sigma)),
+                               adapter.flow_latents(expected, sigma), rtol=1e-5, atol=1e-6)
 
 
 def test_lora_starts_at_the_base_model_and_exports_to_the_stock_loader(case, tmp_path):
@@ -192,15 +214,31 @@ def test_lora_starts_at_the_base_model_and_exports_to_the_stock_loader(case, tmp
                 p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
     tuned = adapter.velocity(x, sigma, cond)
     assert not torch.allclose(tuned, base)
+    # the reference policy is the adapter disabled; a second adapter (NFT's old policy) starts as a frozen copy
+    with ReferencePolicy(adapter.transformer).active() as reference:
+        torch.testing.assert_close(adapter.velocity(x, sigma, cond, model=reference), base, rtol=0, atol=0)
+    trainable = {n for n, p in adapter.transformer.named_parameters() if p.requires_grad}
+    add_second_adapter(adapter.transformer, "old")
+    assert {n for n, p in adapter.transformer.named_parameters() if p.requires_grad} == trainable
+    with adapter_active(adapter.transformer, "old"):
+        torch.testing.assert_close(adapter.velocity(x, sigma, cond), tuned, rtol=0, atol=0)
+    torch.testing.assert_close(adapter.velocity(x, sigma, cond), tuned, rtol=0, atol=0)
     adapter.export_lora(tmp_path / "lora")
-    fresh = c.build()
-    fresh.load_lora_weights(str(tmp_path / "lora"))
-    reloaded = _adapter(c, fresh)
+    family = type(adapter)
+    reloaded = _adapter(c, family.load_lora(c.build(), tmp_path / "lora"))
     torch.testing.assert_close(reloaded.velocity(x, sigma, _encode(reloaded, c)), tuned, rtol=1e-5, atol=1e-5)
-    merged = ModelAdapter.merge_lora(c.build(), tmp_path / "lora")
-    merged_adapter = _adapter(c, merged)
-    torch.testing.assert_close(merged_adapter.velocity(x, sigma, _encode(merged_adapter, c)), tuned,
-                               rtol=1e-4, atol=1e-5)
+    merged = family.merge_lora(c.build(), tmp_path / "lora")
+    assert not any("lora_" in name for name, _ in merged.components[family.denoiser_name].named_parameters())
+    merged.save_pretrained(tmp_path / "merged")
+    # the stock class with no extra arguments, except a component saved as null (the toy SD3's absent T5),
+    # which diffusers requires to be passed as None: the only case absent_components returns anything
+    required_nulls = {k: None for k in absent_components(tmp_path / "merged") if k not in merged._optional_components}
+    assert c.family == "sd3" or not required_nulls
+    loaded = type(merged).from_pretrained(tmp_path / "merged", **required_nulls)
+    for pipeline in (merged, loaded):
+        merged_adapter = _adapter(c, pipeline)
+        torch.testing.assert_close(merged_adapter.velocity(x, sigma, _encode(merged_adapter, c)), tuned,
+                                   rtol=1e-4, atol=1e-5)
 
 
 def test_frozen_components_are_placed_in_their_dtypes(case):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
-from genrl.sampling import cps_step, flow_step, ode_step, sde_step, wan_sde_step
+from genrl.sampling import cps_step, ddim_step, flow_step, ode_step, sde_step, wan_sde_step
 
 B, SHAPE = 3, (3, 4, 5, 5)
 
@@ -80,7 +80,41 @@ def test_cps_step_formulas():
     assert float(full.std) == pytest.approx(sigma_next)
 
 
-@pytest.mark.parametrize("kind", ["sde", "cps"])
+def test_ddim_step_is_the_ve_first_order_dpm_solver_update_in_flow_coordinates():
+    # Independent computation in VE units (x_ve = x0 + sigma eps, sigma_ve = s / (1 - s), x_ve = x / (1 - s)),
+    # float64: eta = 1 is SDE-DPM-Solver++'s first-order update r^2 x + (1 - r^2) x0 + sigma' sqrt(1 - r^2) z,
+    # eta in general DDIM's x0 + sqrt(sigma'^2 - c^2) eps + c z with c = eta sigma' sqrt(1 - r^2).
+    x, v = _xv(8)
+    s, s_next = 0.8, 0.45
+    z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(9))
+    ve, ve_next = s / (1 - s), s_next / (1 - s_next)
+    x_ve = x.double() / (1 - s)
+    x0 = x.double() - s * v.double()
+    eps = (x_ve - x0) / ve
+    r = ve_next / ve
+    for eta in (1.0, 0.6, 0.0):
+        c = eta * ve_next * math.sqrt(1 - r**2)
+        expected_ve = x0 + math.sqrt(ve_next**2 - c**2) * eps + c * z.double()
+        if eta == 1.0:
+            torch.testing.assert_close(expected_ve, r**2 * x_ve + (1 - r**2) * x0 + c * z.double())
+        out = ddim_step(x, v, s, s_next, eta, prev_sample=((1 - s_next) * expected_ve).float())
+        torch.testing.assert_close(out.prev_sample.double(), (1 - s_next) * expected_ve)
+        torch.testing.assert_close(((out.prev_sample - out.mean) / out.std if eta else out.prev_sample - out.mean),
+                                   z if eta else torch.zeros(SHAPE), rtol=1e-4, atol=1e-4)
+        if eta:
+            std = (1 - s_next) * c
+            log_prob = (-(z.double() ** 2) / 2 - math.log(std) - 0.5 * math.log(2 * math.pi)).mean(dim=(1, 2, 3))
+            torch.testing.assert_close(out.log_prob.double(), log_prob, rtol=1e-5, atol=1e-5)
+    # eta 0 is the Euler step; at sigma = 1 the ratio is 0, so eta 1 injects noise of std sigma'
+    torch.testing.assert_close(ddim_step(x, v, s, s_next, 0.0).prev_sample, ode_step(x, v, s, s_next).prev_sample)
+    assert float(ddim_step(x, v, 1.0, 0.9, 1.0, generator=torch.Generator()).std) == pytest.approx(0.9)
+    # the last step to sigma = 0 has no noise: deterministic, x0, with the surrogate log-prob 0 on-policy
+    last = ddim_step(x, v, 0.3, 0.0, 1.0, generator=torch.Generator())
+    torch.testing.assert_close(last.prev_sample, x - 0.3 * v)
+    assert torch.equal(last.log_prob, torch.zeros(SHAPE[0]))
+
+
+@pytest.mark.parametrize("kind", ["sde", "cps", "ddim"])
 def test_stored_transition_rescored_gives_identical_log_prob(kind):
     x, v = _xv(4)
     drawn = flow_step(kind, x, v, 0.6, 0.5, 0.7, sigma_max=0.9, generator=torch.Generator().manual_seed(5))

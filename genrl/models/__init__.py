@@ -16,13 +16,16 @@ from .base import (
     place_module,
     register_adapter,
     resolve_family,
+    served_family,
 )
 from .flux import FluxAdapter, FluxConditioning
 from .flux_kontext import FluxKontextAdapter, KontextConditioning
 from .sd3 import Conditioning, SD3Adapter
+from .stable_audio import StableAudioAdapter, StableAudioConditioning
 from .wan import WanAdapter, WanConditioning
 
 __all__ = ["AUTO_FAMILY", "MEDIA_KINDS", "Conditioning", "FluxAdapter", "FluxConditioning", "FluxKontextAdapter",
            "KontextConditioning", "ModelAdapter",
-           "SD3Adapter", "WanAdapter", "WanConditioning", "adapter_class", "build_adapter", "family_names",
-           "family_of_pipeline", "place_module", "register_adapter", "resolve_family"]
+           "SD3Adapter", "StableAudioAdapter", "StableAudioConditioning", "WanAdapter", "WanConditioning", "adapter_class", "build_adapter", "family_names",
+           "family_of_pipeline", "place_module", "register_adapter", "resolve_family",
+           "served_family"]

@@ -95,8 +95,8 @@ class ModelAdapter(ABC):
 
     @abstractmethod
     def schedule(self, num_steps: int) -> torch.Tensor:
-        """Noise levels of a ``num_steps``-step sampler, float32, length ``num_steps + 1``, decreasing to 0,
-        exactly the pipeline scheduler's sigmas."""
+        """Noise levels of a ``num_steps``-step sampler, float32, length ``num_steps + 1``, decreasing to 0:
+        exactly the pipeline scheduler's sigmas, in flow-matching units (:meth:`flow_sigma`)."""
 
     @abstractmethod
     def initial_noise(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
@@ -120,20 +120,58 @@ class ModelAdapter(ABC):
         s = s.reshape(-1, *([1] * (x0.ndim - 1))) if s.ndim else s
         return ((1 - s) * x0.float() + s * noise.float()).to(x0.dtype)
 
+    # ------------------------------------------------------------------ coordinates
+    def flow_sigma(self, scheduler_sigma: torch.Tensor | float) -> torch.Tensor:
+        """A noise level of the pipeline's scheduler in the samplers' flow-matching units (identity for a
+        flow-matching scheduler; a VE / EDM family maps ``sigma -> sigma / (1 + sigma)``)."""
+        return torch.as_tensor(scheduler_sigma, dtype=torch.float32)
+
+    def flow_latents(self, scheduler_latents: torch.Tensor, scheduler_sigma: torch.Tensor | float) -> torch.Tensor:
+        """A latent in the scheduler's own units at its noise level, in the samplers' coordinates (identity
+        for a flow-matching scheduler)."""
+        return scheduler_latents
+
     # ------------------------------------------------------------------ LoRA export
-    def export_lora(self, directory: str | Path, transformer: torch.nn.Module | None = None) -> Path:
-        """Write the denoiser's LoRA in the diffusers format of the pipeline class, which
-        ``pipe.load_lora_weights(directory)`` of the stock pipeline reads."""
-        from .lora import export_lora
-
-        return export_lora(self.pipe, transformer if transformer is not None else self.transformer, directory)
-
     @staticmethod
-    def merge_lora(pipe: Any, lora_dir: str | Path) -> Any:
-        """``pipe`` with the exported LoRA in ``lora_dir`` fused into its weights (then unloaded)."""
-        pipe.load_lora_weights(str(lora_dir))
-        pipe.fuse_lora()
-        pipe.unload_lora_weights()
+    def has_lora_loader(pipe: Any) -> bool:
+        """Whether the pipeline class reads diffusers-format LoRA (``load_lora_weights``); without one,
+        LoRA is exported and loaded in peft's format on the denoiser (:mod:`genrl.models.lora`)."""
+        return hasattr(pipe, "load_lora_weights")
+
+    def export_lora(self, directory: str | Path, transformer: torch.nn.Module | None = None) -> Path:
+        """Write the denoiser's LoRA where :meth:`load_lora` reads it: the diffusers format of the pipeline
+        class (``pipe.load_lora_weights(directory)`` of the stock pipeline reads it), or peft's format
+        (weights and ``adapter_config.json``) for a pipeline without a LoRA loader."""
+        from .lora import export_lora, export_peft_lora
+
+        transformer = transformer if transformer is not None else self.transformer
+        if self.has_lora_loader(self.pipe):
+            return export_lora(self.pipe, transformer, directory)
+        return export_peft_lora(transformer, directory)
+
+    @classmethod
+    def load_lora(cls, pipe: Any, lora_dir: str | Path) -> Any:
+        """``pipe`` with the LoRA exported by :meth:`export_lora` loaded on its denoiser (not fused)."""
+        from .lora import load_peft_lora
+
+        if cls.has_lora_loader(pipe):
+            pipe.load_lora_weights(str(lora_dir))
+        else:
+            load_peft_lora(getattr(pipe, cls.denoiser_name), lora_dir)
+        return pipe
+
+    @classmethod
+    def merge_lora(cls, pipe: Any, lora_dir: str | Path) -> Any:
+        """``pipe`` with the exported LoRA in ``lora_dir`` fused into its weights and the adapter removed, so
+        ``pipe.save_pretrained`` writes a plain pipeline its stock class loads."""
+        from .lora import merge_peft_lora
+
+        cls.load_lora(pipe, lora_dir)
+        if cls.has_lora_loader(pipe):
+            pipe.fuse_lora()
+            pipe.unload_lora_weights()
+        else:
+            merge_peft_lora(getattr(pipe, cls.denoiser_name))
         return pipe
 
     # ------------------------------------------------------------------ options
@@ -187,6 +225,11 @@ def adapter_class(family: str) -> type[ModelAdapter]:
     if family not in _FAMILIES:
         raise KeyError(f"unknown model family {family!r}; available: {AUTO_FAMILY}, {', '.join(family_names())}")
     return _FAMILIES[family]
+
+
+def served_family(pipeline_class: str) -> str | None:
+    """The family serving a pipeline class, or None when no registered family does."""
+    return _BY_PIPELINE.get(pipeline_class)
 
 
 def family_of_pipeline(pipeline_class: str) -> str:

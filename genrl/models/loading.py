@@ -64,7 +64,13 @@ def load_pipeline(model: str | os.PathLike | None = None, *, lora: str | os.Path
                                 "(pass a training run's final/lora or a checkpoint's lora directory)")
     pipe = _load(resolve_model_path(model), trust_remote_code, kwargs)
     if lora is not None:
-        pipe.load_lora_weights(str(lora))
+        from .base import adapter_class, served_family
+
+        family = served_family(type(pipe).__name__)
+        if family is None:  # a pipeline no genrl family serves: diffusers' own loader
+            pipe.load_lora_weights(str(lora))
+        else:  # the family knows its LoRA format (diffusers, or peft for a pipeline without a loader)
+            adapter_class(family).load_lora(pipe, lora)
     return pipe
 
 

@@ -1,16 +1,32 @@
-"""LoRA on the denoiser through peft, the reference policy (adapter disabled) and adapter export."""
+"""LoRA on the denoiser through peft, the reference policy (adapter disabled) and adapter export.
+
+A denoiser with diffusers' ``PeftAdapterMixin`` (SD3, FLUX, Wan) is adapted through its own
+``add_adapter`` / ``set_adapter`` / ``disable_adapters``; one without it (Stable Audio's DiT) through
+peft directly (``inject_adapter_in_model`` and the tuner layers' own switches), with the same result:
+``peft_config`` on the module, adapters named, the reference policy = the adapter disabled.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from peft import LoraConfig
+from diffusers.loaders.peft import PeftAdapterMixin
+from diffusers.utils.peft_utils import recurse_remove_peft_layers, set_adapter_layers
+from peft import LoraConfig, inject_adapter_in_model
+from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
+
+#: File names of a LoRA exported in peft's own format (a denoiser without a diffusers LoRA loader); the
+#: weights file has the name of diffusers' LoRA export, so a run's ``final/lora`` looks the same.
+PEFT_LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+PEFT_LORA_CONFIG = "adapter_config.json"
 
 
 def lora_config(rank: int, alpha: int, target_modules: list[str], init: str = "gaussian") -> LoraConfig:
@@ -22,12 +38,49 @@ def lora_config(rank: int, alpha: int, target_modules: list[str], init: str = "g
 def add_lora(transformer: torch.nn.Module, config: LoraConfig) -> list[torch.nn.Parameter]:
     """Freeze the transformer, inject a LoRA adapter and return its trainable parameters."""
     transformer.requires_grad_(False)
-    transformer.add_adapter(config)
+    add_adapter(transformer, config)
     params = [p for p in transformer.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"LoRA target modules {config.target_modules} matched nothing in "
                          f"{type(transformer).__name__}; set lora.target_modules")
     return params
+
+
+def has_mixin(module: torch.nn.Module) -> bool:
+    """Whether ``module`` carries diffusers' own adapter methods (``PeftAdapterMixin``)."""
+    return isinstance(module, PeftAdapterMixin)
+
+
+def add_adapter(transformer: torch.nn.Module, config: LoraConfig, adapter_name: str = "default") -> None:
+    """Inject adapter ``adapter_name``: through diffusers' ``add_adapter`` where the module has it, else peft's
+    ``inject_adapter_in_model`` (which records ``peft_config`` on the module). The new adapter is active."""
+    if has_mixin(transformer):
+        transformer.add_adapter(config, adapter_name=adapter_name)
+        return
+    if adapter_name in getattr(transformer, "peft_config", {}):
+        raise ValueError(f"adapter {adapter_name!r} already exists")
+    config.base_model_name_or_path = None
+    inject_adapter_in_model(config, transformer, adapter_name)
+    transformer._hf_peft_config_loaded = True  # what has_lora reads, as diffusers' mixin sets it
+    set_active_adapter(transformer, adapter_name)
+
+
+def set_active_adapter(transformer: torch.nn.Module, name: str) -> None:
+    """Make adapter ``name`` the only active one (peft also makes it the only trainable one)."""
+    if has_mixin(transformer):
+        transformer.set_adapter(name)
+        return
+    for module in transformer.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.set_adapter(name)
+
+
+def set_adapters_enabled(transformer: torch.nn.Module, enabled: bool) -> None:
+    """Switch every adapter layer on or off (off: the base model, the reference policy)."""
+    if has_mixin(transformer):
+        transformer.enable_adapters() if enabled else transformer.disable_adapters()
+    else:
+        set_adapter_layers(transformer, enabled=enabled)
 
 
 def has_lora(transformer: torch.nn.Module) -> bool:
@@ -49,11 +102,11 @@ class ReferencePolicy:
         if self.copy is not None:
             yield self.copy
             return
-        self.transformer.disable_adapters()
+        set_adapters_enabled(self.transformer, False)
         try:
             yield self.transformer
         finally:
-            self.transformer.enable_adapters()
+            set_adapters_enabled(self.transformer, True)
 
 
 def lora_state_dict(transformer: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
@@ -89,8 +142,8 @@ def add_second_adapter(transformer: torch.nn.Module, name: str) -> None:
     """Add adapter ``name`` with the default adapter's config and weights; it is frozen and inactive."""
     with warnings.catch_warnings():  # peft warns that a second adapter is being added, which is the point
         warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-        transformer.add_adapter(transformer.peft_config["default"], adapter_name=name)
-    transformer.set_adapter("default")  # peft makes the newest adapter active and trainable; undo that
+        add_adapter(transformer, copy.deepcopy(transformer.peft_config["default"]), adapter_name=name)
+    set_active_adapter(transformer, "default")  # peft makes the newest adapter active and trainable; undo that
     update_adapter_ema(transformer, name, source="default", decay=0.0)
 
 
@@ -108,10 +161,47 @@ def update_adapter_ema(transformer: torch.nn.Module, target: str, source: str = 
 def adapter_active(transformer: torch.nn.Module, name: str) -> Iterator[torch.nn.Module]:
     """Make adapter ``name`` the active one for the duration (requires_grad flags are restored after)."""
     flags = {n: p.requires_grad for n, p in transformer.named_parameters()}
-    transformer.set_adapter(name)
+    set_active_adapter(transformer, name)
     try:
         yield transformer
     finally:
-        transformer.set_adapter("default")
+        set_active_adapter(transformer, "default")
         for n, p in transformer.named_parameters():
             p.requires_grad_(flags[n])
+
+
+def export_peft_lora(transformer: torch.nn.Module, directory: str | Path) -> Path:
+    """Write the default adapter in peft's naming with its ``LoraConfig`` (for a denoiser whose pipeline
+    has no diffusers LoRA loader); :func:`load_peft_lora` reads it back."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in lora_state_dict(transformer).items()}
+    save_file(state, str(directory / PEFT_LORA_WEIGHTS))
+    config = transformer.peft_config["default"].to_dict()
+    config["target_modules"] = sorted(config["target_modules"])  # a set in peft; json needs a list
+    (directory / PEFT_LORA_CONFIG).write_text(json.dumps(config, indent=2, default=str))
+    return directory
+
+
+def load_peft_lora(transformer: torch.nn.Module, directory: str | Path) -> None:
+    """Inject and load an adapter written by :func:`export_peft_lora` as the module's default adapter."""
+    directory = Path(directory)
+    for name in (PEFT_LORA_WEIGHTS, PEFT_LORA_CONFIG):
+        if not (directory / name).is_file():
+            raise FileNotFoundError(f"LoRA directory {str(directory)!r} has no {name}")
+    config = LoraConfig.from_pretrained(str(directory))
+    add_adapter(transformer, config)
+    load_lora_state_dict(transformer, load_file(str(directory / PEFT_LORA_WEIGHTS)))
+
+
+@torch.no_grad()
+def merge_peft_lora(transformer: torch.nn.Module) -> torch.nn.Module:
+    """Fuse the active adapter into the base weights and remove every adapter layer (in place)."""
+    for module in transformer.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.merge()
+    recurse_remove_peft_layers(transformer)
+    for attr in ("peft_config", "_hf_peft_config_loaded"):
+        if attr in transformer.__dict__:
+            delattr(transformer, attr)
+    return transformer

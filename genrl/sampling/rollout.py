@@ -64,7 +64,7 @@ def rollout(velocity: VelocityFn, x: torch.Tensor, sigmas: torch.Tensor, *, step
             grad_from: int | None = None, checkpoint: bool = True) -> Trajectory:
     """Sample from ``x`` (noise at ``sigmas[0]``) down the schedule.
 
-    Steps ``j`` in ``[window[0], window[1])`` use ``step_type`` (``"sde"``, ``"wan_sde"`` or ``"cps"``) at
+    Steps ``j`` in ``[window[0], window[1])`` use ``step_type`` (``"sde"``, ``"wan_sde"``, ``"cps"`` or ``"ddim"``) at
     ``noise_level`` and are recorded; the others are deterministic Euler steps. ``generators``
     (one per sample) make the injected noise reproducible per sample, whatever the batch.
     ``ode_solver`` is the deterministic solver outside the window: ``"euler"`` (the pipeline's own)

@@ -111,6 +111,34 @@ def cps_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: f
     return StepOutput(nxt, mean, std, _mean_over_dims(-((nxt.detach() - mean) ** 2)))
 
 
+def ddim_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: float = 1.0, *,
+              prev_sample: torch.Tensor | None = None, generator=None) -> StepOutput:
+    """The DDIM-eta step (``eta = noise_level``), first order, written in the flow-matching coordinates.
+
+    With ``x0 = x - sigma v``, ``eps = x + (1 - sigma) v`` and ``r = sigma_next (1 - sigma) / (sigma (1 - sigma_next))``
+    (the ratio of the two noise levels in VE units, ``sigma / (1 - sigma)``), the noise std is
+    ``s = eta sigma_next sqrt(1 - r^2)`` and the mean ``(1 - sigma_next) x0 + sqrt(sigma_next^2 - s^2) eps``, so
+    the total noise coefficient stays ``sigma_next`` (as in CPS). DDIM does not depend on how the Gaussian
+    path is parameterised: ``eta = 1`` is the first-order update of Stable Audio's
+    ``CosineDPMSolverMultistepScheduler`` (SDE-DPM-Solver++ in VE units) and of DDPM, ``eta = 0`` the
+    deterministic DDIM step, i.e. the Euler step ``x + v dt``. The log-prob is the Gaussian's with every
+    constant; a step with no noise (``sigma_next = 0`` or ``eta = 0``) is deterministic and gets the
+    reference's surrogate ``-mean((x' - mean)^2)`` instead.
+    """
+    x, v = x.to(torch.float32), v.to(torch.float32)
+    s, s_next = _per_sample(sigma, x), _per_sample(sigma_next, x)
+    x0, eps = x - s * v, x + (1 - s) * v
+    ratio = s_next * (1 - s) / (s * (1 - s_next)).clamp(min=1e-12)  # 0 at sigma = 1 (VE sigma infinite)
+    std = noise_level * s_next * torch.sqrt((1 - ratio**2).clamp(min=0))
+    mean = (1 - s_next) * x0 + torch.sqrt((s_next**2 - std**2).clamp(min=0)) * eps
+    nxt = _draw(mean, std, prev_sample, generator)
+    residual = (nxt.detach() - mean) ** 2
+    noisy = std > 0
+    log_prob = torch.where(noisy, -residual / (2 * std.clamp(min=1e-20) ** 2) - torch.log(std.clamp(min=1e-20))
+                           - math.log(math.sqrt(2 * math.pi)), -residual)
+    return StepOutput(nxt, mean, std, _mean_over_dims(log_prob.expand_as(mean)))
+
+
 def ode_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, *, prev_sample: torch.Tensor | None = None) -> StepOutput:
     """The deterministic Euler step ``x + v dt`` (diffusers' FlowMatchEulerDiscreteScheduler), with the
     reference's surrogate log-prob ``-mean((x' - mean)^2)``."""
@@ -147,13 +175,14 @@ def dpm2_step(x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, *, prev_x0: t
     return x_next, x0
 
 
-STEP_TYPES = ("sde", "wan_sde", "cps", "ode")
+STEP_TYPES = ("sde", "wan_sde", "cps", "ddim", "ode")
 
 
 def flow_step(kind: str, x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, noise_level: float, *,
               sigma_max: float | torch.Tensor | None = None, sigma_min: float | torch.Tensor = 0.0,
               **kwargs) -> StepOutput:
-    """Dispatch to :func:`sde_step`, :func:`wan_sde_step`, :func:`cps_step` or :func:`ode_step` by name.
+    """Dispatch to :func:`sde_step`, :func:`wan_sde_step`, :func:`cps_step`, :func:`ddim_step` or
+    :func:`ode_step` by name.
 
     ``sigma_max`` / ``sigma_min`` (the schedule's second and last values) are passed to the steps that
     use them; the others ignore them.
@@ -166,6 +195,8 @@ def flow_step(kind: str, x: torch.Tensor, v: torch.Tensor, sigma, sigma_next, no
         return wan_sde_step(x, v, sigma, sigma_next, noise_level, sigma_max=sigma_max, sigma_min=sigma_min, **kwargs)
     if kind == "cps":
         return cps_step(x, v, sigma, sigma_next, noise_level, **kwargs)
+    if kind == "ddim":
+        return ddim_step(x, v, sigma, sigma_next, noise_level, **kwargs)
     if kind == "ode":
         kwargs.pop("generator", None)
         return ode_step(x, v, sigma, sigma_next, **kwargs)

@@ -1,23 +1,31 @@
 """Tiny random pipelines of the stock diffusers classes, built offline, for adapter and parity tests.
 
-The configurations follow the diffusers test suites' tiny models (tests/pipelines/flux, tests/pipelines/wan);
+The configurations follow the diffusers test suites' tiny models (tests/pipelines/flux, tests/pipelines/wan,
+tests/pipelines/stable_audio);
 the tokenizer is the toy world's word-level CLIP tokenizer, which the T5/UMT5 encoders accept as ids.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from diffusers import (
     AutoencoderKL,
     AutoencoderKLWan,
+    AutoencoderOobleck,
+    CosineDPMSolverMultistepScheduler,
     FlowMatchEulerDiscreteScheduler,
     FluxKontextPipeline,
     FluxPipeline,
     FluxTransformer2DModel,
+    StableAudioDiTModel,
+    StableAudioPipeline,
     UniPCMultistepScheduler,
     WanPipeline,
     WanTransformer3DModel,
 )
+from diffusers.pipelines.stable_audio import StableAudioProjectionModel
 from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
 from genrl.toy.tokenizer import build_toy_tokenizer
@@ -81,3 +89,47 @@ def tiny_wan_pipeline(seed: int = 0, scheduler=None) -> WanPipeline:
     pipe = WanPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
                        scheduler=scheduler or wan_unipc_scheduler())
     return _eval(pipe, transformer, text_encoder, vae)
+
+
+def stable_audio_scheduler(**overrides) -> CosineDPMSolverMultistepScheduler:
+    """Stable Audio Open 1.0's scheduler (its hub ``scheduler_config.json``); needs ``torchsde``."""
+    config = dict(sigma_min=0.3, sigma_max=500, sigma_data=1.0, sigma_schedule="exponential", solver_order=2,
+                  prediction_type="v_prediction", final_sigmas_type="zero")
+    return CosineDPMSolverMultistepScheduler(**{**config, **overrides})
+
+
+def known_noise_scheduler(generators: Sequence[torch.Generator], shape: Sequence[int],
+                          **overrides) -> CosineDPMSolverMultistepScheduler:
+    """The stock Stable Audio scheduler with its Brownian-tree noise replaced by ``randn(shape)`` drawn from one
+    generator per sample at every step, in order: the noise the rollout's stochastic steps draw."""
+    scheduler = stable_audio_scheduler(**overrides)
+    set_timesteps = scheduler.set_timesteps
+
+    def draw(sigma, sigma_next):
+        return torch.stack([torch.randn(tuple(shape), generator=g) for g in generators])
+
+    def set_timesteps_with_known_noise(*args, **kwargs):
+        set_timesteps(*args, **kwargs)  # resets noise_sampler to None, which step() would fill with a tree
+        scheduler.noise_sampler = draw
+
+    scheduler.set_timesteps = set_timesteps_with_known_noise
+    return scheduler
+
+
+def tiny_stable_audio_pipeline(seed: int = 0) -> StableAudioPipeline:
+    """A Stable Audio Open-shaped pipeline (T5, projection with seconds conditioners, DiT, Oobleck VAE) of about
+    10k parameters: latents (3, 4), 2 s of stereo audio at 4 Hz (7 samples)."""
+    torch.manual_seed(seed)
+    tokenizer = build_toy_tokenizer()
+    transformer = StableAudioDiTModel(sample_size=4, in_channels=3, num_layers=2, attention_head_dim=4,
+                                      num_attention_heads=2, num_key_value_attention_heads=2, out_channels=3,
+                                      cross_attention_dim=4, time_proj_dim=8, global_states_input_dim=8,
+                                      cross_attention_input_dim=4)
+    vae = AutoencoderOobleck(encoder_hidden_size=6, downsampling_ratios=[1, 2], decoder_channels=3,
+                             decoder_input_channels=3, audio_channels=2, channel_multiples=[2, 4], sampling_rate=4)
+    projection = StableAudioProjectionModel(text_encoder_dim=32, conditioning_dim=4, min_value=0, max_value=32)
+    text_encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=8, num_heads=4,
+                                           num_layers=2))
+    pipe = StableAudioPipeline(vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
+                               transformer=transformer, scheduler=stable_audio_scheduler())
+    return _eval(pipe, transformer, text_encoder, vae, projection)
