@@ -31,7 +31,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 @dataclass
 class ModelConfig:
-    family: str = "auto"  # adapter: "auto" (from the pipeline's class), "sd3" (SD3/SD3.5/toy), "flux" or "wan"
+    # adapter: "auto" (from the pipeline's class) or a registered family: sd3 (SD3/SD3.5/toy), flux, flux_kontext,
+    # qwen_image_edit, wan, stable_audio
+    family: str = "auto"
     pretrained: str = "toy"  # hub id, local pipeline directory, or "toy"
     revision: str | None = None
     trust_remote_code: bool = False

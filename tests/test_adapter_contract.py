@@ -11,6 +11,8 @@ stock class's plain ``from_pretrained(dir)``. A new family is added here with it
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +23,12 @@ from helpers.tiny_pipelines import (
     known_noise_scheduler,
     tiny_flux_kontext_pipeline,
     tiny_flux_pipeline,
+    tiny_qwen_image_edit_pipeline,
     tiny_stable_audio_pipeline,
     tiny_wan_pipeline,
     wan_unipc_scheduler,
 )
+from torchvision.transforms.functional import to_pil_image
 
 from genrl.models import MEDIA_KINDS, ModelAdapter, build_adapter, family_names, family_of_pipeline
 from genrl.models.loading import absent_components
@@ -54,6 +58,7 @@ class Case:
     # the stock sampler is an SDE solver: parity is of the rollout's ``step_type`` at noise level 1 on every
     # step but the last with the stock scheduler (from ``stock_scheduler``) drawing the same noise
     stochastic_stock: bool = False
+    stock_patch: Callable[[], Any] | None = None  # a context the stock call runs in
 
 
 CASES = {
@@ -75,11 +80,30 @@ CASES = {
                 {"guidance_scale": 5.0, "num_frames": 9, "height": 16, "width": 16, "max_sequence_length": 16},
                 (9, 3, 16, 16), step_type="wan_sde",
                 stock_scheduler=lambda n: wan_unipc_scheduler(solver_order=1, disable_corrector=list(range(n)))),
+    # the stock pipeline resizes the source to a fixed 1024^2 area (a module function): patched to the test's 32^2
+    "qwen_image_edit": Case("qwen_image_edit", tiny_qwen_image_edit_pipeline,
+                            {"guidance_scale": 4.0, "negative_prompt": " ", "height": 32, "width": 32,
+                             "condition_area": 32 * 32},
+                            {"true_cfg_scale": 4.0, "negative_prompt": [" ", " "], "height": 32, "width": 32,
+                             "image": [to_pil_image(image) for image in SOURCES]}, (3, 32, 32),
+                            conditions=[{"image": image} for image in SOURCES],
+                            stock_patch=lambda: _qwen_condition_area(32 * 32)),
     # Stable Audio ships SDE-DPM-Solver++(2M) with Brownian-tree noise; its first-order update is DDIM at eta 1
     "stable_audio": Case("stable_audio", tiny_stable_audio_pipeline, {"guidance_scale": 7.0}, {"guidance_scale": 7.0},
                          (2, 7), step_type="ddim", stochastic_stock=True,
                          stock_scheduler=lambda n: known_noise_scheduler(_gens(7), (3, 4), solver_order=1)),
 }
+
+
+@contextlib.contextmanager
+def _qwen_condition_area(area: int):
+    module = importlib.import_module("diffusers.pipelines.qwenimage.pipeline_qwenimage_edit")
+    stock = module.calculate_dimensions
+    module.calculate_dimensions = lambda _, ratio: stock(area, ratio)
+    try:
+        yield
+    finally:
+        module.calculate_dimensions = stock
 
 
 def test_every_registered_family_has_a_contract_case():
@@ -109,7 +133,9 @@ def _stock(pipe, c: Case, num_steps: int, output_type: str):
     if c.stock_scheduler is not None:
         pipe.scheduler = c.stock_scheduler(num_steps)
     try:
-        out = pipe(prompt=PROMPTS, num_inference_steps=num_steps, generator=_gens(), output_type=output_type, **c.stock_kwargs)
+        with c.stock_patch() if c.stock_patch else contextlib.nullcontext():
+            out = pipe(prompt=PROMPTS, num_inference_steps=num_steps, generator=_gens(), output_type=output_type,
+                       **c.stock_kwargs)
     finally:
         pipe.scheduler = scheduler
     for field in ("frames", "audios", "images"):

@@ -1,6 +1,5 @@
 """The FLUX.1 adapter on a tiny random FluxPipeline: the noise-free rollout is the pipeline's own sampler."""
 
-import json
 
 import pytest
 import torch
@@ -94,40 +93,3 @@ def test_kontext_attends_to_the_source_image_and_refuses_a_batch_without_one():
         adapter.encode(PROMPTS, conditions=[{"image": images[0]}, {"mask": images[1]}])
     with pytest.raises(ValueError, match="text-only and takes no conditions"):
         FluxAdapter(tiny_flux_pipeline()).encode(PROMPTS, conditions=[{"image": images[0]}, {}])
-
-
-def test_the_trainer_carries_kontext_source_images_from_the_prompt_file(tmp_path):
-    from PIL import Image
-
-    from genrl.config import ConfigError, load_config
-    from genrl.trainer import Trainer
-
-    tiny_flux_kontext_pipeline().save_pretrained(tmp_path / "tiny-kontext")
-    for i in range(2):
-        Image.fromarray((torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(i)) * 255).byte().numpy()).save(
-            tmp_path / f"source{i}.png")
-    prompts = tmp_path / "edits.jsonl"  # image paths relative to the prompt file
-    prompts.write_text("".join(json.dumps({"prompt": p, "image": f"source{i}.png"}) + "\n"
-                               for i, p in enumerate(PROMPTS)))
-    overrides = [
-        "epochs=1", f"model.pretrained={tmp_path / 'tiny-kontext'}", "model.max_sequence_length=16",
-        "model.height=32", "model.width=32", "model.options={auto_resize: false, max_area: 1024}",
-        "sample.guidance_scale=2.5", "sample.num_steps=3", "sample.eval_num_steps=3", "sample.batch_size=4",
-        "sample.group_size=2", "sample.num_batches_per_epoch=1", "sample.noise_level=0.9", "lora.rank=4",
-        "lora.alpha=8", "train.ema=false", "train.learning_rate=1e-2", "reward.weights={jpeg_compressibility: 1.0}",
-        "reward.options={}", "reward.eval={jpeg: {name: jpeg_compressibility}}", f"data.train_prompts={prompts}",
-        f"data.test_prompts={prompts}", "log.log_with=[]", f"log.output_dir={tmp_path / 'run'}"]
-    trainer = Trainer(load_config(None, overrides))
-    assert trainer.adapter.family == "flux_kontext"
-    batch = trainer.sample_batch(0, 0, [0, 1])
-    assert batch.metadata[1]["image"] == str((tmp_path / "source1.png").resolve())
-    record = trainer.train()
-    assert record["train/first_ratio_max_dev"] == 0.0 and "eval/jpeg" in record
-    assert (tmp_path / "run" / "final" / "lora" / "pytorch_lora_weights.safetensors").is_file()
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text(json.dumps({"prompt": PROMPTS[0], "image": "source0.png"}) + "\n"
-                      + json.dumps({"prompt": PROMPTS[1]}) + "\n")
-    trainer = Trainer(load_config(None, [o.replace(str(prompts), str(broken)) for o in overrides]
-                                  + [f"log.output_dir={tmp_path / 'run2'}"]))
-    with pytest.raises(ConfigError, match="data.train_prompts: prompt 1 has no 'image' field"):
-        trainer.sample_batch(0, 0, [0, 1])

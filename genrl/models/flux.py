@@ -20,6 +20,18 @@ from .base import ModelAdapter, register_adapter
 from .sd3 import MMDIT_LORA_TARGETS
 
 
+def shifted_sigmas(scheduler: Any, num_steps: int, image_seq_len: int) -> torch.Tensor:
+    """The sigmas FLUX-style pipelines (FLUX, Kontext, Qwen-Image) sample with: ``linspace(1, 1/T, T)`` through a
+    fresh copy of ``scheduler``, shifted by the ``mu`` of the noisy sequence length when the scheduler shifts
+    dynamically; length ``T + 1``, ending at 0."""
+    config = scheduler.config
+    mu = calculate_shift(image_seq_len, config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096),
+                         config.get("base_shift", 0.5), config.get("max_shift", 1.15))
+    fresh = scheduler.__class__.from_config(config)
+    fresh.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), mu=mu, device="cpu")
+    return fresh.sigmas.to(torch.float32)
+
+
 @dataclass
 class FluxConditioning:
     """T5 sequence embeddings, pooled CLIP embeddings and the text position ids (shared by the batch)."""
@@ -78,13 +90,7 @@ class FluxAdapter(ModelAdapter):
     def schedule(self, num_steps: int) -> torch.Tensor:
         """The pipeline's sigmas for ``num_steps`` steps (resolution-shifted; length ``num_steps + 1``, ending at 0)."""
         h, w = self._latent_hw()
-        config = self.pipe.scheduler.config
-        mu = calculate_shift((h // 2) * (w // 2), config.get("base_image_seq_len", 256),
-                             config.get("max_image_seq_len", 4096), config.get("base_shift", 0.5),
-                             config.get("max_shift", 1.15))
-        scheduler = self.pipe.scheduler.__class__.from_config(config)
-        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), mu=mu, device="cpu")
-        return scheduler.sigmas.to(torch.float32)
+        return shifted_sigmas(self.pipe.scheduler, num_steps, (h // 2) * (w // 2))
 
     def initial_noise(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
         """Packed noise, one sample per generator, drawn exactly as the pipeline's ``prepare_latents`` does."""

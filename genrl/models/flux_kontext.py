@@ -85,7 +85,7 @@ class FluxKontextAdapter(FluxAdapter):
         for i, condition in enumerate(conditions):
             if "image" not in condition:
                 raise ValueError(f"condition {i} has no 'image' (keys: {sorted(condition)})")
-            images.append(_as_image(condition["image"], i))
+            images.append(as_condition_image(condition["image"], i))
         processor = self.pipe.image_processor
         height, width = processor.get_default_height_width(images[0])
         if self.auto_resize:
@@ -104,8 +104,9 @@ class FluxKontextAdapter(FluxAdapter):
                 torch.cat([self._image_ids(), cond.image_ids], dim=0))
 
 
-def _as_image(value: Any, index: int) -> Image.Image | torch.Tensor:
-    """A condition image as the pipeline's image processor takes it (PIL, or a (1, 3, H, W) tensor in [0, 1])."""
+def as_condition_image(value: Any, index: int) -> Image.Image | torch.Tensor:
+    """A condition image (a PIL image, a ``(3, H, W)`` tensor in [0, 1] or a file path) as the pipelines' image
+    processors take it: PIL RGB, or a ``(1, 3, H, W)`` float tensor; ``index`` names the prompt in errors."""
     if isinstance(value, Image.Image):
         return value.convert("RGB")
     if isinstance(value, (str, Path)):

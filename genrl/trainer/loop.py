@@ -29,11 +29,18 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_algorithm, family_weights
-from genrl.config import ConfigError, ExperimentConfig, check_group_layout, load_prompt_set, to_yaml
+from genrl.config import (
+    ConfigError,
+    ExperimentConfig,
+    ModelConfig,
+    check_group_layout,
+    load_prompt_set,
+    to_yaml,
+)
 from genrl.data import prompt_family
 from genrl.generation import Generation, MissingCondition, generate
 from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
-from genrl.models import AUTO_FAMILY, adapter_class, build_adapter, place_module
+from genrl.models import AUTO_FAMILY, adapter_class, build_adapter, place_module, resolve_family
 from genrl.models.loading import load_pipeline
 from genrl.models.lora import (
     ReferencePolicy,
@@ -181,8 +188,8 @@ class Trainer:
         self.pipe = load_pipeline(m.pretrained, trust_remote_code=m.trust_remote_code, **kwargs)
         self.pipe.set_progress_bar_config(disable=True)
         self.adapter = _config_check(lambda: build_adapter(
-            m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale, max_sequence_length=m.max_sequence_length,
-            height=m.height, width=m.width, **m.options), "model.options" if m.options else "model.family")
+            m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale, **self._model_options(),
+            **m.options), "model.options" if m.options else "model.family")
         if self.adapter.media_kind != "image":
             raise ConfigError(f"model.family {self.adapter.family!r} generates {self.adapter.media_kind}; the trainer's "
                               "rewards, grids and evaluation take images only so far (the adapter works with "
@@ -269,6 +276,23 @@ class Trainer:
                 path = self._loading = os.path.join(input_dir, self._lora_file(adapter))
                 load_lora_state_dict(model, load_file(path, device=str(self.accelerator.device)), adapter)
         self._loading = None  # accelerate loads the optimizer, scheduler and RNG states next
+
+    def _model_options(self) -> dict[str, Any]:
+        """``model.max_sequence_length`` / ``height`` / ``width`` for the adapter: a family without such an option
+        (Stable Audio has no image size, Qwen-Image-Edit no T5) gets none of those left at their defaults, and a
+        config error naming the key for one that was set."""
+        m = self.cfg.model
+        family = _config_check(lambda: resolve_family(m.family, self.pipe), "model.family")
+        accepted, defaults = set(family.option_names()), ModelConfig()
+        options = {}
+        for key in ("max_sequence_length", "height", "width"):
+            value = getattr(m, key)
+            if key in accepted:
+                options[key] = value
+            elif value != getattr(defaults, key):
+                raise ConfigError(f"model.{key}={value!r}: model family {family.family!r} has no such option "
+                                  f"(its options: {', '.join(sorted(accepted))})")
+        return options
 
     def _setup_rewards(self) -> None:
         r = self.cfg.reward

@@ -10,6 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from genrl.utils.files import atomic_write_path
+from genrl.utils.plotting import pyplot
 
 
 class MetricsLog:
@@ -75,7 +76,7 @@ def reward_curve_figure(records: list[dict], train_key: str = "reward/mean", tit
 
     The legend sits to the right of the axes, so it never hides a curve.
     """
-    fig, ax = _pyplot().subplots(figsize=(7.5, 3.6), dpi=120)
+    fig, ax = pyplot().subplots(figsize=(7.5, 3.6), dpi=120)
     train = [(r["epoch"], r[train_key]) for r in records if train_key in r]
     if train:
         e, v = np.array(train).T
@@ -104,15 +105,5 @@ def plot_reward_curve(records: list[dict], path: str | Path, train_key: str = "r
     fig = reward_curve_figure(records, train_key, title)
     with atomic_write_path(path) as tmp:
         fig.savefig(tmp, format="png", bbox_inches="tight")  # "tight": the legend outside the axes stays in
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
-
-
-def _pyplot():
-    """``matplotlib.pyplot`` on the Agg backend (no display needed), selected before pyplot is imported."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt

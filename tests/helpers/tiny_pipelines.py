@@ -1,7 +1,7 @@
 """Tiny random pipelines of the stock diffusers classes, built offline, for adapter and parity tests.
 
 The configurations follow the diffusers test suites' tiny models (tests/pipelines/flux, tests/pipelines/wan,
-tests/pipelines/stable_audio);
+tests/pipelines/stable_audio, tests/pipelines/qwenimage; the Qwen2.5-VL processor is built by hand, offline);
 the tokenizer is the toy world's word-level CLIP tokenizer, which the T5/UMT5 encoders accept as ids.
 """
 
@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderKLQwenImage,
     AutoencoderKLWan,
     AutoencoderOobleck,
     CosineDPMSolverMultistepScheduler,
@@ -19,6 +20,8 @@ from diffusers import (
     FluxKontextPipeline,
     FluxPipeline,
     FluxTransformer2DModel,
+    QwenImageEditPipeline,
+    QwenImageTransformer2DModel,
     StableAudioDiTModel,
     StableAudioPipeline,
     UniPCMultistepScheduler,
@@ -26,7 +29,21 @@ from diffusers import (
     WanTransformer3DModel,
 )
 from diffusers.pipelines.stable_audio import StableAudioProjectionModel
-from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2Tokenizer,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    T5Config,
+    T5EncoderModel,
+    UMT5Config,
+    UMT5EncoderModel,
+)
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
 from genrl.toy.tokenizer import build_toy_tokenizer
 
@@ -133,3 +150,51 @@ def tiny_stable_audio_pipeline(seed: int = 0) -> StableAudioPipeline:
     pipe = StableAudioPipeline(vae=vae, text_encoder=text_encoder, projection_model=projection, tokenizer=tokenizer,
                                transformer=transformer, scheduler=stable_audio_scheduler())
     return _eval(pipe, transformer, text_encoder, vae, projection)
+
+
+#: the chat and vision tokens of Qwen2.5-VL's vocabulary that the edit template and the processor use
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                       "<|image_pad|>", "<|video_pad|>")
+
+
+def tiny_qwen_vl_processor(max_pixels: int = 56 * 56) -> Qwen2VLProcessor:
+    """A Qwen2-VL processor without downloads: a byte-level tokenizer (one token per byte, no merges) with the
+    chat and vision special tokens, and the stock image processor with a small ``max_pixels``."""
+    vocab = {char: i for i, char in enumerate(bytes_to_unicode().values())}
+    vocab.update({token: len(vocab) + i for i, token in enumerate(QWEN_SPECIAL_TOKENS)})
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], unk_token=None, bos_token=None, eos_token="<|endoftext|>",
+                               pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:])})
+    return Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=max_pixels),
+                            tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor())
+
+
+def tiny_qwen_image_edit_pipeline(seed: int = 0) -> QwenImageEditPipeline:
+    """A Qwen-Image-Edit-shaped pipeline (Qwen2.5-VL text+vision encoder, QwenImage MMDiT, the 3-D Qwen-Image VAE,
+    a dynamically shifted FlowMatch scheduler as Qwen-Image's) of about 150k parameters; 32 x 32 edits."""
+    torch.manual_seed(seed)
+    processor = tiny_qwen_vl_processor()
+    tokenizer = processor.tokenizer
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in QWEN_SPECIAL_TOKENS}
+    end = ids["<|endoftext|>"]
+    config = Qwen2_5_VLConfig(
+        text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                     "num_key_value_heads": 2, "rope_theta": 1e6, "vocab_size": len(tokenizer),
+                     "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                     "bos_token_id": end, "eos_token_id": end},
+        vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 16},
+        hidden_size=16, vocab_size=len(tokenizer), bos_token_id=end, eos_token_id=end,
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        vision_token_id=ids["<|image_pad|>"], image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"])
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                              attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
+                                              guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+    vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                                 temperal_downsample=[False, True], latents_mean=[0.1, -0.2, 0.0, 0.3],
+                                 latents_std=[1.5, 0.8, 1.0, 2.0])
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
+                                                base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02)
+    pipe = QwenImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                 processor=processor, transformer=transformer)
+    return _eval(pipe, transformer, text_encoder, vae)
