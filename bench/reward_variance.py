@@ -73,7 +73,7 @@ def _window_variance(trainer: Trainer, window: tuple[int, int], prompt_ids: list
         with trainer.accelerator.autocast():
             images = generate(adapter, prompts, metadata, sigmas=sigmas, noise_generators=x_gens,
                               model=trainer.unwrapped, step_type=cfg.sample.step_type,
-                              noise_level=cfg.sample.noise_level, window=window, step_generators=step_gens).media
+                              noise_level=cfg.sample.noise_level, window=window, step_generators=step_gens).media.tensor
         rewards = trainer.reward_fn(images, prompts, metadata).scores.float().cpu().numpy().reshape(latents, seeds)
         means.append(rewards.mean())
         within.append(rewards.var(axis=1).mean())

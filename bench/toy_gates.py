@@ -72,7 +72,7 @@ def training_sampler_success(trainer, samples: int) -> list[dict]:
     rows = []
     for i, (prompt, meta) in enumerate(zip(trainer.train_set.prompts, trainer.train_set.metadata, strict=True)):
         batch = trainer.sample_batch(epoch=0, iteration=i, indices=[i] * samples)
-        images = batch.images.permute(0, 2, 3, 1).cpu().numpy()
+        images = batch.media.as_float().tensor.permute(0, 2, 3, 1).numpy()
         strict = [verify(img, meta["spec"]).strict for img in images]
         rows.append({"prompt": prompt, "family": meta["spec"].family, "p": float(np.mean(strict))})
     return rows

@@ -15,6 +15,7 @@ import torch
 
 from genrl.models.base import ModelAdapter
 from genrl.sampling.rollout import Trajectory, rollout
+from rewards.media import Media
 
 
 class MissingCondition(ValueError):
@@ -31,7 +32,7 @@ class Generation:
 
     cond: Any
     trajectory: Trajectory
-    media: torch.Tensor  # float32, the adapter's media kind
+    media: Media  # float32 on the device, the adapter's kind and rate
 
 
 def conditions_from_metadata(adapter: ModelAdapter, metadata: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]] | None:
@@ -62,7 +63,7 @@ def generate(adapter: ModelAdapter, prompts: Sequence[str], metadata: Sequence[M
     traj = rollout(lambda z, s: adapter.velocity(z, s, cond, guidance_scale=guidance_scale, model=model), x, sigmas,
                    step_type=step_type, noise_level=noise_level, window=window, generators=step_generators,
                    ode_solver=ode_solver)
-    return Generation(cond, traj, adapter.decode(traj.final).float())
+    return Generation(cond, traj, adapter.as_media(adapter.decode(traj.final).float()))
 
 
 def complete(adapter: ModelAdapter, cond: Any, x: torch.Tensor, sigmas: torch.Tensor,

@@ -13,9 +13,9 @@ import numpy as np
 from scipy.io import wavfile
 
 from genrl.grid import make_grid, save_image_atomically
-from genrl.media import Media
 from genrl.utils.files import atomic_write_path, replace_dir_atomically
 from genrl.utils.plotting import pyplot
+from rewards.media import Media
 
 
 def _check(media: Media, kind: str, captions: Sequence[str]) -> None:

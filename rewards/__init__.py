@@ -28,6 +28,7 @@ _EXPORTS = {
     "InkBalanceReward": "ink_balance",
     "JpegCompressibilityReward": "jpeg",
     "LSCReward": "transforms",
+    "Media": "media",
     "PARReward": "transforms",
     "PickScoreAdversarialReward": "adversarial",
     "PickScoreReward": "pickscore",

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .media import Media
+
 
 @dataclass
 class RewardOutput:
@@ -35,7 +37,10 @@ class Reward(ABC):
 
     def __call__(self, images: Any, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> RewardOutput:
         """Score a batch; ``images`` are PIL images, uint8/float arrays or a tensor (see :func:`to_image_tensor`),
-        or waveforms for audio rewards (see :func:`to_audio_tensor`)."""
+        waveforms for audio rewards (see :func:`to_audio_tensor`), or :class:`~rewards.media.Media` of the
+        reward's modality (its stored 8/16-bit form included; audio at the reward's ``sample_rate``)."""
+        if isinstance(images, Media):
+            images = self.media_tensor(images)
         batch = to_audio_tensor(images) if self.modality == "audio" else to_image_tensor(images)
         if len(prompts) != batch.shape[0]:
             raise ValueError(f"reward {self.name!r}: got {batch.shape[0]} images but {len(prompts)} prompts")
@@ -52,9 +57,36 @@ class Reward(ABC):
                                f"expected ({batch.shape[0]},)")
         return out
 
+    def media_tensor(self, media: Media) -> torch.Tensor:
+        """The float tensor of ``media`` for this reward; ``ValueError`` when its kind is not the reward's
+        modality, or its sample rate not the reward's ``sample_rate`` (an option of the audio rewards)."""
+        if media.kind != self.modality:
+            raise ValueError(f"reward {self.name!r} scores {self.modality}, not {media.kind}")
+        rate = getattr(self, "sample_rate", None)
+        if media.kind == "audio" and rate is not None and int(rate) != int(media.sample_rate):
+            raise ValueError(f"reward {self.name!r} expects audio at {rate} Hz (its sample_rate option); the media "
+                             f"is at {media.sample_rate} Hz")
+        return media.as_float().tensor
+
     @abstractmethod
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
         """Score ``images`` (float tensor ``(N, 3, H, W)`` in [0, 1]; ``(N, T)`` waveforms for audio rewards)."""
+
+
+def common_modality(owner: str, parts: Sequence[Reward]) -> str:
+    """The one modality of rewards combined into ``owner``; ``ValueError`` naming the mix otherwise."""
+    kinds = sorted({part.modality for part in parts})
+    if len(kinds) > 1:
+        raise ValueError(f"{owner} combines rewards of different modalities: "
+                         + ", ".join(f"{part.name} ({part.modality})" for part in parts))
+    return kinds[0] if kinds else "image"
+
+
+def check_media_for_all(parts: Sequence[Reward], media: Media) -> torch.Tensor:
+    """:meth:`Reward.media_tensor` of ``media`` checked against every combined reward."""
+    for part in parts:
+        part.media_tensor(media)
+    return media.as_float().tensor
 
 
 def to_image_tensor(images: Any) -> torch.Tensor:

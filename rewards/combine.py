@@ -7,7 +7,8 @@ from collections.abc import Mapping
 
 import torch
 
-from .base import Reward, RewardOutput
+from .base import Reward, RewardOutput, check_media_for_all, common_modality
+from .media import Media
 from .registry import build_reward
 
 
@@ -35,6 +36,10 @@ class WeightedSum(Reward):
             raise ValueError("WeightedSum needs at least one reward")
         self.required_metadata = tuple(sorted({k for r in self.components.values() for k in r.required_metadata}))
         self.differentiable = all(r.differentiable for r in self.components.values())
+        self.modality = common_modality("WeightedSum", list(self.components.values()))
+
+    def media_tensor(self, media: Media) -> torch.Tensor:
+        return check_media_for_all(list(self.components.values()), media)
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
         total = torch.zeros(images.shape[0], device=images.device)

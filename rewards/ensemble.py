@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .base import Reward, RewardOutput
+from .base import Reward, RewardOutput, check_media_for_all, common_modality
+from .media import Media
 
 MODES = ("mean", "wco", "uwo")
 
@@ -45,6 +46,10 @@ class Ensemble(Reward):
         self.members, self.mode, self.lam, self.ddof, self.normalize = list(members), mode, lam, ddof, normalize
         self.required_metadata = tuple(sorted({k for m in self.members for k in m.required_metadata}))
         self.differentiable = all(m.differentiable for m in self.members)
+        self.modality = common_modality("Ensemble", self.members)
+
+    def media_tensor(self, media: Media) -> torch.Tensor:
+        return check_media_for_all(self.members, media)
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
         scores = torch.stack([m(images, prompts, metadata).scores.float() for m in self.members])

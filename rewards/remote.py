@@ -83,17 +83,21 @@ class RemoteReward(Reward):
     """A reward computed by ``python -m rewards.server`` at ``url``.
 
     ``modality`` must match the served reward's: ``"image"`` (sent as PNG) or ``"audio"``
-    (``(N, T)`` waveforms sent as float32; the server's reward holds the ``sample_rate``).
+    (``(N, T)`` waveforms sent as float32). ``sample_rate`` (audio) is the rate the client's audio is at:
+    sent with each request, the server refuses it when its reward expects another; it is also checked
+    against :class:`~rewards.media.Media` passed in.
     Requests carry at most ``batch_size`` items, time out after ``timeout`` seconds, and are
     retried ``retries`` times (with ``backoff`` seconds, doubling) on connection errors, timeouts and
     HTTP 5xx; then a ``RuntimeError`` names the URL and the last error. HTTP 4xx is not retried.
     """
 
     def __init__(self, url: str, timeout: float = 120.0, retries: int = 3, backoff: float = 0.5,
-                 batch_size: int = 64, modality: str = "image") -> None:
+                 batch_size: int = 64, modality: str = "image", sample_rate: int | None = None) -> None:
         if modality not in WIRE_FORMATS:
             raise ValueError(f"remote: modality must be one of {sorted(WIRE_FORMATS)}, got {modality!r}")
-        self.modality = modality
+        if sample_rate is not None and modality != "audio":
+            raise ValueError("remote: sample_rate is an option of modality 'audio'")
+        self.modality, self.sample_rate = modality, sample_rate
         self.url = url.rstrip("/")
         self.timeout, self.retries, self.backoff, self.batch_size = timeout, retries, backoff, batch_size
 
@@ -125,8 +129,11 @@ class RemoteReward(Reward):
             meta = [{k: v if _plain(v) else _jsonable(v, f"metadata[{start + i}][{k!r}]") for k, v in m.items()}
                     for i, m in enumerate(metadata[start:stop])]
             key, encode, _ = WIRE_FORMATS[self.modality]
-            reply = self._post({key: [encode(item) for item in images[start:stop]], "prompts": prompts[start:stop],
-                                "metadata": meta})
+            body = {key: [encode(item) for item in images[start:stop]], "prompts": prompts[start:stop],
+                    "metadata": meta}
+            if self.sample_rate is not None:
+                body["sample_rate"] = int(self.sample_rate)
+            reply = self._post(body)
             scores.extend(reply["scores"])
             for key, value in reply.get("info", {}).items():
                 if isinstance(value, list):

@@ -169,6 +169,9 @@ def make_handler(reward: Reward, name: str, max_request_bytes: int = DEFAULT_MAX
                 if key not in body:
                     raise ValueError(f"{name} scores {reward.modality}: the request needs {key!r} "
                                      f"(the client's modality option), got keys {sorted(body)}")
+                rate, expected = body.get("sample_rate"), getattr(reward, "sample_rate", None)
+                if rate is not None and expected is not None and int(rate) != int(expected):
+                    raise ValueError(f"{name} expects audio at {expected} Hz; the request's is at {rate} Hz")
                 media = _decode_all(key, body[key], decode)
                 out = reward(media, body["prompts"], body.get("metadata"))
                 self._reply(200, {"scores": out.scores.float().tolist(), "info": _info_to_json(out.info)})

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 from scipy.io import wavfile
 
-from genrl.media import Media
 from genrl.media_sheets import save_audio_sheet, save_media_sheet, save_video_grid
+from rewards.media import Media
 
 
 def _video(n=2, frames=5, size=8):
@@ -65,9 +65,9 @@ def test_a_video_grid_is_an_animated_gif_at_the_media_fps_with_a_frame_strip(tmp
         im.seek(4)
         last = np.asarray(im.convert("RGB"))
     # the first cell's centre (cells start at x = y = 8): red at the first frame, blue at the last
-    r, g, b = first[16, 16].astype(int)
+    r, _, b = first[16, 16].astype(int)
     assert r > 200 and b < 60
-    r, g, b = last[16, 16].astype(int)
+    r, _, b = last[16, 16].astype(int)
     assert b > 200 and r < 60
     with Image.open(strip) as im:  # 2 videos x 3 frames, in a 3-column grid
         assert im.size[0] == 3 * (16 + 8) + 8

@@ -22,6 +22,7 @@ from PIL import Image
 from test_toy_rewards import _scenes
 
 from rewards import build_reward
+from rewards.media import Media
 from rewards.remote import PayloadTooLarge, decode_image
 from rewards.server import main as server_main
 from rewards.server import make_server
@@ -66,6 +67,16 @@ def test_served_audio_reward_matches_the_local_one(tmp_path):
         torch.testing.assert_close(remote(waves, prompts).scores, local(waves, prompts).scores)
         with pytest.raises(ValueError, match="needs 'audio'"):  # an image client on an audio server
             build_reward("remote", url=url)(torch.rand(1, 3, 8, 8), ["x"])
+        # Media carries its rate: stereo 16-bit clips at the served rate score as their mono float mix does
+        clips = Media(torch.stack([waves, waves * 0.5], dim=1), "audio", sample_rate=16_000).stored()
+        stated = build_reward("remote", url=url, modality="audio", sample_rate=16_000)
+        torch.testing.assert_close(stated(clips, prompts).scores, local(clips.as_float().tensor.mean(1), prompts).scores)
+        with pytest.raises(ValueError, match="expects audio at 16000 Hz; the request's is at 8000 Hz"):
+            build_reward("remote", url=url, modality="audio", sample_rate=8000)(waves, prompts)
+        with pytest.raises(ValueError, match="expects audio at 16000 Hz .its sample_rate option.; the media is at 8000"):
+            stated(Media(clips.tensor, "audio", sample_rate=8000), prompts)
+        with pytest.raises(ValueError, match="reward 'clap' scores audio, not image"):
+            local(Media(torch.rand(3, 3, 8, 8), "image"), prompts)
     finally:
         proc.kill()
 

@@ -306,8 +306,8 @@ def _capture_evaluation(trainer: Trainer) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
 
     class Capture:
-        def __call__(self, images, prompts, metadata):
-            seen.append(images.detach().clone())
+        def __call__(self, media, prompts, metadata):
+            seen.append(media.tensor.detach().clone())  # evaluation hands rewards its float Media
             return type("R", (), {"scores": torch.zeros(len(prompts))})()
 
     trainer.eval_rewards = {"capture": Capture()}

@@ -89,8 +89,8 @@ def test_tp_grpo_on_the_trainer(tmp_path):
     trainer.reward_fn = CountingReward(trainer.reward_fn)
     indices = next(iter(trainer.sampler))
     batch = trainer.sample_batch(0, 0, indices)
-    # completions are batched, one reward call per window step; the final image is not scored here
-    assert scored == [4, 4, 4]
+    # completions are batched, one reward call per window step; then the batch itself, right after decoding
+    assert scored == [4, 4, 4, 4]
     assert batch.trajectory.steps == [0, 1, 2] and batch.extras["partial_rewards"].shape == (4, 3)
     # R_0 is the pure ODE sample from the rollout's own initial noise (not fresh noise)
     adapter = trainer.adapter
@@ -106,7 +106,7 @@ def test_tp_grpo_on_the_trainer(tmp_path):
     trainer.algorithm.counts = counts
     scored.clear()
     metrics = trainer.score_epoch([batch])
-    assert scored == [4]  # R_W is the rollout image's reward, scored once and reused
+    assert scored == []  # R_W is the rollout image's reward, scored once (when sampled) and reused
     assert batch.advantages.shape == (4, 3)
     for k in range(3):  # one group of 4: per-step advantages have mean 0
         assert abs(batch.advantages[:, k].mean().item()) < 1e-5

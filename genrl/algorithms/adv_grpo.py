@@ -75,7 +75,7 @@ class AdvGRPO(FlowGRPO):
         acc, epoch = trainer.accelerator, trainer.state.epoch
         prompts = [p for b in batches for p in b.prompts]
         metadata = [m for b in batches for m in b.metadata]
-        generated = torch.cat([b.images for b in batches]).detach()
+        generated = torch.cat([b.media.as_float(acc.device).tensor for b in batches])
         rng = torch.Generator().manual_seed(derived_seed(self.seed, "references", epoch, acc.process_index))
         reference = self.references.sample(prompts, metadata, rng)
         heldout = self.references.sample_heldout(prompts, metadata, rng)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from genrl.sampling.rollout import Trajectory
+from rewards.media import Media
 from rewards.name_registry import Registry
 
 from .advantages import Advantages
@@ -23,6 +24,7 @@ from .advantages import Advantages
 class RolloutBatch:
     """One sampling batch of this process, as the trainer hands it to the algorithm.
 
+    ``rewards`` are set right after the batch is decoded, and ``media`` becomes a stored 8/16-bit CPU copy;
     ``advantages`` and ``keep`` (per sample) are filled in after rewards are gathered.
     """
 
@@ -32,7 +34,7 @@ class RolloutBatch:
     cond: Any  # the adapter's conditioning (embeddings computed once per rollout)
     sigmas: torch.Tensor  # (T + 1,) the schedule the rollout used
     trajectory: Trajectory
-    images: torch.Tensor | None = None
+    media: Media | None = None  # float on the device until scored, then the stored 8/16-bit CPU copy
     rewards: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
     keep: torch.Tensor | None = None

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from rewards.media import Media
+
 #: What a family's ``decode`` returns: images ``(N, 3, H, W)``, videos ``(N, F, 3, H, W)``, both in
 #: [0, 1]; audio ``(N, channels, samples)`` in [-1, 1].
 MEDIA_KINDS = ("image", "video", "audio")
@@ -112,6 +114,11 @@ class ModelAdapter(ABC):
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Final latents -> media of :attr:`media_kind` (see :data:`MEDIA_KINDS`), differentiable."""
+
+    def as_media(self, decoded: torch.Tensor) -> Media:
+        """:meth:`decode`'s output as :class:`~rewards.media.Media` of this family's kind (a video or audio family
+        adds its ``fps`` / ``sample_rate``)."""
+        return Media(decoded, self.media_kind)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """Forward noising to level ``sigma``: ``(1 - sigma) x0 + sigma noise``, what diffusers' flow-matching

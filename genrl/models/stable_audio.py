@@ -32,6 +32,8 @@ import torch
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.utils.torch_utils import randn_tensor
 
+from rewards.media import Media
+
 from .base import ModelAdapter, register_adapter
 
 #: self- and cross-attention projections of every StableAudioDiTBlock
@@ -176,6 +178,10 @@ class StableAudioAdapter(ModelAdapter):
                       rotary_embedding=rotary, return_dict=False)[0].float()
         alpha, beta = (1 - s).view(-1, 1, 1) / norm, s.view(-1, 1, 1) / norm
         return (beta - alpha) * x_vp + v / norm
+
+    def as_media(self, decoded: torch.Tensor) -> Media:
+        """Decoded clips as audio media at the VAE's sampling rate."""
+        return Media(decoded, "audio", sample_rate=self.sampling_rate)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> audio ``(N, channels, samples)`` in [-1, 1] (differentiable), trimmed to

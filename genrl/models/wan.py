@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from rewards.media import Media
+
 from .base import ModelAdapter, register_adapter
 
 #: self- and cross-attention projections of every Wan transformer block
@@ -42,8 +44,8 @@ class WanAdapter(ModelAdapter):
     """Uniform policy interface over a ``WanPipeline`` (Wan2.1 T2V 1.3B / 14B and tiny test configs).
 
     Options: ``num_frames`` (``4k + 1``; Wan2.1 samples 81), ``height`` / ``width`` (multiples of 16;
-    480 x 832), ``guidance_scale`` (CFG, 5.0), ``negative_prompt`` and ``max_sequence_length`` (UMT5
-    tokens, 512). Wan2.2's two-expert pipelines (``transformer_2``) and per-token timesteps
+    480 x 832), ``guidance_scale`` (CFG, 5.0), ``negative_prompt``, ``max_sequence_length`` (UMT5
+    tokens, 512) and ``fps`` (the playback rate of the videos' media and grids; Wan2.1's are 16 fps). Wan2.2's two-expert pipelines (``transformer_2``) and per-token timesteps
     (``expand_timesteps``) are refused rather than sampled wrongly.
     """
 
@@ -52,7 +54,7 @@ class WanAdapter(ModelAdapter):
     frozen_components = ("vae", "text_encoder")
 
     def __init__(self, pipe, *, guidance_scale: float = 5.0, num_frames: int = 81, height: int = 480, width: int = 832,
-                 negative_prompt: str = "", max_sequence_length: int = 512) -> None:
+                 negative_prompt: str = "", max_sequence_length: int = 512, fps: float = 16.0) -> None:
         super().__init__(pipe)
         if getattr(pipe, "transformer_2", None) is not None or pipe.config.get("expand_timesteps", False):
             raise ValueError("Wan2.2 pipelines (transformer_2 / expand_timesteps) are not supported by the wan family")
@@ -63,7 +65,9 @@ class WanAdapter(ModelAdapter):
         for name, size, step in (("height", height, spatial * patch[1]), ("width", width, spatial * patch[2])):
             if size <= 0 or size % step:
                 raise ValueError(f"{name}={size} must be a positive multiple of {step} (VAE x{spatial}, patch {patch[1]})")
-        self.guidance_scale = guidance_scale
+        if fps <= 0:
+            raise ValueError(f"fps={fps} must be positive")
+        self.guidance_scale, self.fps = guidance_scale, float(fps)
         self.num_frames, self.height, self.width = num_frames, height, width
         self.negative_prompt = negative_prompt
         self.max_sequence_length = max_sequence_length or 512
@@ -134,6 +138,10 @@ class WanAdapter(ModelAdapter):
             uncond, text = out.chunk(2)
             return uncond + w * (text - uncond)
         return model(hidden_states=hidden, timestep=t, encoder_hidden_states=cond.embeds, return_dict=False)[0]
+
+    def as_media(self, decoded: torch.Tensor) -> Media:
+        """Decoded videos as video media at the adapter's ``fps``."""
+        return Media(decoded, "video", fps=self.fps)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> videos ``(N, F, 3, H, W)`` in [0, 1] (differentiable), the stock pipeline's

@@ -40,6 +40,7 @@ from genrl.config import (
 from genrl.data import prompt_family
 from genrl.generation import Generation, MissingCondition, generate
 from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
+from genrl.media_sheets import save_media_sheet
 from genrl.models import AUTO_FAMILY, adapter_class, build_adapter, place_module, resolve_family
 from genrl.models.loading import load_pipeline
 from genrl.models.lora import (
@@ -52,6 +53,7 @@ from genrl.models.lora import (
 from genrl.utils.files import FolderLock, FolderLocked, atomic_write_path, replace_dir_atomically
 from genrl.utils.quiet import quiet_hub_libraries
 from rewards import WeightedSum, build_reward
+from rewards.media import Media
 from rewards.optional import require
 from rewards.seeding import derived_seed
 
@@ -162,6 +164,7 @@ class Trainer:
         self._setup_data()
         self._setup_model()
         self._setup_rewards()
+        self._check_reward_modalities()
         self.algorithm.setup(self)
 
     def _setup_data(self) -> None:
@@ -190,10 +193,6 @@ class Trainer:
         self.adapter = _config_check(lambda: build_adapter(
             m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale, **self._model_options(),
             **m.options), "model.options" if m.options else "model.family")
-        if self.adapter.media_kind != "image":
-            raise ConfigError(f"model.family {self.adapter.family!r} generates {self.adapter.media_kind}; the trainer's "
-                              "rewards, grids and evaluation take images only so far (the adapter works with "
-                              "genrl.generation.generate directly)")
         self.adapter.place_frozen(acc.device, self._weight_dtype())
         transformer = self.adapter.transformer
         if cfg.lora.enabled:
@@ -300,6 +299,21 @@ class Trainer:
         self.eval_rewards = {metric: build_reward(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
                              for metric, spec in r.eval.items()}
 
+    def _check_reward_modalities(self) -> None:
+        """Every training and evaluation reward scores what the model family generates."""
+        kind = self.adapter.media_kind
+        named = [(f"reward.weights.{name}", r) for name, r in self.reward_fn.components.items()]
+        named += [(f"reward.eval.{metric}", r) for metric, r in self.eval_rewards.items()]
+        rate = getattr(self.adapter, "sampling_rate", None) if kind == "audio" else None
+        for key, reward in named:
+            if reward.modality != kind:
+                raise ConfigError(f"{key}: reward {reward.name!r} scores {reward.modality}, but model family "
+                                  f"{self.adapter.family!r} generates {kind}")
+            expected = getattr(reward, "sample_rate", None)
+            if rate is not None and expected is not None and int(expected) != int(rate):
+                raise ConfigError(f"{key}: reward {reward.name!r} expects audio at {expected} Hz, but model family "
+                                  f"{self.adapter.family!r} generates {rate} Hz (set the reward's sample_rate option)")
+
     # ----------------------------------------------------------------------------------- sampling
     def _generators(self, *parts) -> list[torch.Generator]:
         return [torch.Generator(device=self.accelerator.device).manual_seed(derived_seed(*p)) for p in parts]
@@ -327,7 +341,15 @@ class Trainer:
             batch = RolloutBatch(torch.tensor(indices, device=acc.device), prompts, metadata, out.cond, sigmas,
                                  out.trajectory, out.media, extras={"seed_key": (cfg.seed, epoch, iteration, rank)})
             self.algorithm.after_sampling(self, batch)
+        self._score_batch(batch)
+        batch.media = batch.media.stored()  # only an 8/16-bit CPU copy waits for the update
         return batch
+
+    def _score_batch(self, batch: RolloutBatch) -> None:
+        """The training reward of a batch right after it is decoded (its components kept for logging)."""
+        out = self.reward_fn(batch.media, batch.prompts, batch.metadata)
+        batch.rewards = out.scores.to(self.accelerator.device, torch.float32)
+        batch.extras["reward_components"] = {name: out.info[name] for name in self.reward_fn.components}
 
     def _generate(self, prompts: list[str], metadata: list[dict], indices: list[int], source: str,
                   **sampling: Any) -> Generation:
@@ -345,15 +367,12 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- rewards
     def score_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]:
-        """Reward every local sample, gather rewards with their prompt ids, and set advantages per sample."""
+        """Gather the local samples' rewards with their prompt ids and set advantages per sample."""
         acc = self.accelerator
         components: dict[str, list[torch.Tensor]] = {}
-        for batch in batches:
-            out = self.reward_fn(batch.images, batch.prompts, batch.metadata)
-            batch.rewards = out.scores.to(acc.device, torch.float32)
-            batch.extras["reward_components"] = {name: out.info[name] for name in self.reward_fn.components}
-            for name in self.reward_fn.components:
-                components.setdefault(name, []).append(out.info[name].to(acc.device, torch.float32))
+        for batch in batches:  # each was scored when it was sampled (sample_batch)
+            for name, values in batch.extras["reward_components"].items():
+                components.setdefault(name, []).append(values.to(acc.device, torch.float32))
         local = torch.cat([b.rewards for b in batches])
         all_rewards = acc.gather(local)
         all_ids = acc.gather(torch.cat([b.prompt_index for b in batches]))
@@ -446,14 +465,14 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self) -> tuple[dict[str, float], np.ndarray, list[str]]:
+    def evaluate(self) -> tuple[dict[str, float], Media | None, list[str]]:
         """Deterministic (ODE) sampling of the test prompts at ``eval_num_steps`` with the EMA weights, the
         evaluation guidance scale and solver (``sample.eval_guidance_scale``, ``sample.eval_solver``; the
         training ones when unset).
 
         Returns the metrics (means over all processes) and, for a sample grid, up to ``GRID_IMAGES``
-        of this process's images, of prompts spread over the prompt families, with their captions
-        (the prompt and each evaluation reward's verdict on the image).
+        of this process's samples (stored media; None when it has none), of prompts spread over the prompt
+        families, with their captions (the prompt and each evaluation reward's verdict on the sample).
         """
         cfg, acc, adapter = self.cfg, self.accelerator, self.adapter
         n = cfg.sample.eval_images_per_prompt
@@ -477,13 +496,13 @@ class Trainer:
                 prompts = [self.test_set.prompts[i] for i, _ in chunk]
                 metadata = [self.test_set.metadata[i] for i, _ in chunk]
                 with acc.autocast():  # the deterministic sampler; negative prompts if the scale uses CFG
-                    images = self._generate(prompts, metadata, [i for i, _ in chunk], "data.test_prompts",
-                                            sigmas=sigmas, model=self.unwrapped, guidance_scale=guidance,
-                                            ode_solver=solver, noise_generators=self._generators(
-                                                *[(cfg.seed, "eval", i, r) for i, r in chunk])).media
+                    media = self._generate(prompts, metadata, [i for i, _ in chunk], "data.test_prompts",
+                                           sigmas=sigmas, model=self.unwrapped, guidance_scale=guidance,
+                                           ode_solver=solver, noise_generators=self._generators(
+                                               *[(cfg.seed, "eval", i, r) for i, r in chunk])).media
                 for metric, reward in self.eval_rewards.items():
-                    scores[metric].append(reward(images, prompts, metadata).scores.to(acc.device, torch.float32))
-                kept.update({start + k: images[k].permute(1, 2, 0).cpu().numpy() for k in range(len(chunk))
+                    scores[metric].append(reward(media, prompts, metadata).scores.to(acc.device, torch.float32))
+                kept.update({start + k: media.select(slice(k, k + 1)).stored() for k in range(len(chunk))
                              if start + k in in_grid})
         mine = {metric: torch.cat(values).cpu() for metric, values in scores.items() if values}
         captions = [scored_caption(self.test_set.prompts[jobs[p][0]], {m: float(v[p]) for m, v in mine.items()})
@@ -500,7 +519,7 @@ class Trainer:
                               "they are left out of its mean", RuntimeWarning, stacklevel=2)
             if family_names:
                 metrics.update(self._family_means(metric, local, family_index, family_names))
-        return metrics, np.stack([kept[p] for p in grid]) if grid else np.zeros((0, 1, 1, 3)), captions
+        return metrics, Media.cat([kept[p] for p in grid]) if grid else None, captions
 
     def _family_means(self, metric: str, local: torch.Tensor, family_index: torch.Tensor,
                       names: list[str]) -> dict[str, float]:
@@ -567,15 +586,21 @@ class Trainer:
             self._loading = None
         logger.info("resumed from %s at epoch %d", path, self.state.epoch)
 
-    def _log(self, record: dict, grid: tuple[np.ndarray, list[str]] | None = None) -> None:
+    def _log(self, record: dict, grid: tuple[Media | None, list[str]] | None = None) -> None:
         acc = self.accelerator
         if acc.is_main_process:
             self.metrics_log.append(record)
-            if grid is not None and len(grid[0]):
-                title = (f"epoch {record['epoch']}: held-out prompts, deterministic sampler"
-                         + (", EMA weights" if self.ema is not None else ""))
-                save_image_atomically(make_grid(grid[0], grid[1], columns=8, cell=128, caption_lines=5, title=title),
-                                      self.output_dir / "grids" / f"eval-epoch-{record['epoch']:06d}.png")
+            if grid is not None and grid[0] is not None:
+                media, captions = grid
+                path = self.output_dir / "grids" / f"eval-epoch-{record['epoch']:06d}.png"
+                if media.kind == "image":
+                    title = (f"epoch {record['epoch']}: held-out prompts, deterministic sampler"
+                             + (", EMA weights" if self.ema is not None else ""))
+                    images = media.tensor.permute(0, 2, 3, 1).numpy()
+                    save_image_atomically(make_grid(images, captions, columns=8, cell=128, caption_lines=5,
+                                                    title=title), path)
+                else:  # a GIF grid and frame strip of videos, or a folder of WAVs with an HTML index
+                    save_media_sheet(media, captions, path, columns=8)
         acc.log({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
     def train(self) -> dict:
