@@ -23,6 +23,7 @@ _EXPORTS = {
     "DinoAdversarialReward": "adversarial",
     "DinoSimilarityReward": "dino_similarity",
     "Ensemble": "ensemble",
+    "FrameMeanReward": "frames",
     "HPSv2Reward": "hps",
     "ImageRewardReward": "imagereward",
     "InkBalanceReward": "ink_balance",

@@ -30,8 +30,9 @@ class Reward(ABC):
     """
 
     name: str = "reward"
-    #: what the reward scores: images ``(N, 3, H, W)`` in [0, 1] or mono waveforms ``(N, T)``
-    modality: Literal["image", "audio"] = "image"
+    #: what the reward scores: images ``(N, 3, H, W)`` in [0, 1], videos ``(N, F, 3, H, W)`` in [0, 1] or mono
+    #: waveforms ``(N, T)``
+    modality: Literal["image", "video", "audio"] = "image"
     differentiable: bool = False
     required_metadata: tuple[str, ...] = ()
 
@@ -41,7 +42,8 @@ class Reward(ABC):
         reward's modality (its stored 8/16-bit form included; audio at the reward's ``sample_rate``)."""
         if isinstance(images, Media):
             images = self.media_tensor(images)
-        batch = to_audio_tensor(images) if self.modality == "audio" else to_image_tensor(images)
+        convert = {"audio": to_audio_tensor, "video": to_video_tensor}.get(self.modality, to_image_tensor)
+        batch = convert(images)
         if len(prompts) != batch.shape[0]:
             raise ValueError(f"reward {self.name!r}: got {batch.shape[0]} images but {len(prompts)} prompts")
         metadata = list(metadata) if metadata is not None else [{} for _ in prompts]
@@ -87,6 +89,17 @@ def check_media_for_all(parts: Sequence[Reward], media: Media) -> torch.Tensor:
     for part in parts:
         part.media_tensor(media)
     return media.as_float().tensor
+
+
+def to_video_tensor(videos: Any) -> torch.Tensor:
+    """A ``(N, F, 3, H, W)`` tensor/array (uint8, or float in [0, 1]) as floats in [0, 1]; a float tensor passes
+    through, keeping gradients."""
+    if isinstance(videos, np.ndarray):
+        videos = torch.from_numpy(np.ascontiguousarray(videos))
+    if not isinstance(videos, torch.Tensor) or videos.ndim != 5 or videos.shape[2] != 3:
+        shape = tuple(videos.shape) if hasattr(videos, "shape") else type(videos).__name__
+        raise ValueError(f"expected videos of shape (N, F, 3, H, W), got {shape}")
+    return videos if videos.is_floating_point() else videos.float() / 255.0
 
 
 def to_image_tensor(images: Any) -> torch.Tensor:

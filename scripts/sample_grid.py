@@ -3,6 +3,12 @@
     python scripts/sample_grid.py --out grid.png                          # toy pipeline, toy test prompts
     python scripts/sample_grid.py --model ./my-pipeline --prompts prompts.txt --out grid.png
     python scripts/sample_grid.py --prompts toy:test --reward toy_verifier --out grid.png
+    python scripts/sample_grid.py --model ./wan --prompts p.txt --option num_frames=33 --out clips.gif
+    python scripts/sample_grid.py --model ./stable-audio --prompts p.txt --reward clap --out audio/
+
+A video family (Wan) writes an animated GIF grid and a PNG strip of frames; an audio family (Stable Audio)
+writes a folder of WAV files with a spectrogram sheet and an HTML index with players. Both sample with
+the family's adapter and the deterministic sampler; ``--option key=value`` sets the family's options.
 
 --prompts takes a .txt file (one prompt per line), a .jsonl file of toy specs, or toy:train / toy:test.
 The arguments, the prompt file and a local --model / --lora directory are checked before torch and
@@ -12,6 +18,7 @@ the pipeline load, so bad input fails at once with one ``error: ...`` line (exit
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -41,7 +48,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the toy pipeline's, else 4.5)")
     parser.add_argument("--columns", type=int, default=4)
     parser.add_argument("--reward", default=None, help="annotate each image with this registered reward, e.g. toy_verifier")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the model family's adapter (video / audio families), e.g. num_frames=33")
     args = parser.parse_args(argv)
+    args.options = {}
+    for pair in args.option:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            parser.error(f"--option expects key=value, got {pair!r}")
+        try:
+            args.options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args.options[key] = value
     for flag in ("max_prompts", "images_per_prompt", "columns", "steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -76,6 +94,13 @@ def draw_grid(args: argparse.Namespace, items: list[str | PromptSpec]) -> int:
     is_toy = args.model in TOY_ALIASES
     pipe = load_pipeline(args.model, lora=args.lora)
     pipe.set_progress_bar_config(disable=True)
+    from genrl.models import adapter_class, served_family
+
+    family = served_family(type(pipe).__name__)
+    if family is not None and adapter_class(family).media_kind != "image":
+        return draw_media_sheet(args, pipe, family, prompts, items)
+    if args.options:
+        raise ValueError("--option applies to video and audio families; this pipeline makes images")
     images = generate(
         pipe, prompts, [args.seed + i for i in range(len(prompts))],
         num_inference_steps=args.steps or (TOY_NUM_INFERENCE_STEPS if is_toy else 28),
@@ -90,6 +115,40 @@ def draw_grid(args: argparse.Namespace, items: list[str | PromptSpec]) -> int:
         captions = [f"[{args.reward}={s:.2f}] {c}" for s, c in zip(scores, captions, strict=True)]
     path = save_image_atomically(make_grid(images, captions, columns=args.columns), args.out)
     print(f"wrote {path} ({len(images)} images)")
+    return 0
+
+
+def draw_media_sheet(args: argparse.Namespace, pipe, family: str, prompts: list[str], items: list) -> int:
+    """Sample a video or audio family with its adapter's deterministic sampler and write its sheet."""
+    import torch
+
+    from genrl.generation import generate
+    from genrl.media_sheets import save_media_sheet
+    from genrl.models import build_adapter
+
+    options = dict(args.options)
+    if args.guidance is not None:
+        options["guidance_scale"] = args.guidance
+    adapter = build_adapter(family, pipe, **options)
+    media = []
+    for start in range(0, len(prompts), 4):  # a few clips per forward: video latents are large
+        chunk = prompts[start:start + 4]
+        gens = [torch.Generator().manual_seed(args.seed + start + i) for i in range(len(chunk))]
+        with torch.no_grad():
+            out = generate(adapter, chunk, [{} for _ in chunk], sigmas=adapter.schedule(args.steps or 50),
+                           noise_generators=gens)
+        media.append(out.media.stored())
+    from rewards.media import Media
+
+    media = Media.cat(media)
+    captions = list(prompts)
+    if args.reward:
+        from rewards import build_reward
+
+        scores = build_reward(args.reward)(media, prompts).scores.tolist()
+        captions = [f"{c}\n{args.reward} {s:.2f}" for s, c in zip(scores, captions, strict=True)]
+    written = save_media_sheet(media, captions, args.out, columns=args.columns)
+    print(f"wrote {', '.join(str(p) for p in written)} ({len(media)} {media.kind} samples)")
     return 0
 
 

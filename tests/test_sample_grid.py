@@ -44,3 +44,33 @@ def test_make_grid_layout():
     assert img.size[0] == 2 * (64 + 8) + 8
     with pytest.raises(ValueError, match="5 images but 4 captions"):
         make_grid(images, ["x"] * 4)
+
+
+def test_grid_script_writes_gif_grids_for_video_and_wav_sheets_for_audio(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from helpers.tiny_pipelines import tiny_stable_audio_pipeline, tiny_wan_pipeline
+    from scipy.io import wavfile
+
+    grid = _script("sample_grid")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red ball\nwaves\nsnow\n")
+    tiny_wan_pipeline().save_pretrained(tmp_path / "wan")
+    video = ["--model", str(tmp_path / "wan"), "--prompts", str(prompts), "--steps", "3",
+             "--option", "num_frames=5", "--option", "height=16", "--option", "width=16",
+             "--option", "max_sequence_length=16"]
+    assert grid.main(video + ["--out", str(tmp_path / "clips.gif")]) == 0
+    with Image.open(tmp_path / "clips.gif") as gif:
+        assert gif.n_frames == 5
+    assert (tmp_path / "clips_frames.png").is_file()
+    tiny_stable_audio_pipeline().save_pretrained(tmp_path / "audio")
+    audio = ["--model", str(tmp_path / "audio"), "--prompts", str(prompts), "--steps", "3"]
+    assert grid.main(audio + ["--out", str(tmp_path / "sheet")]) == 0
+    rate, clip = wavfile.read(tmp_path / "sheet" / "clip_002.wav")
+    assert rate == 4 and clip.shape == (7, 2)
+    # the same seeds give the same clips
+    assert grid.main(audio + ["--out", str(tmp_path / "again")]) == 0
+    assert np.array_equal(wavfile.read(tmp_path / "again" / "clip_002.wav")[1], clip)
+    with pytest.raises(ValueError, match="--option applies to video and audio families"):
+        grid.main(["--prompts", str(prompts), "--option", "num_frames=5", "--out", str(tmp_path / "g.png")])

@@ -377,3 +377,24 @@ def test_the_trainer_checks_the_group_layout_of_its_own_launch(tmp_path, batch, 
         Trainer(cfg)
     assert "\n" not in str(refused.value)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_algorithm_declares_what_the_trainer_builds_for_it(tmp_path):
+    """The reference policy exists when the algorithm says it needs one; a reward-backprop algorithm is refused
+    a non-differentiable training reward, naming it."""
+    from genrl.algorithms.base import register_algorithm
+    from genrl.algorithms.flow_grpo import FlowGRPO
+
+    @register_algorithm("test_reward_backprop")
+    class Backprop(FlowGRPO):
+        needs_differentiable_reward = True
+
+    assert make_trainer(tmp_path / "a").reference is None  # toy.yaml: beta 0
+    assert make_trainer(tmp_path / "b", **{"train.beta": 0.04}).reference is not None
+    with pytest.raises(ConfigError, match="reward.weights.jpeg_compressibility: train.algorithm 'test_reward_backprop' "
+                                          "backpropagates the reward, and reward 'jpeg_compressibility' is not"):
+        make_trainer(tmp_path / "c", **{"train.algorithm": "test_reward_backprop",
+                                        "reward.weights": "{jpeg_compressibility: 1.0}", "reward.options": "{}"})
+    trainer = make_trainer(tmp_path / "d", **{"train.algorithm": "test_reward_backprop",
+                                              "reward.weights": "{brightness: 1.0}", "reward.options": "{}"})
+    assert trainer.reward_fn.differentiable

@@ -61,6 +61,15 @@ class Algorithm(ABC):
     name: str = "algorithm"
     #: True when samples with ``keep == False`` contribute nothing to the loss (so all-masked batches can be skipped)
     masked_samples_carry_no_loss: bool = False
+    #: True for an algorithm that backpropagates the reward into the generator (the trainer then refuses a
+    #: training reward whose ``differentiable`` flag is off, naming it)
+    needs_differentiable_reward: bool = False
+
+    def needs_reference(self) -> bool:
+        """Whether the loss uses the frozen reference policy (the trainer builds it only then): by default when
+        the algorithm's config has a KL weight ``train.beta > 0``."""
+        train = getattr(self, "train", None)
+        return float(getattr(train, "beta", 0.0) or 0.0) > 0
 
     @abstractmethod
     def num_train_units(self) -> int:

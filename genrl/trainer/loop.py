@@ -209,7 +209,7 @@ class Trainer:
         if m.attention == "xformers":
             require("xformers")  # names the extra when it is missing
             transformer.enable_xformers_memory_efficient_attention()
-        self.reference = ReferencePolicy(transformer) if cfg.train.beta > 0 else None
+        self.reference = ReferencePolicy(transformer) if self.algorithm.needs_reference() else None
         t = cfg.train
         optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
                                       weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
@@ -300,7 +300,13 @@ class Trainer:
                              for metric, spec in r.eval.items()}
 
     def _check_reward_modalities(self) -> None:
-        """Every training and evaluation reward scores what the model family generates."""
+        """Every training and evaluation reward scores what the model family generates, and the training reward
+        is differentiable when the algorithm backpropagates it."""
+        if self.algorithm.needs_differentiable_reward:
+            flat = [name for name, r in self.reward_fn.components.items() if not r.differentiable]
+            if flat:
+                raise ConfigError(f"reward.weights.{flat[0]}: train.algorithm {self.cfg.train.algorithm!r} backpropagates "
+                                  f"the reward, and reward {flat[0]!r} is not differentiable")
         kind = self.adapter.media_kind
         named = [(f"reward.weights.{name}", r) for name, r in self.reward_fn.components.items()]
         named += [(f"reward.eval.{metric}", r) for metric, r in self.eval_rewards.items()]
