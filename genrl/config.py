@@ -136,6 +136,9 @@ class AdvConfig:
 
 @dataclass
 class RewardConfig:
+    #: the training reward as a list of terms ``{name, weight (1.0), options ({}), label (the name)}``, summed with
+    #: their weights: one reward may appear twice under two labels. When set, weights/options are not used.
+    train: list[dict[str, Any]] = field(default_factory=list)
     #: reward name -> weight of the training reward (a weighted sum, no per-reward normalisation)
     weights: dict[str, float] = field(default_factory=lambda: {"toy_verifier": 1.0})
     #: reward name -> constructor options
@@ -438,14 +441,58 @@ def local_pipeline_problem(model: str) -> str | None:
     return None
 
 
+REWARD_TERM_KEYS = ("name", "weight", "options", "label")
+
+
+def reward_terms(reward: RewardConfig) -> list[tuple[str, str, float, dict[str, Any], str]]:
+    """The training reward's terms as ``(label, reward name, weight, options, config key)``: ``reward.train``'s
+    items, or one per ``reward.weights`` entry with its ``reward.options``."""
+    if reward.train:
+        return [(str(t.get("label", t["name"])), t["name"], float(t.get("weight", 1.0)), dict(t.get("options") or {}),
+                 f"reward.train[{i}]") for i, t in enumerate(reward.train)]
+    return [(name, name, float(weight), dict(reward.options.get(name) or {}), f"reward.weights.{name}")
+            for name, weight in reward.weights.items()]
+
+
+def _check_reward_terms(reward: RewardConfig, known: set[str]) -> None:
+    """``reward.train``: mappings with a known name, a finite weight >= 0, mapping options and unique labels."""
+    defaults = RewardConfig()
+    if reward.weights != defaults.weights or reward.options != defaults.options:
+        warnings.warn("reward.train is set, so reward.weights and reward.options are not used "
+                      f"(they hold {dict(reward.weights)})", UserWarning, stacklevel=3)
+    labels: set[str] = set()
+    for i, term in enumerate(reward.train):
+        key = f"reward.train[{i}]"
+        if not isinstance(term, dict) or "name" not in term:
+            raise ConfigError(f"{key} must be a mapping with a 'name' (and optionally weight, options, label)")
+        extra = sorted(set(term) - set(REWARD_TERM_KEYS))
+        if extra:
+            raise ConfigError(f"{key} has unknown keys {extra}; a term has {', '.join(REWARD_TERM_KEYS)}")
+        if term["name"] not in known:
+            raise ConfigError(f"{key}.name: unknown reward {term['name']!r}; available: {sorted(known)}")
+        weight = term.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+            raise ConfigError(f"{key}.weight={weight!r} must be a finite number >= 0")
+        if not isinstance(term.get("options") or {}, dict):
+            raise ConfigError(f"{key}.options must be a mapping of the reward's options")
+        label = str(term.get("label", term["name"]))
+        if label in labels:
+            raise ConfigError(f"{key}: label {label!r} is used twice; give each use of a reward its own label")
+        labels.add(label)
+    if not any(float(t.get("weight", 1.0)) > 0 for t in reward.train):
+        raise ConfigError("reward.train weights are all 0: at least one term needs a positive weight")
+
+
 def _check_rewards(reward: RewardConfig) -> None:
     """Weights finite, >= 0 and not all 0; every reward name known (see :func:`known_rewards`)."""
+    known = set(known_rewards())
+    if reward.train:
+        _check_reward_terms(reward, known)
     for name, weight in reward.weights.items():
         if not math.isfinite(weight) or weight < 0:
             raise ConfigError(f"reward.weights.{name}={weight} must be a finite number >= 0")
     if reward.weights and not any(weight > 0 for weight in reward.weights.values()):
         raise ConfigError("reward.weights are all 0: at least one reward needs a positive weight")
-    known = set(known_rewards())
     for key, names in (("reward.weights", list(reward.weights)), ("reward.options", list(reward.options))):
         unknown = sorted(set(names) - known)
         if unknown:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
 from .base import Reward, RewardOutput, check_media_for_all, common_modality
 from .media import Media
+from .registry import build_reward, register_reward
 
 MODES = ("mean", "wco", "uwo")
 
@@ -30,20 +32,24 @@ def aggregate(member_scores: torch.Tensor, mode: str = "mean", lam: float = 0.1,
     raise ValueError(f"unknown ensemble mode {mode!r}; expected one of {MODES}")
 
 
+@register_reward("ensemble")
 class Ensemble(Reward):
     """An ensemble of rewards aggregated per sample.
+
+    ``members`` are rewards, or (from a config) mappings ``{name, options}`` of registered ones.
 
     Members of different scales (e.g. PickScore and CLIPScore) should be put on one scale before
     a minimum or a variance means anything: ``normalize=True`` z-scores each member over the batch.
     """
 
-    def __init__(self, members: Sequence[Reward], mode: str = "mean", lam: float = 0.1, ddof: int = 0,
+    def __init__(self, members: Sequence[Reward | Mapping[str, Any]], mode: str = "mean", lam: float = 0.1, ddof: int = 0,
                  normalize: bool = False) -> None:
         if not members:
             raise ValueError("an ensemble needs at least one member")
         if mode not in MODES:
             raise ValueError(f"unknown ensemble mode {mode!r}; expected one of {MODES}")
-        self.members, self.mode, self.lam, self.ddof, self.normalize = list(members), mode, lam, ddof, normalize
+        built = [_member(m, i) for i, m in enumerate(members)]
+        self.members, self.mode, self.lam, self.ddof, self.normalize = built, mode, lam, ddof, normalize
         self.required_metadata = tuple(sorted({k for m in self.members for k in m.required_metadata}))
         self.differentiable = all(m.differentiable for m in self.members)
         self.modality = common_modality("Ensemble", self.members)
@@ -57,3 +63,12 @@ class Ensemble(Reward):
             scores = (scores - scores.mean(1, keepdim=True)) / (scores.std(1, keepdim=True) + 1e-6)
         combined = aggregate(scores, self.mode, self.lam, self.ddof)
         return RewardOutput(combined, {"members": scores.detach(), "member_std": scores.detach().std(0)})
+
+
+def _member(spec: Reward | Mapping[str, Any], index: int) -> Reward:
+    """An ensemble member: a reward as given, or built from ``{name, options}``."""
+    if isinstance(spec, Reward):
+        return spec
+    if not isinstance(spec, Mapping) or "name" not in spec or set(spec) - {"name", "options"}:
+        raise ValueError(f"ensemble member {index} must be a reward or a mapping {{name, options}}, got {spec!r}")
+    return build_reward(spec["name"], **dict(spec.get("options") or {}))

@@ -36,3 +36,23 @@ def build_reward(name: str, **options: Any) -> Reward:
     """Instantiate the reward registered as ``name`` with keyword options."""
     _register_all()
     return _REGISTRY.build(name, **options)
+
+
+class RewardPool:
+    """Rewards built once per name and options, so a training term and an evaluation metric with the same
+    settings share one loaded model (and a learning reward one state)."""
+
+    def __init__(self) -> None:
+        self._built: dict[tuple[str, str], Reward] = {}
+
+    def build(self, name: str, **options: Any) -> Reward:
+        """The reward ``name`` with ``options``, built on first request."""
+        import json
+
+        key = (name, json.dumps(options, sort_keys=True, default=repr))
+        if key not in self._built:
+            self._built[key] = build_reward(name, **options)
+        return self._built[key]
+
+    def __len__(self) -> int:
+        return len(self._built)

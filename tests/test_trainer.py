@@ -398,3 +398,40 @@ def test_the_algorithm_declares_what_the_trainer_builds_for_it(tmp_path):
     trainer = make_trainer(tmp_path / "d", **{"train.algorithm": "test_reward_backprop",
                                               "reward.weights": "{brightness: 1.0}", "reward.options": "{}"})
     assert trainer.reward_fn.differentiable
+
+
+def test_reward_train_terms_may_repeat_a_reward_and_share_models_with_evaluation(tmp_path):
+    from rewards import build_reward
+
+    terms = ("[{name: brightness, label: bright}, {name: brightness, weight: 0.5, label: dark, options: {sign: -1}},"
+             " {name: ensemble, weight: 2.0, options: {mode: wco, members: [{name: brightness}, {name: ink_balance}]}},"
+             " {name: toy_verifier, weight: 0.0, options: {mode: partial}}]")
+    trainer = make_trainer(tmp_path, **{"reward.train": terms})
+    fn = trainer.reward_fn
+    assert list(fn.components) == ["bright", "dark", "ensemble", "toy_verifier"]
+    assert fn.weights == {"bright": 1.0, "dark": 0.5, "ensemble": 2.0, "toy_verifier": 0.0}
+    # the evaluation metric with the same name and options is the training term's object: one loaded model
+    assert trainer.eval_rewards["partial"] is fn.components["toy_verifier"]
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    prompts = [s.prompt for s in split("test")[:3]]
+    metadata = [{"spec": s} for s in split("test")[:3]]
+    bright = build_reward("brightness")(images, prompts).scores
+    dark = build_reward("brightness", sign=-1)(images, prompts).scores
+    ink = build_reward("ink_balance")(images, prompts).scores
+    expected = bright + 0.5 * dark + 2.0 * torch.minimum(bright, ink)
+    torch.testing.assert_close(fn(images, prompts, metadata).scores, expected, rtol=1e-5, atol=1e-6)
+    _, metrics = sample_and_score(trainer)
+    assert "reward/dark/mean" in metrics and "reward/bright/mean" in metrics
+
+
+@pytest.mark.parametrize(("terms", "message"), [
+    ("[{name: brightness}, {name: brightness, options: {sign: -1}}]", r"reward.train\[1\]: label 'brightness' is used twice"),
+    ("[{name: brightness, wieght: 1}]", r"reward.train\[0\] has unknown keys \['wieght'\]"),
+    ("[{name: brightnes}]", r"reward.train\[0\].name: unknown reward 'brightnes'"),
+    ("[{name: brightness, weight: -1}]", r"reward.train\[0\].weight=-1 must be a finite number >= 0"),
+    ("[{name: brightness, weight: 0}]", "reward.train weights are all 0"),
+    ("[{weight: 1}]", r"reward.train\[0\] must be a mapping with a 'name'"),
+])
+def test_bad_reward_train_terms_are_config_errors(terms, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"reward.train={terms}"])

@@ -35,6 +35,7 @@ from genrl.config import (
     ModelConfig,
     check_group_layout,
     load_prompt_set,
+    reward_terms,
     to_yaml,
 )
 from genrl.data import prompt_family
@@ -52,9 +53,10 @@ from genrl.models.lora import (
 )
 from genrl.utils.files import FolderLock, FolderLocked, atomic_write_path, replace_dir_atomically
 from genrl.utils.quiet import quiet_hub_libraries
-from rewards import WeightedSum, build_reward
+from rewards import WeightedSum
 from rewards.media import Media
 from rewards.optional import require
+from rewards.registry import RewardPool
 from rewards.seeding import derived_seed
 
 from .checkpoints import TRAINER_STATE_FILE, save_atomically
@@ -294,22 +296,31 @@ class Trainer:
         return options
 
     def _setup_rewards(self) -> None:
-        r = self.cfg.reward
-        self.reward_fn = WeightedSum({name: (w, dict(r.options.get(name, {}))) for name, w in r.weights.items()})
-        self.eval_rewards = {metric: build_reward(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+        """The training reward (a weighted sum of ``reward_terms``) and the evaluation rewards, built from one pool:
+        a metric with a training term's name and options shares its loaded model."""
+        r, pool = self.cfg.reward, RewardPool()
+        terms = reward_terms(r)
+        self.reward_fn = _config_check(lambda: WeightedSum({label: pool.build(name, **options)
+                                                            for label, name, _, options, _ in terms},
+                                                           weights={label: w for label, _, w, _, _ in terms}),
+                                       "reward.train" if r.train else "reward.weights")
+        self._reward_keys = {f"train:{label}": key for label, _, _, _, key in terms}
+        self.eval_rewards = {metric: pool.build(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
                              for metric, spec in r.eval.items()}
+        self._reward_keys.update({f"eval:{metric}": f"reward.eval.{metric}" for metric in r.eval})
 
     def _check_reward_modalities(self) -> None:
         """Every training and evaluation reward scores what the model family generates, and the training reward
         is differentiable when the algorithm backpropagates it."""
         if self.algorithm.needs_differentiable_reward:
-            flat = [name for name, r in self.reward_fn.components.items() if not r.differentiable]
+            flat = [(label, r) for label, r in self.reward_fn.components.items() if not r.differentiable]
             if flat:
-                raise ConfigError(f"reward.weights.{flat[0]}: train.algorithm {self.cfg.train.algorithm!r} backpropagates "
-                                  f"the reward, and reward {flat[0]!r} is not differentiable")
+                label, reward = flat[0]
+                raise ConfigError(f"{self._reward_keys[f'train:{label}']}: train.algorithm {self.cfg.train.algorithm!r} "
+                                  f"backpropagates the reward, and reward {reward.name!r} is not differentiable")
         kind = self.adapter.media_kind
-        named = [(f"reward.weights.{name}", r) for name, r in self.reward_fn.components.items()]
-        named += [(f"reward.eval.{metric}", r) for metric, r in self.eval_rewards.items()]
+        named = [(self._reward_keys[f"train:{label}"], r) for label, r in self.reward_fn.components.items()]
+        named += [(self._reward_keys[f"eval:{metric}"], r) for metric, r in self.eval_rewards.items()]
         rate = getattr(self.adapter, "sampling_rate", None) if kind == "audio" else None
         for key, reward in named:
             if reward.modality != kind:
