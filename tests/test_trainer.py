@@ -400,6 +400,27 @@ def test_the_algorithm_declares_what_the_trainer_builds_for_it(tmp_path):
     assert trainer.reward_fn.differentiable
 
 
+def test_the_epoch_belongs_to_the_algorithm(tmp_path):
+    """An algorithm's run_epoch replaces the on-policy default; the trainer only keeps the books."""
+    from genrl.algorithms import TrainerContext
+    from genrl.algorithms.base import register_algorithm
+    from genrl.algorithms.flow_grpo import FlowGRPO
+
+    @register_algorithm("test_sample_only")
+    class SampleOnly(FlowGRPO):
+        def run_epoch(self, trainer, epoch):
+            batches = trainer.sample_epoch(epoch)  # the services, without any update
+            return {"sampled_reward": float(torch.cat([b.rewards for b in batches]).mean())}
+
+    trainer = make_trainer(tmp_path, **{"train.algorithm": "test_sample_only", "epochs": 1})
+    assert isinstance(trainer, TrainerContext)
+    before = {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if "lora_" in n}
+    record = trainer.train()
+    assert "sampled_reward" in record and "reward/mean" not in record and trainer.state.global_step == 0
+    assert trainer.state.samples == 4 and trainer.state.epoch == 1
+    assert all(torch.equal(p, before[n]) for n, p in trainer.unwrapped.named_parameters() if "lora_" in n)
+
+
 def test_reward_train_terms_may_repeat_a_reward_and_share_models_with_evaluation(tmp_path):
     from rewards import build_reward
 

@@ -2,7 +2,7 @@
 
 from .adv_grpo import AdvGRPO
 from .advantages import Advantages, group_advantages
-from .base import Algorithm, LossContext, RolloutBatch, build_algorithm, register_algorithm
+from .base import Algorithm, LossContext, RolloutBatch, TrainerContext, build_algorithm, register_algorithm
 from .diffusion_nft import DiffusionNFT
 from .flow_grpo import FlowGRPO
 from .sampler import KRepeatSampler, family_weights
@@ -18,6 +18,7 @@ __all__ = [
            "KRepeatSampler",
            "LossContext",
            "RolloutBatch",
+           "TrainerContext",
            "build_algorithm",
            "family_weights",
            "group_advantages",

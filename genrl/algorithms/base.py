@@ -9,7 +9,7 @@ import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -39,6 +39,33 @@ class RolloutBatch:
     advantages: torch.Tensor | None = None
     keep: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class TrainerContext(Protocol):
+    """What an algorithm's hooks may use of the trainer: its services and state, nothing else.
+
+    Services: :meth:`sample_epoch` (rollouts of the epoch's batches, each scored as it is decoded),
+    :meth:`score_epoch` (rewards gathered, advantages set), :meth:`optimize_epoch` (the inner epochs of
+    updates), :meth:`checkpoint_object` (state saved and resumed with the run). State: the model adapter,
+    the trainable denoiser without wrappers (``unwrapped``), the training reward, the prompt sampler, the
+    accelerator and the run's counters (``state.epoch``, ``state.global_step``).
+    """
+
+    adapter: Any
+    accelerator: Any
+    unwrapped: torch.nn.Module
+    reward_fn: Any
+    sampler: Any
+    state: Any
+
+    def sample_epoch(self, epoch: int) -> list[RolloutBatch]: ...
+
+    def score_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]: ...
+
+    def optimize_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]: ...
+
+    def checkpoint_object(self, name: str, obj: Any) -> None: ...
 
 
 @dataclass
@@ -75,14 +102,28 @@ class Algorithm(ABC):
     def num_train_units(self) -> int:
         """(batch, step) units trained per sampling batch; one backward each, accumulated by the trainer."""
 
-    def setup(self, trainer: Any) -> None:
+    def run_epoch(self, trainer: TrainerContext, epoch: int) -> dict[str, float]:
+        """One epoch of the algorithm, returning its metrics. The default is the on-policy epoch of the GRPO
+        family: sample (each batch scored as decoded), gather rewards and set advantages, let
+        :meth:`generator_update` decide whether the generator learns this epoch, update, :meth:`after_epoch`.
+        An algorithm with another epoch (reward backpropagation, off-policy replay) overrides this."""
+        batches = trainer.sample_epoch(epoch)
+        record = trainer.score_epoch(batches)
+        update_generator, metrics = self.generator_update(trainer, batches)
+        record.update(metrics)
+        if update_generator:
+            record.update(trainer.optimize_epoch(batches))
+        record.update(self.after_epoch(trainer))
+        return record
+
+    def setup(self, trainer: TrainerContext) -> None:
         """Called once the trainer has prepared the model, before any resume."""
 
-    def sampling_policy(self, trainer: Any):
+    def sampling_policy(self, trainer: TrainerContext):
         """Context manager active while the trainer samples rollouts (default: the trained policy)."""
         return contextlib.nullcontext()
 
-    def after_sampling(self, trainer: Any, batch: RolloutBatch) -> None:
+    def after_sampling(self, trainer: TrainerContext, batch: RolloutBatch) -> None:
         """Called (without gradients, under :meth:`sampling_policy`) after each batch is sampled and decoded."""
 
     def advantage_inputs(self, batches: list[RolloutBatch]) -> torch.Tensor | None:
@@ -90,12 +131,12 @@ class Algorithm(ABC):
         passes to :meth:`compute_advantages` as ``extra``; None when the rewards are all it needs."""
         return None
 
-    def generator_update(self, trainer: Any, batches: list[RolloutBatch]) -> tuple[bool, dict[str, float]]:
+    def generator_update(self, trainer: TrainerContext, batches: list[RolloutBatch]) -> tuple[bool, dict[str, float]]:
         """Called after rewards and advantages are set; returns whether the generator is updated this epoch
         (default: always) and metrics to log. Adv-GRPO trains its discriminator here instead on some epochs."""
         return True, {}
 
-    def after_epoch(self, trainer: Any) -> dict[str, float]:
+    def after_epoch(self, trainer: TrainerContext) -> dict[str, float]:
         """Called after the epoch's optimizer steps; returns metrics to log."""
         return {}
 

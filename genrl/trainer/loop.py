@@ -379,8 +379,10 @@ class Trainer:
 
     def sample_epoch(self, epoch: int) -> list[RolloutBatch]:
         """The epoch's ``sample.num_batches_per_epoch`` batches, in the sampler's order (advancing it)."""
-        return [self.sample_batch(epoch, self.sampler.iteration, indices)
-                for _b, indices in zip(range(self.cfg.sample.num_batches_per_epoch), self.sampler, strict=False)]
+        batches = [self.sample_batch(epoch, self.sampler.iteration, indices)
+                   for _b, indices in zip(range(self.cfg.sample.num_batches_per_epoch), self.sampler, strict=False)]
+        self._sampled = getattr(self, "_sampled", 0) + sum(len(b.prompts) for b in batches)
+        return batches
 
     # ----------------------------------------------------------------------------------- rewards
     def score_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]:
@@ -665,7 +667,8 @@ class Trainer:
             if done or stopping or (cfg.log.save_every and self.state.epoch % cfg.log.save_every == 0):
                 saved = save_atomically(acc, self.output_dir / "checkpoints", self.state.epoch,
                                         cfg.log.keep_checkpoints)
-            shown.update({"reward": f"{record['reward/mean']:.3f}"})
+            if "reward/mean" in record:  # an algorithm with its own epoch may not gather rewards
+                shown.update({"reward": f"{record['reward/mean']:.3f}"})
             shown.update({f"eval_{k[5:]}": f"{v:.3f}" for k, v in record.items() if k.startswith("eval/")
                           and k.count("/") == 1})
             progress.advance(self.state.epoch, self.state.train_seconds, shown)
@@ -691,15 +694,10 @@ class Trainer:
         acc = self.accelerator
         epoch = self.state.epoch
         started = time.perf_counter()
-        batches = self.sample_epoch(epoch)
-        record = {"epoch": epoch + 1, **self.score_epoch(batches)}
-        update_generator, algorithm_metrics = self.algorithm.generator_update(self, batches)
-        record.update(algorithm_metrics)
-        if update_generator:
-            record.update(self.optimize_epoch(batches))
-        record.update(self.algorithm.after_epoch(self))
+        self._sampled = 0  # counted by sample_epoch
+        record = {"epoch": epoch + 1, **self.algorithm.run_epoch(self, epoch)}  # the epoch belongs to the algorithm
         self.state.epoch = epoch + 1
-        self.state.samples += acc.num_processes * sum(len(b.prompts) for b in batches)
+        self.state.samples += acc.num_processes * self._sampled
         self.state.train_seconds += time.perf_counter() - started
         record.update({"samples": self.state.samples, "time/train_s": round(self.state.train_seconds, 2)})
         return record
