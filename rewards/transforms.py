@@ -6,10 +6,19 @@ Both need, for each prompt, reward scores of samples from the *base* (reference)
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from .base import Reward, RewardOutput
+from .base import Reward, RewardOutput, check_media_for_all
+from .media import Media
+from .registry import build_reward, register_reward
 
 #: Standard-normal quantile at 0.85, PAR's re-implementation of LSC's reference point.
 Z_085 = 1.0364333894937898
@@ -35,6 +44,41 @@ class ReferenceRewards:
             raise KeyError(f"no reference rewards for prompt {prompt!r}; score base-policy samples of it first")
         return self._scores[prompt][:max_refs]
 
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``{prompt: [scores]}`` as JSON, atomically (a temporary file renamed into place)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump({p: s.tolist() for p, s in self._scores.items()}, f, indent=1)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ReferenceRewards:
+        """Read a file written by :meth:`save` (``scripts/reference_rewards.py`` makes one from a base pipeline)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"reference rewards file {str(path)!r} does not exist; make it with "
+                                    "scripts/reference_rewards.py")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"reference rewards file {str(path)!r} is not JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"reference rewards file {str(path)!r} must map prompts to lists of scores")  # noqa: TRY004 (bad file content, not a bad argument type)
+        refs = cls()
+        for prompt, scores in data.items():
+            refs.add(prompt, scores)
+        return refs
+
     def lsc_reference(self, prompt: str, quantile_z: float = Z_085) -> float:
         """``mean + z * std`` of a Normal fitted to the prompt's reference scores (0.85 quantile by default)."""
         ref = self.get(prompt)
@@ -51,12 +95,32 @@ def par(reward: torch.Tensor, references: torch.Tensor, k: float = 1.0) -> torch
     return torch.sigmoid(k * (reward[:, None] - references)).mean(-1)
 
 
-class LSCReward(Reward):
-    """Wrap a reward with the LSC transform against per-prompt reference rewards."""
+def _base_and_references(base: Reward | Mapping[str, Any], references: ReferenceRewards | str | os.PathLike,
+                         owner: str) -> tuple[Reward, ReferenceRewards]:
+    """A transform's base reward (or ``{name, options}``) and its references (or a file of them)."""
+    if isinstance(base, Mapping):
+        if "name" not in base or set(base) - {"name", "options"}:
+            raise ValueError(f"{owner}: base must be a reward or a mapping {{name, options}}, got {dict(base)!r}")
+        base = build_reward(base["name"], **dict(base.get("options") or {}))
+    if not isinstance(references, ReferenceRewards):
+        references = ReferenceRewards.load(references)
+    return base, references
 
-    def __init__(self, base: Reward, references: ReferenceRewards, quantile_z: float = Z_085) -> None:
+
+@register_reward("lsc")
+class LSCReward(Reward):
+    """Wrap a reward with the LSC transform against per-prompt reference rewards. From a config:
+    ``{name: lsc, options: {base: {name: pickscore}, references: refs.json}}``."""
+
+    def __init__(self, base: Reward | Mapping[str, Any], references: ReferenceRewards | str | os.PathLike,
+                 quantile_z: float = Z_085) -> None:
+        base, references = _base_and_references(base, references, "lsc")
         self.base, self.references, self.quantile_z = base, references, quantile_z
         self.required_metadata, self.differentiable = base.required_metadata, base.differentiable
+        self.modality = base.modality
+
+    def media_tensor(self, media: Media) -> torch.Tensor:
+        return check_media_for_all([self.base], media)
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
         raw = self.base(images, prompts, metadata).scores
@@ -64,12 +128,20 @@ class LSCReward(Reward):
         return RewardOutput(lsc(raw, ref), {"raw": raw.detach(), "reference": ref})
 
 
+@register_reward("par")
 class PARReward(Reward):
-    """Wrap a reward with Preference-As-Reward shaping (defaults k = 1, M = 10 as the reference code)."""
+    """Wrap a reward with Preference-As-Reward shaping (defaults k = 1, M = 10 as the reference code). From a
+    config: ``{name: par, options: {base: {name: pickscore}, references: refs.json, k: 1.0}}``."""
 
-    def __init__(self, base: Reward, references: ReferenceRewards, k: float = 1.0, max_refs: int = 10) -> None:
+    def __init__(self, base: Reward | Mapping[str, Any], references: ReferenceRewards | str | os.PathLike,
+                 k: float = 1.0, max_refs: int = 10) -> None:
+        base, references = _base_and_references(base, references, "par")
         self.base, self.references, self.k, self.max_refs = base, references, k, max_refs
         self.required_metadata, self.differentiable = base.required_metadata, base.differentiable
+        self.modality = base.modality
+
+    def media_tensor(self, media: Media) -> torch.Tensor:
+        return check_media_for_all([self.base], media)
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
         raw = self.base(images, prompts, metadata).scores

@@ -88,3 +88,26 @@ def test_a_reward_declares_only_attributes_the_framework_reads():
     assert set(Reward.__annotations__) == {"name", "modality", "differentiable", "required_metadata"}
     with pytest.raises(KeyError, match="lacks metadata"):
         type("NeedsSpec", (Fixed,), {"required_metadata": ("spec",)})([1.0, 2.0, 3.0])(IMAGES, PROMPTS)
+
+
+def test_reference_rewards_round_trip_through_a_file_and_the_transforms_build_from_a_config(tmp_path):
+    from rewards import build_reward
+
+    refs = ReferenceRewards()
+    for p, vals in zip(PROMPTS, ([0.0, 2.0], [1.0, 1.0], [5.0, 5.0])):
+        refs.add(p, vals)
+    path = refs.save(tmp_path / "refs.json")
+    again = ReferenceRewards.load(path)
+    assert all(torch.equal(again.get(p), refs.get(p)) for p in PROMPTS)
+    # from a config: the base as {name, options}, the references as the file
+    par_cfg = build_reward("par", base={"name": "brightness"}, references=str(path), k=2.0)
+    brightness = build_reward("brightness")(IMAGES, PROMPTS).scores
+    expected = torch.stack([torch.sigmoid(2.0 * (brightness[i] - refs.get(p))).mean() for i, p in enumerate(PROMPTS)])
+    torch.testing.assert_close(par_cfg(IMAGES, PROMPTS).scores, expected)
+    lsc_cfg = build_reward("lsc", base={"name": "brightness"}, references=str(path))
+    torch.testing.assert_close(lsc_cfg(IMAGES, PROMPTS).scores,
+                               LSCReward(build_reward("brightness"), refs)(IMAGES, PROMPTS).scores)
+    with pytest.raises(FileNotFoundError, match="make it with scripts/reference_rewards.py"):
+        build_reward("par", base={"name": "brightness"}, references=str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match=r"par: base must be a reward or a mapping \{name, options\}"):
+        build_reward("par", base={"reward": "brightness"}, references=str(path))

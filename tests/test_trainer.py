@@ -20,6 +20,7 @@ from genrl.trainer import Trainer
 from rewards.toyworld.prompts import split
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+ROOT = CONFIGS.parent
 SCRIPT = CONFIGS.parent / "scripts" / "train_t2i.py"
 
 
@@ -456,3 +457,30 @@ def test_reward_train_terms_may_repeat_a_reward_and_share_models_with_evaluation
 def test_bad_reward_train_terms_are_config_errors(terms, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, [f"reward.train={terms}"])
+
+
+def test_par_trains_against_reference_rewards_scored_by_the_script(tmp_path):
+    """scripts/reference_rewards.py scores the base model on the training prompts; a PAR term reads the file."""
+    import importlib.util
+
+    from rewards import build_reward
+    from rewards.transforms import ReferenceRewards
+
+    train_file = tmp_path / "train.txt"
+    train_file.write_text("\n".join(s.prompt for s in split("train")[:4]) + "\n")
+    spec = importlib.util.spec_from_file_location("reference_rewards", ROOT / "scripts" / "reference_rewards.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    refs_path = tmp_path / "refs.json"
+    assert script.main(["--reward", "brightness", "--samples", "3", "--out", str(refs_path),
+                        "sample.num_steps=4", f"data.train_prompts={train_file}"]) == 0
+    refs = ReferenceRewards.load(refs_path)
+    assert len(refs) == 4 and all(refs.get(p).numel() == 3 for p in train_file.read_text().split("\n") if p)
+    terms = f"[{{name: par, options: {{base: {{name: brightness}}, references: {refs_path}}}}}]"
+    trainer = make_trainer(tmp_path, **{"reward.train": terms, "data.train_prompts": str(train_file)})
+    batches, metrics = sample_and_score(trainer)
+    batch = batches[0]
+    raw = build_reward("brightness")(batch.media, batch.prompts).scores  # the stored 8-bit copy: close to the float
+    expected = torch.stack([torch.sigmoid(raw[i] - refs.get(p)).mean() for i, p in enumerate(batch.prompts)])
+    torch.testing.assert_close(batch.rewards.cpu(), expected, rtol=0, atol=2e-3)
+    assert 0 < metrics["reward/mean"] < 1

@@ -32,7 +32,6 @@ from genrl.algorithms import KRepeatSampler, LossContext, RolloutBatch, build_al
 from genrl.config import (
     ConfigError,
     ExperimentConfig,
-    ModelConfig,
     check_group_layout,
     load_prompt_set,
     reward_terms,
@@ -42,7 +41,8 @@ from genrl.data import prompt_family
 from genrl.generation import Generation, MissingCondition, generate
 from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
 from genrl.media_sheets import save_media_sheet
-from genrl.models import AUTO_FAMILY, adapter_class, build_adapter, place_module, resolve_family
+from genrl.models import AUTO_FAMILY, adapter_class, place_module
+from genrl.models.from_config import adapter_from_config
 from genrl.models.loading import load_pipeline
 from genrl.models.lora import (
     ReferencePolicy,
@@ -192,9 +192,7 @@ class Trainer:
         kwargs = {"revision": m.revision} if m.revision else {}
         self.pipe = load_pipeline(m.pretrained, trust_remote_code=m.trust_remote_code, **kwargs)
         self.pipe.set_progress_bar_config(disable=True)
-        self.adapter = _config_check(lambda: build_adapter(
-            m.family, self.pipe, guidance_scale=cfg.sample.guidance_scale, **self._model_options(),
-            **m.options), "model.options" if m.options else "model.family")
+        self.adapter = adapter_from_config(cfg, self.pipe)
         self.adapter.place_frozen(acc.device, self._weight_dtype())
         transformer = self.adapter.transformer
         if cfg.lora.enabled:
@@ -277,23 +275,6 @@ class Trainer:
                 path = self._loading = os.path.join(input_dir, self._lora_file(adapter))
                 load_lora_state_dict(model, load_file(path, device=str(self.accelerator.device)), adapter)
         self._loading = None  # accelerate loads the optimizer, scheduler and RNG states next
-
-    def _model_options(self) -> dict[str, Any]:
-        """``model.max_sequence_length`` / ``height`` / ``width`` for the adapter: a family without such an option
-        (Stable Audio has no image size, Qwen-Image-Edit no T5) gets none of those left at their defaults, and a
-        config error naming the key for one that was set."""
-        m = self.cfg.model
-        family = _config_check(lambda: resolve_family(m.family, self.pipe), "model.family")
-        accepted, defaults = set(family.option_names()), ModelConfig()
-        options = {}
-        for key in ("max_sequence_length", "height", "width"):
-            value = getattr(m, key)
-            if key in accepted:
-                options[key] = value
-            elif value != getattr(defaults, key):
-                raise ConfigError(f"model.{key}={value!r}: model family {family.family!r} has no such option "
-                                  f"(its options: {', '.join(sorted(accepted))})")
-        return options
 
     def _setup_rewards(self) -> None:
         """The training reward (a weighted sum of ``reward_terms``) and the evaluation rewards, built from one pool:
