@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .base import Reward
+from .cli_options import parse_options
 from .registry import available_rewards, build_reward
 from .remote import WIRE_FORMATS, PayloadTooLarge, decode_image
 
@@ -213,20 +214,6 @@ def make_server(reward_name: str, options: dict | None = None, host: str = "127.
     return ThreadingHTTPServer((host, port), handler)
 
 
-def _parse_options(pairs: Sequence[str]) -> dict:
-    """``--option key=value`` pairs as keyword options (values parsed as JSON when they are JSON)."""
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise ValueError(f"--option expects key=value, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict]:
     """The command line and the reward's options; bad input is argparse's usage error (exit status 2)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -248,7 +235,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, dict]:
             raise ValueError(f"--port must be in [0, 65535], got {args.port}")
         if args.max_request_mb <= 0 or args.max_image_pixels <= 0:
             raise ValueError("--max-request-mb and --max-image-pixels must be > 0")
-        options = _parse_options(args.option)
+        options = parse_options(args.option)
     except (PermissionError, ValueError) as err:
         parser.error(str(err))
     return args, options

@@ -14,11 +14,11 @@ Trailing ``key=value`` arguments override the config as for ``scripts/train_t2i.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from genrl.config import load_config_or_exit
+from rewards.cli_options import parse_options
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "toy.yaml"
 
@@ -37,15 +37,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     for flag in ("samples", "batch_size"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    args.options = {}
-    for pair in args.option:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            parser.error(f"--option expects key=value, got {pair!r}")
-        try:
-            args.options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args.options[key] = value
+    try:
+        args.options = parse_options(args.option)
+    except ValueError as err:
+        parser.error(str(err))
     return args, overrides
 
 

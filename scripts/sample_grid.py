@@ -18,11 +18,11 @@ the pipeline load, so bad input fails at once with one ``error: ...`` line (exit
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from genrl.config import known_rewards, local_pipeline_problem
+from rewards.cli_options import parse_options
 from rewards.toyworld.prompts import load_prompt_file, split
 from rewards.toyworld.world import PromptSpec
 
@@ -51,15 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the model family's adapter (video / audio families), e.g. num_frames=33")
     args = parser.parse_args(argv)
-    args.options = {}
-    for pair in args.option:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            parser.error(f"--option expects key=value, got {pair!r}")
-        try:
-            args.options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args.options[key] = value
+    try:
+        args.options = parse_options(args.option)
+    except ValueError as err:
+        parser.error(str(err))
     for flag in ("max_prompts", "images_per_prompt", "columns", "steps"):
         value = getattr(args, flag)
         if value is not None and value < 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -32,6 +32,33 @@ def shifted_sigmas(scheduler: Any, num_steps: int, image_seq_len: int) -> torch.
     return fresh.sigmas.to(torch.float32)
 
 
+class PackedLatents:
+    """Schedule and initial noise of pipelines that keep latents packed 2 x 2 into tokens, ``(B, (h/2)(w/2), 4C)``
+    (FLUX, Kontext, Qwen-Image), for an adapter with ``pipe``, ``height`` and ``width``: the pipeline's
+    resolution-shifted sigmas and its ``prepare_latents`` draw."""
+
+    #: the pipeline draws noise with a frame axis of one, ``(B, 1, C, h, w)`` (Qwen-Image's 3-D VAE); the values
+    #: are the same per generator, the flag keeps the draw literally the pipeline's
+    noise_has_frame_axis: ClassVar[bool] = False
+
+    def _latent_hw(self) -> tuple[int, int]:
+        vsf = self.pipe.vae_scale_factor
+        return 2 * (int(self.height) // (vsf * 2)), 2 * (int(self.width) // (vsf * 2))
+
+    def schedule(self, num_steps: int) -> torch.Tensor:
+        """The pipeline's sigmas for ``num_steps`` steps (resolution-shifted; length ``num_steps + 1``, ending at 0)."""
+        h, w = self._latent_hw()
+        return shifted_sigmas(self.pipe.scheduler, num_steps, (h // 2) * (w // 2))
+
+    def initial_noise(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Packed noise, one sample per generator, drawn exactly as the pipeline's ``prepare_latents`` does."""
+        h, w = self._latent_hw()
+        channels = self.transformer.config.in_channels // 4
+        shape = (len(generators), *((1,) if self.noise_has_frame_axis else ()), channels, h, w)
+        noise = randn_tensor(shape, generator=list(generators), device=self.device, dtype=self.transformer.dtype)
+        return self.pipe._pack_latents(noise, len(generators), channels, h, w)
+
+
 @dataclass
 class FluxConditioning:
     """T5 sequence embeddings, pooled CLIP embeddings and the text position ids (shared by the batch)."""
@@ -46,7 +73,7 @@ class FluxConditioning:
 
 
 @register_adapter("flux", "FluxPipeline")
-class FluxAdapter(ModelAdapter):
+class FluxAdapter(PackedLatents, ModelAdapter):
     """Uniform policy interface over a ``FluxPipeline`` (FLUX.1-dev/schnell and tiny test configs).
 
     ``guidance_scale`` feeds the distilled guidance embedding when the transformer has one
@@ -79,26 +106,9 @@ class FluxAdapter(ModelAdapter):
                                                           max_sequence_length=self.max_sequence_length)
         return FluxConditioning(embeds, pooled, text_ids)
 
-    def _latent_hw(self) -> tuple[int, int]:
-        vsf = self.pipe.vae_scale_factor
-        return 2 * (int(self.height) // (vsf * 2)), 2 * (int(self.width) // (vsf * 2))
-
     def _image_ids(self) -> torch.Tensor:
         h, w = self._latent_hw()
         return self.pipe._prepare_latent_image_ids(1, h // 2, w // 2, self.device, self.transformer.dtype)
-
-    def schedule(self, num_steps: int) -> torch.Tensor:
-        """The pipeline's sigmas for ``num_steps`` steps (resolution-shifted; length ``num_steps + 1``, ending at 0)."""
-        h, w = self._latent_hw()
-        return shifted_sigmas(self.pipe.scheduler, num_steps, (h // 2) * (w // 2))
-
-    def initial_noise(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """Packed noise, one sample per generator, drawn exactly as the pipeline's ``prepare_latents`` does."""
-        h, w = self._latent_hw()
-        channels = self.transformer.config.in_channels // 4
-        noise = randn_tensor((len(generators), channels, h, w), generator=list(generators), device=self.device,
-                             dtype=self.transformer.dtype)
-        return self.pipe._pack_latents(noise, len(generators), channels, h, w)
 
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: FluxConditioning,
                  guidance_scale: float | None = None, model=None) -> torch.Tensor:

@@ -22,12 +22,11 @@ from typing import Any
 
 import torch
 from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit import calculate_dimensions
-from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 from torchvision.transforms.functional import to_pil_image
 
 from .base import ModelAdapter, register_adapter
-from .flux import shifted_sigmas
+from .flux import PackedLatents
 from .flux_kontext import as_condition_image
 from .sd3 import MMDIT_LORA_TARGETS
 
@@ -52,7 +51,7 @@ class QwenEditConditioning:
 
 
 @register_adapter("qwen_image_edit", "QwenImageEditPipeline")
-class QwenImageEditAdapter(ModelAdapter):
+class QwenImageEditAdapter(PackedLatents, ModelAdapter):
     """Uniform policy interface over a ``QwenImageEditPipeline`` (Qwen-Image-Edit and tiny test configs).
 
     Options: ``guidance_scale`` (the true-CFG scale, the pipeline's ``true_cfg_scale``; 4.0), ``negative_prompt``
@@ -64,6 +63,7 @@ class QwenImageEditAdapter(ModelAdapter):
     default_lora_targets = MMDIT_LORA_TARGETS
     frozen_components = ("vae", "text_encoder")
     condition_keys = ("image",)
+    noise_has_frame_axis = True
 
     def __init__(self, pipe, *, guidance_scale: float = 4.0, negative_prompt: str = " ", height: int = 1024,
                  width: int = 1024, condition_area: int = 1024**2) -> None:
@@ -124,23 +124,6 @@ class QwenImageEditAdapter(ModelAdapter):
         return images, sizes[0]
 
     # ------------------------------------------------------------------ the policy
-    def _latent_hw(self) -> tuple[int, int]:
-        vsf = self.pipe.vae_scale_factor
-        return 2 * (self.height // (vsf * 2)), 2 * (self.width // (vsf * 2))
-
-    def schedule(self, num_steps: int) -> torch.Tensor:
-        """The pipeline's sigmas (shifted by the noisy sequence length; length ``num_steps + 1``, ending at 0)."""
-        h, w = self._latent_hw()
-        return shifted_sigmas(self.pipe.scheduler, num_steps, (h // 2) * (w // 2))
-
-    def initial_noise(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        """Packed noise, one sample per generator, drawn exactly as the pipeline's ``prepare_latents`` does."""
-        h, w = self._latent_hw()
-        channels = self.transformer.config.in_channels // 4
-        noise = randn_tensor((len(generators), 1, channels, h, w), generator=list(generators), device=self.device,
-                             dtype=self.transformer.dtype)
-        return self.pipe._pack_latents(noise, len(generators), channels, h, w)
-
     def velocity(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: QwenEditConditioning,
                  guidance_scale: float | None = None, model=None) -> torch.Tensor:
         """Velocity at noise level ``sigma`` (scalar or per sample): the conditional forward and, with CFG, the
