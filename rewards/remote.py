@@ -64,8 +64,27 @@ def decode_waveform(data: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(data), dtype="<f4").astype(np.float32)
 
 
+def encode_video(video: torch.Tensor) -> str:
+    """A ``(F, 3, H, W)`` [0, 1] clip as ``"F;"`` and the base64 PNG of its frames stacked top to bottom."""
+    frames, _, height, width = video.shape
+    return f"{frames};" + encode_image(video.permute(1, 0, 2, 3).reshape(3, frames * height, width))
+
+
+def decode_video(data: str, max_pixels: int | None = None) -> np.ndarray:
+    """``"F;<base64 PNG>"`` -> ``(F, 3, H, W)`` uint8; ``max_pixels`` bounds the whole clip (all its frames)."""
+    count, sep, png = data.partition(";") if isinstance(data, str) else ("", "", "")
+    if not sep or not count.isdigit() or int(count) < 1:
+        raise ValueError("expected a clip as 'F;<base64 PNG of the F frames stacked vertically>'")
+    strip = decode_image(png, max_pixels)
+    frames = int(count)
+    if strip.shape[0] % frames:
+        raise ValueError(f"a strip {strip.shape[0]} pixels high does not split into {frames} frames")
+    return strip.reshape(frames, strip.shape[0] // frames, strip.shape[1], 3).transpose(0, 3, 1, 2)
+
+
 #: Modality -> (request key, encoder of one item, decoder of one item): what the client and server agree on.
 WIRE_FORMATS = {"image": ("images", encode_image, decode_image),
+                "video": ("videos", encode_video, decode_video),
                 "audio": ("audio", encode_waveform, decode_waveform)}
 
 
@@ -82,7 +101,8 @@ def _jsonable(value: Any, where: str) -> Any:
 class RemoteReward(Reward):
     """A reward computed by ``python -m rewards.server`` at ``url``.
 
-    ``modality`` must match the served reward's: ``"image"`` (sent as PNG) or ``"audio"``
+    ``modality`` must match the served reward's: ``"image"`` (sent as PNG), ``"video"`` (each clip one PNG of
+    its frames stacked, with the frame count) or ``"audio"``
     (``(N, T)`` waveforms sent as float32). ``sample_rate`` (audio) is the rate the client's audio is at:
     sent with each request, the server refuses it when its reward expects another; it is also checked
     against :class:`~rewards.media.Media` passed in.

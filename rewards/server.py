@@ -5,9 +5,10 @@
 
 A reward with conflicting dependencies runs in its own environment behind this server; the
 trainer uses ``remote`` (:class:`RemoteReward`) with ``url=http://127.0.0.1:8765``. The wire
-format is JSON (:data:`rewards.remote.WIRE_FORMATS`): images as base64 PNG (key ``images``) or
-waveforms as base64 float32 (key ``audio``, for audio rewards such as ``clap``), prompts, JSON
-metadata; never pickle. The server binds the loopback interface unless ``--allow-remote`` is given.
+format is JSON (:data:`rewards.remote.WIRE_FORMATS`): images as base64 PNG (key ``images``), video clips
+as one PNG of their frames stacked with the frame count (key ``videos``, for video rewards such as
+``frame_mean``) or waveforms as base64 float32 (key ``audio``, for audio rewards such as ``clap``),
+prompts, JSON metadata; never pickle. The server binds the loopback interface unless ``--allow-remote`` is given.
 
 Answers: 200 with the scores; 400 for a request the client got wrong (bad JSON, a missing key, an
 image that is not a base64 PNG, an invalid ``Content-Length``), 411 without a ``Content-Length``,
@@ -37,7 +38,7 @@ import torch
 from .base import Reward
 from .cli_options import parse_options
 from .registry import available_rewards, build_reward
-from .remote import WIRE_FORMATS, PayloadTooLarge, decode_image
+from .remote import WIRE_FORMATS, PayloadTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +116,8 @@ def make_handler(reward: Reward, name: str, max_request_bytes: int = DEFAULT_MAX
     Bodies over ``max_request_bytes`` and images over ``max_image_pixels`` are refused with 413.
     """
     key, _, decode = WIRE_FORMATS[reward.modality]
-    if reward.modality == "image":  # the image limit is checked from each PNG's header, before decoding
-        decode = functools.partial(decode_image, max_pixels=max_image_pixels)
+    if reward.modality in ("image", "video"):  # the pixel limit is checked from each PNG's header, before decoding
+        decode = functools.partial(decode, max_pixels=max_image_pixels)
 
     class Handler(BaseHTTPRequestHandler):
         timeout = READ_TIMEOUT_S

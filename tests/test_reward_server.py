@@ -81,6 +81,21 @@ def test_served_audio_reward_matches_the_local_one(tmp_path):
         proc.kill()
 
 
+def test_served_video_reward_matches_the_local_one():
+    proc, url = _start(["-m", "rewards.server", "frame_mean", "--option", "reward=jpeg_compressibility",
+                        "--option", "stride=2"])
+    try:
+        clips = Media(torch.rand(3, 5, 3, 8, 12, generator=torch.Generator().manual_seed(0)), "video", fps=8).stored()
+        prompts = ["a", "b", "c"]
+        remote = build_reward("remote", url=url, modality="video", batch_size=2)
+        local = build_reward("frame_mean", reward="jpeg_compressibility", stride=2)
+        torch.testing.assert_close(remote(clips, prompts).scores, local(clips, prompts).scores)
+        with pytest.raises(ValueError, match=r"videos\[0\]: expected a clip as 'F;"):
+            remote._post({"videos": ["not a clip"], "prompts": ["a"]})
+    finally:
+        proc.kill()
+
+
 def test_a_server_dying_mid_request_gives_a_clear_error_not_a_hang():
     proc, url = _start([str(HELPERS / "dying_reward_server.py"), "dies_mid_request"])
     _, images = _scenes(2)
