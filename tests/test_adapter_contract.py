@@ -149,6 +149,8 @@ def test_the_pipeline_class_selects_the_family(case):
     adapter = _adapter(c, pipe)
     assert family_of_pipeline(type(pipe).__name__) == c.family == adapter.family
     assert adapter.media_kind in MEDIA_KINDS and adapter.default_lora_targets
+    # the transformer blocks FSDP shards one by one exist in the denoiser
+    assert sum(type(m).__name__ in adapter.blocks for m in adapter.transformer.modules()) >= 1
     with pytest.raises(ValueError, match="no option 'not_an_option'"):
         build_adapter(c.family, pipe, **c.options, not_an_option=1)
 

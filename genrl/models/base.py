@@ -51,6 +51,9 @@ class ModelAdapter(ABC):
     #: frozen components kept in float32 whatever the mixed precision (the VAE decodes in fp32, as the
     #: reference implementations keep it)
     fp32_components: ClassVar[tuple[str, ...]] = ("vae",)
+    #: class names of the denoiser's transformer blocks, the units FSDP shards; empty: the denoiser's own
+    #: ``_no_split_modules`` (diffusers declares them for SD3, FLUX, Wan and Qwen-Image, not Stable Audio)
+    block_class_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe
@@ -60,6 +63,14 @@ class ModelAdapter(ABC):
     def transformer(self) -> torch.nn.Module:
         """The denoiser (the module LoRA is injected into)."""
         return getattr(self.pipe, self.denoiser_name)
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """Class names of the denoiser's transformer blocks (:attr:`block_class_names`, else its ``_no_split_modules``)."""
+        names = self.block_class_names or tuple(getattr(self.transformer, "_no_split_modules", None) or ())
+        if not names:
+            raise ValueError(f"model family {self.family!r} declares no transformer blocks to shard")
+        return names
 
     @property
     def device(self) -> torch.device:

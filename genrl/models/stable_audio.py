@@ -68,6 +68,7 @@ class StableAudioAdapter(ModelAdapter):
     media_kind = "audio"
     default_lora_targets = STABLE_AUDIO_LORA_TARGETS
     frozen_components = ("vae", "text_encoder", "projection_model")
+    block_class_names = ("StableAudioDiTBlock",)  # the DiT declares no _no_split_modules
 
     def __init__(self, pipe, *, guidance_scale: float = 7.0, audio_start_in_s: float = 0.0,
                  audio_end_in_s: float | None = None, negative_prompt: str | None = None) -> None:
