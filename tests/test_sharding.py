@@ -13,6 +13,9 @@ import torch
 from helpers.fsdp_worker import batch, build, loss_of
 from safetensors.torch import load_file
 
+from genrl.models.lora import ReferencePolicy
+from genrl.trainer.sharding import load_sharded
+
 WORKER = Path(__file__).resolve().parent / "helpers" / "fsdp_worker.py"
 
 
@@ -21,9 +24,12 @@ def _single_process(family: str):
     adapter = build(family)
     prompts, x0, noise, sigma = batch(adapter)
     model = adapter.transformer
+    with torch.no_grad(), ReferencePolicy(model).active() as reference:
+        x = adapter.add_noise(x0, noise, sigma)
+        out_reference = adapter.velocity(x, sigma, adapter.encode(prompts), model=reference)
     named = {n: p for n, p in model.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW(named.values(), lr=1e-2)
-    out = {}
+    out = {"reference_v": out_reference}
     for k in ("one", "two"):
         optimizer.zero_grad()
         loss = loss_of(adapter, model, prompts, x0, noise, sigma).mean()
@@ -61,7 +67,17 @@ def test_two_sharded_processes_are_one_process(tmp_path, family, port):
     for step in ("one", "two"):
         for name, p in ref[step].items():
             torch.testing.assert_close(ranks[0][f"{step}.{name}"], p, rtol=1e-4, atol=1e-6)
+    # the reference policy (adapters disabled) under sharding is the unsharded base model
+    torch.testing.assert_close(ranks[0]["reference_v"], ref["reference_v"], rtol=1e-4, atol=1e-5)
     # the resumed checkpoint holds step one exactly, and the second step from it is the uninterrupted one
     for name in ref["one"]:
         assert torch.equal(ranks[0][f"resumed_one.{name}"], ranks[0][f"one.{name}"])
         assert torch.equal(ranks[0][f"resumed_two.{name}"], ranks[0][f"two.{name}"])
+    # another world size: the two-rank checkpoint loads into one unsharded process (model and AdamW state)
+    adapter = build(family)
+    optimizer = torch.optim.AdamW([p for p in adapter.transformer.parameters() if p.requires_grad], lr=1e-2)
+    load_sharded(tmp_path / "ckpt", adapter.transformer, optimizer)
+    for name, p in adapter.transformer.named_parameters():
+        if "lora_" in name:
+            torch.testing.assert_close(p.detach(), ranks[0][f"one.{name}"], rtol=0, atol=0)
+    assert len(optimizer.state) == len(ref["one"])  # the AdamW moments came with it

@@ -2,9 +2,10 @@
 
 Every rank builds the same tiny pipeline and LoRA (seeded), shards the denoiser with FSDP2 per transformer
 block, and takes its share of one fixed batch: the mean flow-matching loss of its samples. It writes the loss,
-the gathered LoRA gradients, the LoRA weights after one AdamW step, then saves a sharded checkpoint, takes a
-second step, reloads the checkpoint into a freshly sharded model and takes the second step again; the test
-compares all of it with one unsharded process.
+the gathered LoRA gradients, the LoRA weights after one AdamW step and the reference policy's velocity (adapters
+disabled), then saves a sharded checkpoint, takes a second step, reloads the checkpoint into a freshly sharded
+model and takes the second step again; the test compares all of it with one unsharded process, and loads the
+two-rank checkpoint into one unsharded process.
 """
 
 import json
@@ -17,7 +18,7 @@ from safetensors.torch import save_file
 from torch.distributed.tensor import DTensor
 
 from genrl.models import build_adapter
-from genrl.models.lora import add_lora, lora_config
+from genrl.models.lora import ReferencePolicy, add_lora, lora_config
 from genrl.trainer.sharding import full_lora_state_dict, load_sharded, save_sharded, shard_denoiser
 
 
@@ -71,6 +72,13 @@ def main(family: str, out: Path) -> None:
               "local_fraction": sum(p.to_local().numel() for p in shards) / sum(p.numel() for p in shards)}
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
+    # the reference policy under sharding: the same module with its adapters disabled
+    with torch.no_grad(), ReferencePolicy(model).active() as reference:
+        cond = adapter.encode(prompts[mine])
+        reference_v = adapter.velocity(adapter.add_noise(x0[mine], noise[mine], sigma[mine]), sigma[mine], cond,
+                                       model=reference)
+    gathered = [torch.zeros_like(reference_v) for _ in range(world)]
+    dist.all_gather(gathered, reference_v.contiguous())
 
     def step():
         optimizer.zero_grad()
@@ -98,7 +106,8 @@ def main(family: str, out: Path) -> None:
     resumed_two = full_lora_state_dict(model, every_rank=True)
     save_file({f"grad.{k}": v for k, v in grads.items() if "lora_" in k} | {f"one.{k}": v for k, v in after_one.items()}
               | {f"two.{k}": v for k, v in after_two.items()} | {f"resumed_one.{k}": v for k, v in resumed_one.items()}
-              | {f"resumed_two.{k}": v for k, v in resumed_two.items()}, str(out / f"rank{rank}.safetensors"))
+              | {f"resumed_two.{k}": v for k, v in resumed_two.items()} | {"reference_v": torch.cat(gathered).contiguous()},
+              str(out / f"rank{rank}.safetensors"))
     (out / f"rank{rank}.json").write_text(json.dumps({"loss": loss, "world": world, **layout}))
     dist.barrier()
     dist.destroy_process_group()
