@@ -9,7 +9,7 @@ import torch
 
 from .base import Reward, RewardOutput, check_media_for_all, common_modality
 from .media import Media
-from .registry import build_reward, register_reward
+from .registry import build_reward_spec, register_reward
 
 MODES = ("mean", "wco", "uwo")
 
@@ -48,7 +48,7 @@ class Ensemble(Reward):
             raise ValueError("an ensemble needs at least one member")
         if mode not in MODES:
             raise ValueError(f"unknown ensemble mode {mode!r}; expected one of {MODES}")
-        built = [_member(m, i) for i, m in enumerate(members)]
+        built = [build_reward_spec(m, f"ensemble member {i}") for i, m in enumerate(members)]
         self.members, self.mode, self.lam, self.ddof, self.normalize = built, mode, lam, ddof, normalize
         self.required_metadata = tuple(sorted({k for m in self.members for k in m.required_metadata}))
         self.differentiable = all(m.differentiable for m in self.members)
@@ -64,11 +64,3 @@ class Ensemble(Reward):
         combined = aggregate(scores, self.mode, self.lam, self.ddof)
         return RewardOutput(combined, {"members": scores.detach(), "member_std": scores.detach().std(0)})
 
-
-def _member(spec: Reward | Mapping[str, Any], index: int) -> Reward:
-    """An ensemble member: a reward as given, or built from ``{name, options}``."""
-    if isinstance(spec, Reward):
-        return spec
-    if not isinstance(spec, Mapping) or "name" not in spec or set(spec) - {"name", "options"}:
-        raise ValueError(f"ensemble member {index} must be a reward or a mapping {{name, options}}, got {spec!r}")
-    return build_reward(spec["name"], **dict(spec.get("options") or {}))

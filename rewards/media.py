@@ -79,3 +79,11 @@ class Media:
         stored = any(p.quantized for p in parts)
         tensors = [(p.stored() if stored else p).tensor.to(first.tensor.device) for p in parts]
         return replace(first, tensor=torch.cat(tensors))
+
+
+def empty_tensor(kind: str) -> torch.Tensor:
+    """A tensor of no samples in ``kind``'s layout: what a model family's media and a reward's
+    :meth:`~rewards.base.Reward.media_tensor` check can be tried on before anything is generated."""
+    if kind not in LAYOUTS:
+        raise ValueError(f"unknown media kind {kind!r}; expected one of {sorted(LAYOUTS)}")
+    return torch.zeros({"image": (0, 3, 1, 1), "video": (0, 1, 3, 1, 1), "audio": (0, 1, 1)}[kind])

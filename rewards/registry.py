@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .base import Reward
@@ -38,6 +39,16 @@ def build_reward(name: str, **options: Any) -> Reward:
     return _REGISTRY.build(name, **options)
 
 
+def build_reward_spec(spec: Reward | Mapping[str, Any], owner: str) -> Reward:
+    """A reward given as itself, or (from a config) as a mapping ``{name, options}``; ``owner`` names the option
+    holding it in the error for anything else."""
+    if isinstance(spec, Reward):
+        return spec
+    if not isinstance(spec, Mapping) or "name" not in spec or set(spec) - {"name", "options"}:
+        raise ValueError(f"{owner} must be a reward or a mapping {{name, options}}, got {spec!r}")
+    return build_reward(spec["name"], **dict(spec.get("options") or {}))
+
+
 class RewardPool:
     """Rewards built once per name and options, so a training term and an evaluation metric with the same
     settings share one loaded model (and a learning reward one state)."""
@@ -47,8 +58,6 @@ class RewardPool:
 
     def build(self, name: str, **options: Any) -> Reward:
         """The reward ``name`` with ``options``, built on first request."""
-        import json
-
         key = (name, json.dumps(options, sort_keys=True, default=repr))
         if key not in self._built:
             self._built[key] = build_reward(name, **options)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from .base import Reward, RewardOutput, check_media_for_all
 from .media import Media
-from .registry import build_reward, register_reward
+from .registry import build_reward_spec, register_reward
 
 #: Standard-normal quantile at 0.85, PAR's re-implementation of LSC's reference point.
 Z_085 = 1.0364333894937898
@@ -98,10 +98,7 @@ def par(reward: torch.Tensor, references: torch.Tensor, k: float = 1.0) -> torch
 def _base_and_references(base: Reward | Mapping[str, Any], references: ReferenceRewards | str | os.PathLike,
                          owner: str) -> tuple[Reward, ReferenceRewards]:
     """A transform's base reward (or ``{name, options}``) and its references (or a file of them)."""
-    if isinstance(base, Mapping):
-        if "name" not in base or set(base) - {"name", "options"}:
-            raise ValueError(f"{owner}: base must be a reward or a mapping {{name, options}}, got {dict(base)!r}")
-        base = build_reward(base["name"], **dict(base.get("options") or {}))
+    base = build_reward_spec(base, f"{owner}: base")
     if not isinstance(references, ReferenceRewards):
         references = ReferenceRewards.load(references)
     return base, references

@@ -120,6 +120,7 @@ def draw_media_sheet(args: argparse.Namespace, pipe, family: str, prompts: list[
     from genrl.generation import generate
     from genrl.media_sheets import save_media_sheet
     from genrl.models import build_adapter
+    from rewards.media import Media
 
     options = dict(args.options)
     if args.guidance is not None:
@@ -133,8 +134,6 @@ def draw_media_sheet(args: argparse.Namespace, pipe, family: str, prompts: list[
             out = generate(adapter, chunk, [{} for _ in chunk], sigmas=adapter.schedule(args.steps or 50),
                            noise_generators=gens)
         media.append(out.media.stored())
-    from rewards.media import Media
-
     media = Media.cat(media)
     captions = list(prompts)
     if args.reward:

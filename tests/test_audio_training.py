@@ -55,11 +55,16 @@ def test_stable_audio_trains_with_a_clap_reward_and_writes_wav_sheets(audio_worl
 
 
 def test_a_reward_of_another_modality_or_rate_is_a_config_error(audio_world):
-    with pytest.raises(ConfigError, match="reward.weights.jpeg_compressibility: reward 'jpeg_compressibility' "
-                                          "scores image, but model family 'stable_audio' generates audio"):
+    with pytest.raises(ConfigError, match=r"reward.weights.jpeg_compressibility: reward 'jpeg_compressibility' "
+                                          r"scores image, not audio \(model family 'stable_audio' generates audio\)"):
         Trainer(load_config(None, _overrides(audio_world, **{"reward.weights": "{jpeg_compressibility: 1.0}",
                                                              "reward.options": "{}"})))
-    with pytest.raises(ConfigError, match="reward.eval.clap: reward 'clap' expects audio at 48000 Hz, but model "
-                                          "family 'stable_audio' generates 4 Hz"):
+    with pytest.raises(ConfigError, match=r"reward.eval.clap: reward 'clap' expects audio at 48000 Hz \(its "
+                                          r"sample_rate option\); the media is at 4 Hz"):
         Trainer(load_config(None, _overrides(audio_world, **{
             "reward.eval": f"{{clap: {{name: clap, model: {audio_world / 'clap'}}}}}"})))
+    nested = f"{{name: ensemble, options: {{members: [{{name: clap, options: {{model: {audio_world / 'clap'}}}}}]}}}}"
+    with pytest.raises(ConfigError, match=r"reward.train\[0\]: reward 'clap' expects audio at 48000 Hz"):
+        Trainer(load_config(None, _overrides(audio_world, **{"reward.weights": "{toy_verifier: 1.0}",
+                                                             "reward.options": "{toy_verifier: {mode: partial}}",
+                                                             "reward.train": f"[{nested}]"})))

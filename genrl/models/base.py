@@ -20,11 +20,11 @@ from typing import Any, ClassVar
 
 import torch
 
-from rewards.media import Media
+from rewards.media import LAYOUTS, Media
 
-#: What a family's ``decode`` returns: images ``(N, 3, H, W)``, videos ``(N, F, 3, H, W)``, both in
-#: [0, 1]; audio ``(N, channels, samples)`` in [-1, 1].
-MEDIA_KINDS = ("image", "video", "audio")
+#: What a family's ``decode`` returns (``rewards.media.LAYOUTS``): images ``(N, 3, H, W)``, videos
+#: ``(N, F, 3, H, W)``, both in [0, 1]; audio ``(N, channels, samples)`` in [-1, 1].
+MEDIA_KINDS = tuple(LAYOUTS)
 
 #: ``model.family`` value that selects the adapter from the loaded pipeline's class.
 AUTO_FAMILY = "auto"

@@ -3,11 +3,14 @@ errors that name the key (shared by the trainer and the scripts that sample a co
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from genrl.config import ConfigError, ExperimentConfig, ModelConfig
 
 from .base import ModelAdapter, build_adapter, resolve_family
+
+T = TypeVar("T")
 
 #: ``model`` keys every config has that only some families take as adapter options
 SIZE_AND_TEXT_KEYS = ("max_sequence_length", "height", "width")
@@ -17,9 +20,9 @@ def adapter_from_config(cfg: ExperimentConfig, pipe: Any) -> ModelAdapter:
     """The adapter of ``model.family`` (``auto``: the pipeline's) with ``sample.guidance_scale``, the size and text
     keys the family has, and ``model.options``; a problem is a :class:`ConfigError` naming its key."""
     m = cfg.model
-    family = _checked(lambda: resolve_family(m.family, pipe), "model.family")
+    family = config_check(lambda: resolve_family(m.family, pipe), "model.family")
     options = dict(family_keyword_options(m, family))
-    return _checked(lambda: build_adapter(m.family, pipe, guidance_scale=cfg.sample.guidance_scale, **options,
+    return config_check(lambda: build_adapter(m.family, pipe, guidance_scale=cfg.sample.guidance_scale, **options,
                                           **m.options), "model.options" if m.options else "model.family")
 
 
@@ -39,7 +42,8 @@ def family_keyword_options(m: ModelConfig, family: type[ModelAdapter]) -> dict[s
     return options
 
 
-def _checked(build, key: str):
+def config_check(build: Callable[[], T], key: str) -> T:
+    """``build()``, with a ``KeyError`` / ``ValueError`` it raises turned into a :class:`ConfigError` on ``key``."""
     try:
         return build()
     except (KeyError, ValueError) as err:

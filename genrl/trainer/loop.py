@@ -14,10 +14,9 @@ import pickle
 import signal
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,7 +41,7 @@ from genrl.generation import Generation, MissingCondition, generate
 from genrl.grid import make_grid, save_image_atomically, scored_caption, spread_over_families
 from genrl.media_sheets import save_media_sheet
 from genrl.models import AUTO_FAMILY, adapter_class, place_module
-from genrl.models.from_config import adapter_from_config
+from genrl.models.from_config import adapter_from_config, config_check
 from genrl.models.loading import load_pipeline
 from genrl.models.lora import (
     ReferencePolicy,
@@ -54,7 +53,7 @@ from genrl.models.lora import (
 from genrl.utils.files import FolderLock, FolderLocked, atomic_write_path, replace_dir_atomically
 from genrl.utils.quiet import quiet_hub_libraries
 from rewards import WeightedSum
-from rewards.media import Media
+from rewards.media import Media, empty_tensor
 from rewards.optional import require
 from rewards.registry import RewardPool
 from rewards.seeding import derived_seed
@@ -62,8 +61,6 @@ from rewards.seeding import derived_seed
 from .checkpoints import TRAINER_STATE_FILE, save_atomically
 from .lifecycle import RunInterrupted, RunPlan, StopSignals, clear_run_records, plan_run, set_aside_damaged
 from .metrics import MetricsLog, TrainingProgress, plot_reward_curve
-
-T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +159,7 @@ class Trainer:
             local = int(os.environ.get("LOCAL_WORLD_SIZE", self.accelerator.num_processes))
             torch.set_num_threads(cfg.cpu_threads or max(1, cores // max(1, local)))
         self.state = TrainState()
+        self._sampled = 0  # this process's samples of the current epoch (sample_epoch counts them)
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl")
         self._setup_data()
         self._setup_model()
@@ -188,7 +186,7 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         m = cfg.model
         if m.family != AUTO_FAMILY:  # an unknown family fails before a long download
-            _config_check(lambda: adapter_class(m.family), "model.family")
+            config_check(lambda: adapter_class(m.family), "model.family")
         kwargs = {"revision": m.revision} if m.revision else {}
         self.pipe = load_pipeline(m.pretrained, trust_remote_code=m.trust_remote_code, **kwargs)
         self.pipe.set_progress_bar_config(disable=True)
@@ -281,7 +279,7 @@ class Trainer:
         a metric with a training term's name and options shares its loaded model."""
         r, pool = self.cfg.reward, RewardPool()
         terms = reward_terms(r)
-        self.reward_fn = _config_check(lambda: WeightedSum({label: pool.build(name, **options)
+        self.reward_fn = config_check(lambda: WeightedSum({label: pool.build(name, **options)
                                                             for label, name, _, options, _ in terms},
                                                            weights={label: w for label, _, w, _, _ in terms}),
                                        "reward.train" if r.train else "reward.weights")
@@ -300,17 +298,15 @@ class Trainer:
                 raise ConfigError(f"{self._reward_keys[f'train:{label}']}: train.algorithm {self.cfg.train.algorithm!r} "
                                   f"backpropagates the reward, and reward {reward.name!r} is not differentiable")
         kind = self.adapter.media_kind
+        # each reward's own check of what it is given (kind, audio rate), nested rewards included, on no samples
+        probe = self.adapter.as_media(empty_tensor(kind))
         named = [(self._reward_keys[f"train:{label}"], r) for label, r in self.reward_fn.components.items()]
         named += [(self._reward_keys[f"eval:{metric}"], r) for metric, r in self.eval_rewards.items()]
-        rate = getattr(self.adapter, "sampling_rate", None) if kind == "audio" else None
         for key, reward in named:
-            if reward.modality != kind:
-                raise ConfigError(f"{key}: reward {reward.name!r} scores {reward.modality}, but model family "
-                                  f"{self.adapter.family!r} generates {kind}")
-            expected = getattr(reward, "sample_rate", None)
-            if rate is not None and expected is not None and int(expected) != int(rate):
-                raise ConfigError(f"{key}: reward {reward.name!r} expects audio at {expected} Hz, but model family "
-                                  f"{self.adapter.family!r} generates {rate} Hz (set the reward's sample_rate option)")
+            try:
+                reward.media_tensor(probe)
+            except ValueError as err:
+                raise ConfigError(f"{key}: {err} (model family {self.adapter.family!r} generates {kind})") from None
 
     # ----------------------------------------------------------------------------------- sampling
     def _generators(self, *parts) -> list[torch.Generator]:
@@ -362,7 +358,7 @@ class Trainer:
         """The epoch's ``sample.num_batches_per_epoch`` batches, in the sampler's order (advancing it)."""
         batches = [self.sample_batch(epoch, self.sampler.iteration, indices)
                    for _b, indices in zip(range(self.cfg.sample.num_batches_per_epoch), self.sampler, strict=False)]
-        self._sampled = getattr(self, "_sampled", 0) + sum(len(b.prompts) for b in batches)
+        self._sampled += sum(len(b.prompts) for b in batches)
         return batches
 
     # ----------------------------------------------------------------------------------- rewards
@@ -802,15 +798,6 @@ def _remove_empty(folders: list[Path]) -> None:
             folder.rmdir()
         except OSError:
             return
-
-
-def _config_check(build: Callable[[], T], key: str) -> T:
-    """``build()``, with a ``KeyError`` / ``ValueError`` it raises turned into a :class:`ConfigError` on ``key``."""
-    try:
-        return build()
-    except (KeyError, ValueError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-        raise ConfigError(f"{key}: {message}") from None
 
 
 def _write_text_atomically(path: Path, text: str) -> None:
