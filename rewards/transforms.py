@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,23 +46,13 @@ class ReferenceRewards:
     def __len__(self) -> int:
         return len(self._scores)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write ``{prompt: [scores]}`` as JSON, atomically (a temporary file renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({p: s.tolist() for p, s in self._scores.items()}, f, indent=1)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+    def as_json(self) -> str:
+        """``{prompt: [scores]}`` as JSON text, what :meth:`load` reads from a file."""
+        return json.dumps({p: s.tolist() for p, s in self._scores.items()}, indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ReferenceRewards:
-        """Read a file written by :meth:`save` (``scripts/reference_rewards.py`` makes one from a base pipeline)."""
+        """Read a file of :meth:`as_json` (``scripts/reference_rewards.py`` makes one from a base pipeline)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"reference rewards file {str(path)!r} does not exist; make it with "

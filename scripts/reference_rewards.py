@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     from genrl.generation import generate
     from genrl.models.from_config import adapter_from_config
     from genrl.models.loading import load_pipeline
+    from genrl.utils.files import atomic_write_path
     from rewards import build_reward
     from rewards.seeding import derived_seed
     from rewards.transforms import ReferenceRewards
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         scores = reward(media, texts, metadata).scores.float().cpu()
         for (i, _), score in zip(chunk, scores, strict=True):
             refs.add(prompts.prompts[i], [float(score)])
-    path = refs.save(args.out)
-    print(f"wrote {path}: {args.samples} reference rewards for each of {len(refs)} prompts ({args.reward})")
+    with atomic_write_path(args.out) as tmp:  # a complete file or none, with the umask's permissions
+        tmp.write_text(refs.as_json(), encoding="utf-8")
+    print(f"wrote {args.out}: {args.samples} reference rewards for each of {len(refs)} prompts ({args.reward})")
     return 0
 
 

@@ -96,7 +96,8 @@ def test_reference_rewards_round_trip_through_a_file_and_the_transforms_build_fr
     refs = ReferenceRewards()
     for p, vals in zip(PROMPTS, ([0.0, 2.0], [1.0, 1.0], [5.0, 5.0])):
         refs.add(p, vals)
-    path = refs.save(tmp_path / "refs.json")
+    path = tmp_path / "refs.json"
+    path.write_text(refs.as_json())
     again = ReferenceRewards.load(path)
     assert all(torch.equal(again.get(p), refs.get(p)) for p in PROMPTS)
     # from a config: the base as {name, options}, the references as the file
