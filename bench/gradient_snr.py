@@ -52,9 +52,9 @@ def epoch_gradient(trainer: Trainer, epoch: int) -> tuple[torch.Tensor, int]:
 
     batches = trainer.sample_epoch(epoch)
     trainer.score_epoch(batches)
-    ctx = LossContext(trainer.adapter, trainer.model, trainer.reference)
-    trainer.model.train()
-    for p in trainer.params:
+    ctx = LossContext(trainer.adapter, trainer.models.model, trainer.models.reference)
+    trainer.models.model.train()
+    for p in trainer.models.params:
         p.grad = None
     for batch in batches:
         for position in trainer.algorithm.train_positions(batch):
@@ -62,8 +62,8 @@ def epoch_gradient(trainer: Trainer, epoch: int) -> tuple[torch.Tensor, int]:
                 loss, _ = trainer.algorithm.loss(ctx, batch, position)
             loss.backward()
     grad = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten().double().cpu()
-                      for p in trainer.params])
-    for p in trainer.params:
+                      for p in trainer.models.params])
+    for p in trainer.models.params:
         p.grad = None
     return grad, sum(len(b.prompts) for b in batches)
 

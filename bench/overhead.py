@@ -63,15 +63,15 @@ def time_transformer_calls(trainer: Trainer, batches: list) -> float:
         for pos in trainer.algorithm.train_positions(batch):
             with acc.autocast():
                 v = adapter.velocity(batch.trajectory.states[:, pos], sigmas[batch.trajectory.steps[pos]],
-                                     batch.cond, model=trainer.model)
+                                     batch.cond, model=trainer.models.model)
             acc.backward(v.float().square().mean())
-            if trainer.reference is not None:
-                with torch.no_grad(), trainer.reference.active() as ref, acc.autocast():
+            if trainer.models.reference is not None:
+                with torch.no_grad(), trainer.models.reference.active() as ref, acc.autocast():
                     adapter.velocity(batch.trajectory.states[:, pos], sigmas[batch.trajectory.steps[pos]],
                                      batch.cond, model=ref)
         _sync()
         total += time.perf_counter() - start
-        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.models.optimizer.zero_grad(set_to_none=True)
     return total
 
 

@@ -68,8 +68,8 @@ def _window_variance(trainer: Trainer, window: tuple[int, int], prompt_ids: list
         n = latents * seeds
         prompts = [trainer.train_set.prompts[p]] * n
         metadata = [trainer.train_set.metadata[p]] * n
-        x_gens = trainer._generators(*[(cfg.seed, "x_T", p, i // seeds) for i in range(n)])
-        step_gens = trainer._generators(*[(cfg.seed, "steps", p, i) for i in range(n)])
+        x_gens = trainer.rollouts.generators(*[(cfg.seed, "x_T", p, i // seeds) for i in range(n)])
+        step_gens = trainer.rollouts.generators(*[(cfg.seed, "steps", p, i) for i in range(n)])
         with trainer.accelerator.autocast():
             images = generate(adapter, prompts, metadata, sigmas=sigmas, noise_generators=x_gens,
                               model=trainer.unwrapped, step_type=cfg.sample.step_type,

@@ -71,7 +71,7 @@ def training_sampler_success(trainer, samples: int) -> list[dict]:
 
     rows = []
     for i, (prompt, meta) in enumerate(zip(trainer.train_set.prompts, trainer.train_set.metadata, strict=True)):
-        batch = trainer.sample_batch(epoch=0, iteration=i, indices=[i] * samples)
+        batch = trainer.rollouts.sample_batch(epoch=0, iteration=i, indices=[i] * samples)
         images = batch.media.as_float().tensor.permute(0, 2, 3, 1).numpy()
         strict = [verify(img, meta["spec"]).strict for img in images]
         rows.append({"prompt": prompt, "family": meta["spec"].family, "p": float(np.mean(strict))})
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
         from rewards.toyworld.prompts import split
 
         trainer = Trainer(cfg)
-        pipe, specs = trainer.pipe, list(split(args.split))
+        pipe, specs = trainer.models.pipe, list(split(args.split))
         with torch.no_grad():
             gate1 = single_object_gate(pipe, specs, args.single_images)
             report = evaluate_pipeline(pipe, specs, images_per_prompt=args.images_per_prompt, seed=0)

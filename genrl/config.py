@@ -42,6 +42,9 @@ class ModelConfig:
     width: int | None = None
     gradient_checkpointing: bool = False
     attention: str = "sdpa"  # "sdpa" (torch scaled_dot_product_attention) or "xformers" (extra, GPU)
+    # "auto" (FSDP2 when the accelerate launch config asks for FSDP, else none), "none" (the denoiser replicated on
+    # every process, DDP) or "fsdp" (FSDP2: the denoiser sharded per transformer block across processes)
+    sharding: str = "auto"
     # options of the model family's adapter beyond the ones above (Wan: num_frames, negative_prompt),
     # checked by the adapter by name
     options: dict[str, Any] = field(default_factory=dict)
@@ -319,6 +322,7 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (s.solver in ("euler", "dpm2"), "sample.solver must be 'euler' or 'dpm2'"),
         (s.eval_solver in (None, "euler", "dpm2"), "sample.eval_solver must be 'euler', 'dpm2' or null (sample.solver)"),
         (cfg.model.attention in ("sdpa", "xformers"), "model.attention must be 'sdpa' or 'xformers'"),
+        (cfg.model.sharding in ("auto", "none", "fsdp"), "model.sharding must be 'auto', 'none' or 'fsdp'"),
         (s.num_steps >= 2, "sample.num_steps must be >= 2"),
         (0 <= s.noise_level, "sample.noise_level must be >= 0"),
         (s.batch_size >= 1 and s.group_size >= 1, "sample.batch_size and sample.group_size must be >= 1"),

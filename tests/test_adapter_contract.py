@@ -235,7 +235,9 @@ def test_lora_starts_at_the_base_model_and_exports_to_the_stock_loader(case, tmp
     sigma = adapter.schedule(4)[1]
     base = adapter.velocity(x, sigma, cond)
     add_lora(adapter.transformer, lora_config(4, 8, list(adapter.default_lora_targets)))
-    torch.testing.assert_close(adapter.velocity(x, sigma, cond), base, rtol=0, atol=0)
+    # float tolerance, not bit equality: with peft's wrappers in place Stable Audio's DiT already differs from the
+    # bare module by ~1e-6 with the adapters disabled (kernel choice); a non-zero B moves it by ~1e-2
+    torch.testing.assert_close(adapter.velocity(x, sigma, cond), base, rtol=1e-5, atol=1e-5)
     with torch.no_grad():
         for name, p in adapter.transformer.named_parameters():
             if "lora_B" in name:
@@ -244,7 +246,7 @@ def test_lora_starts_at_the_base_model_and_exports_to_the_stock_loader(case, tmp
     assert not torch.allclose(tuned, base)
     # the reference policy is the adapter disabled; a second adapter (NFT's old policy) starts as a frozen copy
     with ReferencePolicy(adapter.transformer).active() as reference:
-        torch.testing.assert_close(adapter.velocity(x, sigma, cond, model=reference), base, rtol=0, atol=0)
+        torch.testing.assert_close(adapter.velocity(x, sigma, cond, model=reference), base, rtol=1e-5, atol=1e-5)
     trainable = {n for n, p in adapter.transformer.named_parameters() if p.requires_grad}
     add_second_adapter(adapter.transformer, "old")
     assert {n for n, p in adapter.transformer.named_parameters() if p.requires_grad} == trainable

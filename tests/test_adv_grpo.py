@@ -158,7 +158,7 @@ def test_adv_grpo_alternates_discriminator_and_generator_epochs(tmp_path):
     algo = trainer.algorithm
     for epoch in range(2):
         lora_before, disc_before = _lora(trainer), _disc_state(trainer)
-        batches = [trainer.sample_batch(epoch, 0, next(iter(trainer.sampler)))]
+        batches = [trainer.rollouts.sample_batch(epoch, 0, next(iter(trainer.sampler)))]
         trainer.state.epoch = epoch
         trainer.score_epoch(batches)
         update, metrics = algo.generator_update(trainer, batches)

@@ -39,7 +39,7 @@ def audio_world(tmp_path):
 def test_stable_audio_trains_with_a_clap_reward_and_writes_wav_sheets(audio_world):
     trainer = Trainer(load_config(None, _overrides(audio_world)))
     assert trainer.adapter.family == "stable_audio" and trainer.adapter.media_kind == "audio"
-    batch = trainer.sample_batch(0, 0, [0, 0, 1, 1])
+    batch = trainer.rollouts.sample_batch(0, 0, [0, 0, 1, 1])
     assert batch.media.kind == "audio" and batch.media.quantized and batch.media.tensor.device.type == "cpu"
     assert batch.rewards.shape == (4,)  # scored when decoded, before the CPU copy
     record = trainer.train()

@@ -43,7 +43,7 @@ def test_the_trainer_carries_source_images_from_the_prompt_file(tmp_path, family
         f"data.test_prompts={prompts}", "log.log_with=[]", f"log.output_dir={tmp_path / 'run'}"]
     trainer = Trainer(load_config(None, overrides))
     assert trainer.adapter.family == family
-    batch = trainer.sample_batch(0, 0, [0, 1])
+    batch = trainer.rollouts.sample_batch(0, 0, [0, 1])
     assert batch.metadata[1]["image"] == str((tmp_path / "source1.png").resolve())
     record = trainer.train()
     assert record["train/first_ratio_max_dev"] == 0.0 and "eval/jpeg" in record
@@ -55,7 +55,7 @@ def test_the_trainer_carries_source_images_from_the_prompt_file(tmp_path, family
     trainer = Trainer(load_config(None, [o.replace(str(prompts), str(broken)) for o in overrides]
                                   + [f"log.output_dir={tmp_path / 'run2'}"]))
     with pytest.raises(ConfigError, match="data.train_prompts: prompt 1 has no 'image' field"):
-        trainer.sample_batch(0, 0, [0, 1])
+        trainer.rollouts.sample_batch(0, 0, [0, 1])
 
 
 def test_an_option_the_family_lacks_is_a_config_error(tmp_path):

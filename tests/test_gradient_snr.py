@@ -34,10 +34,10 @@ def test_pure_noise_is_not_resolved_and_gives_only_a_bound():
 
 def test_epoch_gradient_is_the_trainers_and_leaves_weights_untouched(tmp_path):
     trainer = make_trainer(tmp_path, **{"reward.weights": "{ink_balance: 1.0}", "reward.options": "{}"})
-    before = [p.detach().clone() for p in trainer.params]
+    before = [p.detach().clone() for p in trainer.models.params]
     grad, images = gradient_snr.epoch_gradient(trainer, epoch=0)
     assert images == trainer.cfg.sample.batch_size * trainer.cfg.sample.num_batches_per_epoch
-    assert grad.shape == (sum(p.numel() for p in trainer.params),) and torch.isfinite(grad).all()
+    assert grad.shape == (sum(p.numel() for p in trainer.models.params),) and torch.isfinite(grad).all()
     assert grad.abs().sum() > 0  # LoRA B starts at 0, but its gradient does not
-    assert all(torch.equal(a, p) for a, p in zip(before, trainer.params, strict=True))
-    assert all(p.grad is None for p in trainer.params)
+    assert all(torch.equal(a, p) for a, p in zip(before, trainer.models.params, strict=True))
+    assert all(p.grad is None for p in trainer.models.params)

@@ -40,8 +40,8 @@ from genrl.trainer.lifecycle import (
     plan_run,
     set_aside_damaged,
 )
-from genrl.trainer.loop import ema_step
 from genrl.trainer.metrics import TrainingProgress, reward_curve_figure
+from genrl.trainer.model_state import ema_step
 from genrl.utils.files import (
     LOCK_FILE,
     FolderLock,

@@ -44,9 +44,9 @@ def untimed(rs: list[dict]) -> list[dict]:
 
 
 def test_refusals_come_before_the_model_loads_and_change_nothing(tmp_path, monkeypatch, capsys):
-    from genrl.trainer import loop
+    from genrl.trainer import model_state
 
-    monkeypatch.setattr(loop, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded before the refusal"))
+    monkeypatch.setattr(model_state, "load_pipeline", lambda *a, **k: pytest.fail("the model loaded before the refusal"))
     run = fake_run(tmp_path / "run", epochs=())
     before = snapshot(run)
     with pytest.raises(ConfigError, match=f"{run} already holds a run.*--resume.*--overwrite"):
@@ -94,7 +94,7 @@ def test_a_checkpoint_that_does_not_fit_fails_in_one_line_naming_the_file(tmp_pa
     trainer = make_trainer(tmp_path)  # lora.rank=4
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
-    torch.save({name: obj.state_dict() for name, obj in trainer._checkpointed.items()}, ckpt / "trainer_state.pt")
+    torch.save({name: obj.state_dict() for name, obj in trainer.checkpoints.objects.items()}, ckpt / "trainer_state.pt")
     wider = {k: torch.zeros(2 * v.shape[0], *v.shape[1:]) for k, v in lora_state_dict(trainer.unwrapped, "default").items()}
     save_file(wider, ckpt / "lora.safetensors")  # a checkpoint of another lora.rank
     trainer._plan = RunPlan(resume_from=ckpt)
@@ -180,7 +180,7 @@ def test_resume_skips_a_damaged_checkpoint_and_continues_exactly(tmp_path, caplo
         resumed.train()
     assert f"skipping checkpoint checkpoint-000002: {lora} has 100 bytes" in caplog.text
     # the EMA's last update used the optimizer step: d = (1 + 2) / (10 + 2) after step 2
-    assert resumed.state.global_step == 2 and resumed.ema.cur_decay_value == pytest.approx(3 / 12)
+    assert resumed.state.global_step == 2 and resumed.models.ema.cur_decay_value == pytest.approx(3 / 12)
     assert untimed(records(run)) == expected_records
     got = _lora(run)
     assert all(torch.equal(got[k], expected_lora[k]) for k in expected_lora)  # EMA weights, bit for bit
@@ -253,7 +253,7 @@ def test_a_signal_to_one_process_stops_every_process_after_the_same_epoch(tmp_pa
 def test_a_signal_during_evaluation_stops_after_that_epoch(tmp_path):
     """Also: after an --overwrite run, the hint says to resume without --overwrite (the two contradict)."""
     trainer = make_trainer(tmp_path, **{"log.eval_every": 1, "log.save_every": 0, "log.overwrite": True})
-    evaluate, calls = trainer.evaluate, []
+    evaluate, calls = trainer.evaluator.evaluate, []
 
     def signalled_evaluate():
         calls.append(trainer.state.epoch)
@@ -262,7 +262,7 @@ def test_a_signal_during_evaluation_stops_after_that_epoch(tmp_path):
             time.sleep(0.05)
         return evaluate()
 
-    trainer.evaluate = signalled_evaluate
+    trainer.evaluator.evaluate = signalled_evaluate
     with pytest.raises(RunInterrupted, match="after epoch 1 of 2") as stopped:
         trainer.train()
     run = tmp_path / "run"

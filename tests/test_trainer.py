@@ -42,7 +42,7 @@ def make_trainer(tmp_path, config=CONFIGS / "toy.yaml", **extra) -> Trainer:
 
 
 def sample_and_score(trainer: Trainer, n: int = 1):
-    batches = [trainer.sample_batch(0, it, idx) for it, idx in zip(range(n), trainer.sampler, strict=False)]
+    batches = [trainer.rollouts.sample_batch(0, it, idx) for it, idx in zip(range(n), trainer.sampler, strict=False)]
     return batches, trainer.score_epoch(batches)
 
 
@@ -104,7 +104,7 @@ def test_first_update_is_on_policy_and_the_loss_has_its_closed_form(tmp_path):
     assert trainer.algorithm.train_positions(batch) == [0, 1, 2]
     assert metrics["zero_std_ratio"] == 0.0 and batch.keep.all()
     assert abs(batch.advantages.mean().item()) < 1e-5  # one group of 4: advantages sum to zero
-    ctx = LossContext(trainer.adapter, trainer.model, None)
+    ctx = LossContext(trainer.adapter, trainer.models.model, None)
     for pos in trainer.algorithm.train_positions(batch):
         loss, m = trainer.algorithm.loss(ctx, batch, pos)
         assert m["ratio_max_dev"] == 0.0 and m["clipfrac"] == 0.0 and m["approx_kl"] == 0.0
@@ -115,9 +115,9 @@ def test_first_update_is_on_policy_and_the_loss_has_its_closed_form(tmp_path):
 def test_kl_to_the_disabled_adapter_is_zero_at_init_and_positive_after_a_step(tmp_path):
     trainer = make_trainer(tmp_path, **{"train.beta": 0.04, "sample.group_size": 4,
                                         "reward.weights": "{jpeg_compressibility: 1.0}", "reward.options": "{}"})
-    assert isinstance(trainer.reference, ReferencePolicy) and trainer.reference.copy is None
+    assert isinstance(trainer.models.reference, ReferencePolicy) and trainer.models.reference.copy is None
     (batch,), _ = sample_and_score(trainer)
-    ctx = LossContext(trainer.adapter, trainer.model, trainer.reference)
+    ctx = LossContext(trainer.adapter, trainer.models.model, trainer.models.reference)
     _, m = trainer.algorithm.loss(ctx, batch, 0)
     assert m["kl_loss"] == 0.0
     trainer.optimize_epoch([batch])
@@ -129,14 +129,14 @@ def test_all_nan_rewards_stop_the_run_before_any_update(tmp_path):
     trainer = make_trainer(tmp_path)
     lora = lambda: {n: p.detach().clone() for n, p in trainer.unwrapped.named_parameters() if "lora_" in n}
     before = lora()
-    assert before and all(any(p is q for q in trainer.params) for n, p in trainer.unwrapped.named_parameters()
+    assert before and all(any(p is q for q in trainer.models.params) for n, p in trainer.unwrapped.named_parameters()
                           if "lora_" in n)  # the optimizer's parameters are these LoRA weights
     trainer.reward_fn.components["toy_verifier"].score = lambda images, prompts, metadata: type(
         "R", (), {"scores": torch.full((len(prompts),), math.nan), "info": {}})()
     with pytest.raises(FloatingPointError, match="toy_verifier"), pytest.warns(RuntimeWarning, match="non-finite"):
         trainer.train()  # the whole run: evaluation, then the first epoch's sampling, scoring and update
     assert trainer.state.global_step == 0 and trainer.state.epoch == 0
-    assert not trainer.optimizer.state  # AdamW creates its moments at its first step
+    assert not trainer.models.optimizer.state  # AdamW creates its moments at its first step
     after = lora()
     assert after.keys() == before.keys() and all(torch.equal(before[n], after[n]) for n in before)
     assert not (tmp_path / "run" / "checkpoints").exists()
@@ -213,7 +213,7 @@ def test_exported_lora_and_merged_pipeline_reproduce_the_trained_policy(tmp_path
 
 def test_zero_std_groups_contribute_no_gradient(tmp_path):
     trainer = make_trainer(tmp_path)  # batch of 4 = two groups of 2
-    batch = trainer.sample_batch(0, 0, next(iter(trainer.sampler)))
+    batch = trainer.rollouts.sample_batch(0, 0, next(iter(trainer.sampler)))
     order = batch.prompt_index.tolist()
     first = order[0]
     fixed = torch.tensor([0.5 if i == first else float(n) for n, i in enumerate(order)])
@@ -222,13 +222,13 @@ def test_zero_std_groups_contribute_no_gradient(tmp_path):
     metrics = trainer.score_epoch([batch])
     zero_group = batch.prompt_index == first
     assert metrics["zero_std_ratio"] == 0.5 and not batch.keep[zero_group].any() and batch.keep[~zero_group].all()
-    ctx = LossContext(trainer.adapter, trainer.model, None)
+    ctx = LossContext(trainer.adapter, trainer.models.model, None)
 
     def grads():
-        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.models.optimizer.zero_grad(set_to_none=True)
         loss, _ = trainer.algorithm.loss(ctx, batch, 0)
         loss.backward()
-        return [p.grad.clone() for p in trainer.params]
+        return [p.grad.clone() for p in trainer.models.params]
 
     before = grads()
     batch.advantages = torch.where(zero_group, torch.full_like(batch.advantages, 3.0), batch.advantages)
@@ -240,7 +240,7 @@ def test_zero_std_groups_contribute_no_gradient(tmp_path):
 @pytest.mark.parametrize("same_latent", [True, False])
 def test_same_latent_shares_the_initial_noise_within_a_group(tmp_path, same_latent):
     trainer = make_trainer(tmp_path, **{"sample.same_latent": same_latent})
-    batch = trainer.sample_batch(0, 0, next(iter(trainer.sampler)))
+    batch = trainer.rollouts.sample_batch(0, 0, next(iter(trainer.sampler)))
     x0 = batch.trajectory.states[:, 0]
     ids = batch.prompt_index.tolist()
     pairs = [(i, j) for i in range(len(ids)) for j in range(i + 1, len(ids)) if ids[i] == ids[j]]
@@ -257,8 +257,8 @@ def test_evaluation_reports_geneval_family_means(tmp_path):
         def __call__(self, images, prompts, metadata):
             return type("R", (), {"scores": torch.tensor([len(p) / 100 for p in prompts])})()
 
-    trainer.eval_rewards = {"length": PromptLength()}
-    metrics, _, _ = trainer.evaluate()
+    trainer.rewards.eval_rewards = {"length": PromptLength()}
+    metrics, _, _ = trainer.evaluator.evaluate()
     by_family: dict[str, list[float]] = {}
     for spec in split("test"):
         by_family.setdefault(spec.family, []).append(len(spec.prompt) / 100)
@@ -303,7 +303,7 @@ def test_the_family_picks_the_lora_targets_when_the_config_names_none(tmp_path):
 
 
 def _capture_evaluation(trainer: Trainer) -> list[torch.Tensor]:
-    """Make ``trainer.evaluate()`` hand its images, in job order, to the returned list."""
+    """Make ``trainer.evaluator.evaluate()`` hand its images, in job order, to the returned list."""
     seen: list[torch.Tensor] = []
 
     class Capture:
@@ -311,7 +311,7 @@ def _capture_evaluation(trainer: Trainer) -> list[torch.Tensor]:
             seen.append(media.tensor.detach().clone())  # evaluation hands rewards its float Media
             return type("R", (), {"scores": torch.zeros(len(prompts))})()
 
-    trainer.eval_rewards = {"capture": Capture()}
+    trainer.rewards.eval_rewards = {"capture": Capture()}
     return seen
 
 
@@ -325,7 +325,7 @@ def _eval_generators(trainer: Trainer) -> list[torch.Generator]:
 
 def _pipeline_images(trainer: Trainer, guidance: float) -> torch.Tensor:
     """The diffusers pipeline's own sampler (Euler, CFG at ``guidance``) from the evaluation's noise."""
-    return trainer.pipe(trainer.test_set.prompts, num_inference_steps=trainer.cfg.sample.eval_num_steps,
+    return trainer.models.pipe(trainer.test_set.prompts, num_inference_steps=trainer.cfg.sample.eval_num_steps,
                         guidance_scale=guidance, max_sequence_length=0, generator=_eval_generators(trainer),
                         output_type="pt").images
 
@@ -334,7 +334,7 @@ def test_evaluation_uses_cfg_when_only_the_evaluation_scale_asks_for_it(tmp_path
     # rollouts without CFG (the DiffusionNFT recipe), evaluation at the base model's usual scale
     trainer = make_trainer(tmp_path, **{"sample.guidance_scale": 1.0, "sample.eval_guidance_scale": 4.5})
     seen = _capture_evaluation(trainer)
-    trainer.evaluate()
+    trainer.evaluator.evaluate()
     images = torch.cat(seen)
     assert images.shape[0] == len(trainer.test_set) == 4
     # the LoRA starts at zero, so evaluation is the base pipeline with CFG at 4.5 from the same noise
@@ -349,7 +349,7 @@ def test_evaluation_samples_with_the_training_solver_unless_told_otherwise(tmp_p
     extra = {"sample.solver": "dpm2", **({"sample.eval_solver": eval_solver} if eval_solver else {})}
     trainer = make_trainer(tmp_path, **extra)
     seen = _capture_evaluation(trainer)
-    trainer.evaluate()
+    trainer.evaluator.evaluate()
     images = torch.cat(seen)
     euler = _pipeline_images(trainer, trainer.cfg.sample.guidance_scale)  # the pipeline's own (Euler) sampler
     if eval_solver == "euler":
@@ -390,8 +390,8 @@ def test_the_algorithm_declares_what_the_trainer_builds_for_it(tmp_path):
     class Backprop(FlowGRPO):
         needs_differentiable_reward = True
 
-    assert make_trainer(tmp_path / "a").reference is None  # toy.yaml: beta 0
-    assert make_trainer(tmp_path / "b", **{"train.beta": 0.04}).reference is not None
+    assert make_trainer(tmp_path / "a").models.reference is None  # toy.yaml: beta 0
+    assert make_trainer(tmp_path / "b", **{"train.beta": 0.04}).models.reference is not None
     with pytest.raises(ConfigError, match="reward.weights.jpeg_compressibility: train.algorithm 'test_reward_backprop' "
                                           "backpropagates the reward, and reward 'jpeg_compressibility' is not"):
         make_trainer(tmp_path / "c", **{"train.algorithm": "test_reward_backprop",
@@ -433,7 +433,7 @@ def test_reward_train_terms_may_repeat_a_reward_and_share_models_with_evaluation
     assert list(fn.components) == ["bright", "dark", "ensemble", "toy_verifier"]
     assert fn.weights == {"bright": 1.0, "dark": 0.5, "ensemble": 2.0, "toy_verifier": 0.0}
     # the evaluation metric with the same name and options is the training term's object: one loaded model
-    assert trainer.eval_rewards["partial"] is fn.components["toy_verifier"]
+    assert trainer.rewards.eval_rewards["partial"] is fn.components["toy_verifier"]
     images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     prompts = [s.prompt for s in split("test")[:3]]
     metadata = [{"spec": s} for s in split("test")[:3]]

@@ -86,15 +86,15 @@ def test_tp_grpo_on_the_trainer(tmp_path):
             scored.append(len(images))
             return self.inner(images, *args)
 
-    trainer.reward_fn = CountingReward(trainer.reward_fn)
+    trainer.rewards.reward_fn = CountingReward(trainer.reward_fn)
     indices = next(iter(trainer.sampler))
-    batch = trainer.sample_batch(0, 0, indices)
+    batch = trainer.rollouts.sample_batch(0, 0, indices)
     # completions are batched, one reward call per window step; then the batch itself, right after decoding
     assert scored == [4, 4, 4, 4]
     assert batch.trajectory.steps == [0, 1, 2] and batch.extras["partial_rewards"].shape == (4, 3)
     # R_0 is the pure ODE sample from the rollout's own initial noise (not fresh noise)
     adapter = trainer.adapter
-    x_T = adapter.initial_noise(trainer._generators(*[(trainer.cfg.seed, "init", 0, 0, 0, b) for b in range(4)]))
+    x_T = adapter.initial_noise(trainer.rollouts.generators(*[(trainer.cfg.seed, "init", 0, 0, 0, b) for b in range(4)]))
     assert torch.equal(x_T, batch.trajectory.states[:, 0])
     with torch.no_grad():
         ode = rollout(lambda z, s: adapter.velocity(z, s, batch.cond), x_T, batch.sigmas, window=(0, 0))

@@ -49,7 +49,7 @@ def test_wan_trains_with_a_per_frame_reward_and_writes_gif_grids(tmp_path):
         f"log.output_dir={tmp_path / 'run'}"]
     trainer = Trainer(load_config(None, overrides))
     assert trainer.adapter.family == "wan" and trainer.adapter.media_kind == "video"
-    batch = trainer.sample_batch(0, 0, [0, 0, 1, 1])
+    batch = trainer.rollouts.sample_batch(0, 0, [0, 0, 1, 1])
     assert batch.media.tensor.shape == (4, 9, 3, 16, 16) and batch.media.tensor.dtype == torch.uint8
     record = trainer.train()
     assert record["train/first_ratio_max_dev"] == 0.0 and "eval/jpeg" in record

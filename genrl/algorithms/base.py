@@ -91,6 +91,9 @@ class Algorithm(ABC):
     #: True for an algorithm that backpropagates the reward into the generator (the trainer then refuses a
     #: training reward whose ``differentiable`` flag is off, naming it)
     needs_differentiable_reward: bool = False
+    #: LoRA adapters the algorithm keeps besides the trained ``default`` one (DiffusionNFT's old policy): added by
+    #: the trainer with the default's config and weights, frozen and inactive, before the model is prepared
+    extra_lora_adapters: tuple[str, ...] = ()
 
     def needs_reference(self) -> bool:
         """Whether the loss uses the frozen reference policy (the trainer builds it only then): by default when

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from genrl.models.lora import adapter_active, add_second_adapter, update_adapter_ema
+from genrl.models.lora import adapter_active, update_adapter_ema
 from rewards.seeding import derived_seed
 
 from .advantages import group_advantages
@@ -77,8 +77,9 @@ class DiffusionNFT(Algorithm):
             raise ValueError("diffusion_nft keeps the old policy as a second LoRA adapter; set lora.enabled=true")
         self.sampler = None  # the trainer's prompt sampler; banned prompts are recorded there (checkpointed)
 
+    extra_lora_adapters = (OLD_ADAPTER,)  # the old policy, added by the trainer
+
     def setup(self, trainer) -> None:
-        add_second_adapter(trainer.unwrapped, OLD_ADAPTER)
         self.sampler = trainer.sampler
 
     def sampling_policy(self, trainer):

@@ -156,16 +156,18 @@ class ModelAdapter(ABC):
         LoRA is exported and loaded in peft's format on the denoiser (:mod:`genrl.models.lora`)."""
         return hasattr(pipe, "load_lora_weights")
 
-    def export_lora(self, directory: str | Path, transformer: torch.nn.Module | None = None) -> Path:
+    def export_lora(self, directory: str | Path, transformer: torch.nn.Module | None = None,
+                    full_state: dict[str, torch.Tensor] | None = None) -> Path:
         """Write the denoiser's LoRA where :meth:`load_lora` reads it: the diffusers format of the pipeline
         class (``pipe.load_lora_weights(directory)`` of the stock pipeline reads it), or peft's format
-        (weights and ``adapter_config.json``) for a pipeline without a LoRA loader."""
+        (weights and ``adapter_config.json``) for a pipeline without a LoRA loader. A sharded denoiser's
+        weights come gathered in ``full_state`` (its full state dict)."""
         from .lora import export_lora, export_peft_lora
 
         transformer = transformer if transformer is not None else self.transformer
         if self.has_lora_loader(self.pipe):
-            return export_lora(self.pipe, transformer, directory)
-        return export_peft_lora(transformer, directory)
+            return export_lora(self.pipe, transformer, directory, full_state=full_state)
+        return export_peft_lora(transformer, directory, full_state=full_state)
 
     @classmethod
     def load_lora(cls, pipe: Any, lora_dir: str | Path) -> Any:

@@ -109,9 +109,11 @@ class ReferencePolicy:
             set_adapters_enabled(self.transformer, True)
 
 
-def lora_state_dict(transformer: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
-    """An adapter's weights in peft's naming."""
-    return get_peft_model_state_dict(transformer, adapter_name=adapter_name)
+def lora_state_dict(transformer: torch.nn.Module, adapter_name: str = "default",
+                    full_state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """An adapter's weights in peft's naming; taken from ``full_state`` (the module's state dict gathered from
+    its shards, :func:`genrl.trainer.sharding.full_lora_state_dict`) when given, else from the module."""
+    return get_peft_model_state_dict(transformer, state_dict=full_state, adapter_name=adapter_name)
 
 
 def load_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Tensor],
@@ -123,11 +125,13 @@ def load_lora_state_dict(transformer: torch.nn.Module, state: dict[str, torch.Te
         raise KeyError(f"checkpoint lacks LoRA weights, e.g. {missing[:3]}")
 
 
-def export_lora(pipe, transformer: torch.nn.Module, directory: str | Path) -> Path:
-    """Write the adapter in the diffusers LoRA format (``pipe.load_lora_weights(directory)`` reads it)."""
+def export_lora(pipe, transformer: torch.nn.Module, directory: str | Path,
+                full_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the adapter in the diffusers LoRA format (``pipe.load_lora_weights(directory)`` reads it);
+    ``full_state`` as in :func:`lora_state_dict`."""
     directory = Path(directory)
     config = transformer.peft_config["default"]
-    pipe.__class__.save_lora_weights(directory, transformer_lora_layers=lora_state_dict(transformer),
+    pipe.__class__.save_lora_weights(directory, transformer_lora_layers=lora_state_dict(transformer, full_state=full_state),
                                      transformer_lora_adapter_metadata=config.to_dict())
     return directory
 
@@ -170,12 +174,14 @@ def adapter_active(transformer: torch.nn.Module, name: str) -> Iterator[torch.nn
             p.requires_grad_(flags[n])
 
 
-def export_peft_lora(transformer: torch.nn.Module, directory: str | Path) -> Path:
+def export_peft_lora(transformer: torch.nn.Module, directory: str | Path,
+                     full_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Write the default adapter in peft's naming with its ``LoraConfig`` (for a denoiser whose pipeline
-    has no diffusers LoRA loader); :func:`load_peft_lora` reads it back."""
+    has no diffusers LoRA loader); :func:`load_peft_lora` reads it back. ``full_state`` as in
+    :func:`lora_state_dict`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in lora_state_dict(transformer).items()}
+    state = {k: v.detach().contiguous() for k, v in lora_state_dict(transformer, full_state=full_state).items()}
     save_file(state, str(directory / PEFT_LORA_WEIGHTS))
     config = transformer.peft_config["default"].to_dict()
     config["target_modules"] = sorted(config["target_modules"])  # a set in peft; json needs a list

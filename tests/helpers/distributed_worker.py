@@ -20,7 +20,7 @@ def main(out: Path, overrides: list[str]) -> None:
     trainer = Trainer(load_config(None, overrides))
     rank = trainer.accelerator.process_index
     indices = next(iter(trainer.sampler))
-    batch = trainer.sample_batch(0, 0, indices)
+    batch = trainer.rollouts.sample_batch(0, 0, indices)
     metrics = trainer.score_epoch([batch])
     (out / f"rank{rank}.json").write_text(json.dumps({
         "world": trainer.accelerator.num_processes, "indices": indices, "rewards": batch.rewards.tolist(),
