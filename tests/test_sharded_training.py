@@ -72,3 +72,33 @@ def test_a_sharded_run_is_the_replicated_run_and_resumes(tmp_path):
     pipe = StableDiffusion3Pipeline.from_pretrained(sharded / "run" / "final" / "pipeline", text_encoder_3=None,
                                                     tokenizer_3=None)  # the toy pipeline has no T5
     assert pipe.transformer is not None
+
+
+@pytest.mark.parametrize("name", ["single_process", "ddp", "multi_node", "fsdp2"])
+def test_the_shipped_accelerate_configs_parse(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "configs" / "accelerate" / f"{name}.yaml"))
+    expected = {"single_process": "NO", "ddp": "MULTI_GPU", "multi_node": "MULTI_GPU", "fsdp2": "FSDP"}[name]
+    assert config.distributed_type.value == expected
+    assert (config.num_machines > 1) == (name == "multi_node")
+    if name == "fsdp2":
+        assert config.fsdp_config["fsdp_version"] == 2
+
+
+def test_an_fsdp_launch_is_genrls_own_sharding_and_a_conflict_is_said():
+    from genrl.config import ConfigError, load_config
+    from genrl.trainer.sharding import resolve_sharding
+
+    launch = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2"}
+    env = dict(launch)
+    assert resolve_sharding("auto", env)[0] == "fsdp" and "ACCELERATE_USE_FSDP" not in env  # accelerate's is off
+    env = {**launch, "FSDP_VERSION": "1"}
+    mode, note = resolve_sharding("auto", env)
+    assert mode == "fsdp" and "fsdp_version 1; genrl uses version 2" in note
+    mode, note = resolve_sharding("none", dict(launch))
+    assert mode == "none" and "replicated on every process (DDP)" in note
+    assert resolve_sharding("auto", {}) == ("none", None)
+    assert resolve_sharding("fsdp", {})[0] == "fsdp"
+    with pytest.raises(ConfigError, match="model.sharding must be 'auto', 'none' or 'fsdp'"):
+        load_config(None, ["model.sharding=zero3"])
