@@ -45,6 +45,10 @@ class ModelConfig:
     # "auto" (FSDP2 when the accelerate launch config asks for FSDP, else none), "none" (the denoiser replicated on
     # every process, DDP) or "fsdp" (FSDP2: the denoiser sharded per transformer block across processes)
     sharding: str = "auto"
+    # decode one sample at a time (vae_slicing) or in overlapping tiles (vae_tiling): the VAE's peak memory for
+    # video batches and large images, at the same result up to the tiles' blending
+    vae_slicing: bool = False
+    vae_tiling: bool = False
     # options of the model family's adapter beyond the ones above (Wan: num_frames, negative_prompt),
     # checked by the adapter by name
     options: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +81,9 @@ class SampleConfig:
     group_size: int = 8  # images per prompt (k); a group may span processes
     num_batches_per_epoch: int = 2  # sampling iterations per epoch
     same_latent: bool = False  # one initial noise per prompt within a group
+    # encode each prompt once per run and keep its embeddings on the CPU (text-only families; see
+    # genrl.models.embedding_cache): saves the text encoders' time when prompts repeat across epochs
+    cache_prompt_embeddings: bool = False
     global_std: bool = True  # advantages use the std over all rewards (False: the group's std)
     eval_batch_size: int = 16
     eval_images_per_prompt: int = 1
@@ -202,10 +209,12 @@ REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
 #: runs, or what it logs, not what it trains. A key ending in ``.`` frees everything under it.
 #: ``model.attention`` is a kernel choice (results equal up to rounding); ``model.gradient_checkpointing``
 #: trades memory for time; ``sample.eval_batch_size`` only batches the evaluation, whose noise is
-#: seeded per prompt and image. Everything else (learning rate, batch and group sizes, seed, rewards
+#: seeded per prompt and image; ``model.vae_slicing`` and ``sample.cache_prompt_embeddings`` change how the
+#: same decode and embeddings are computed. Everything else (learning rate, batch and group sizes, seed, rewards
 #: and their options, evaluation settings, mixed precision) must match the run being continued.
 RESUME_FREE_KEYS = ("resume", "epochs", "time_budget_minutes", "cpu_threads", "log.", "model.attention",
-                    "model.gradient_checkpointing", "model.trust_remote_code", "sample.eval_batch_size")
+                    "model.gradient_checkpointing", "model.trust_remote_code", "sample.eval_batch_size",
+                    "model.vae_slicing", "sample.cache_prompt_embeddings")
 
 #: Keys earlier versions had, which this one no longer reads: key -> (the value that matches what the
 #: trainer does, why it went). A config that sets one to that value (a run's saved ``config.yaml``) still

@@ -7,7 +7,7 @@ Any of them can carry an editing family's conditions: they are read from the pro
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,12 +53,13 @@ def generate(adapter: ModelAdapter, prompts: Sequence[str], metadata: Sequence[M
              sigmas: torch.Tensor, noise_generators: Sequence[torch.Generator], model: torch.nn.Module | None = None,
              guidance_scale: float | None = None, step_type: str = "sde", noise_level: float = 0.0,
              window: tuple[int, int] = (0, 0), step_generators: Sequence[torch.Generator] | None = None,
-             ode_solver: str = "euler") -> Generation:
+             ode_solver: str = "euler", encode: Callable[..., Any] | None = None) -> Generation:
     """Sample one batch: stochastic ``step_type`` steps at ``noise_level`` inside ``window``, the deterministic
     ``ode_solver`` outside it (the defaults are the deterministic sampler). ``model`` replaces the denoiser
-    (a wrapped or EMA one); ``guidance_scale`` None is the adapter's."""
-    cond = adapter.encode(prompts, guidance_scale=guidance_scale,
-                          conditions=conditions_from_metadata(adapter, metadata))
+    (a wrapped or EMA one); ``guidance_scale`` None is the adapter's; ``encode`` replaces ``adapter.encode``
+    (a :class:`genrl.models.embedding_cache.PromptEmbeddingCache`'s)."""
+    encode = encode or adapter.encode
+    cond = encode(prompts, guidance_scale=guidance_scale, conditions=conditions_from_metadata(adapter, metadata))
     x = adapter.initial_noise(noise_generators)
     traj = rollout(lambda z, s: adapter.velocity(z, s, cond, guidance_scale=guidance_scale, model=model), x, sigmas,
                    step_type=step_type, noise_level=noise_level, window=window, generators=step_generators,

@@ -12,6 +12,7 @@ stock class's plain ``from_pretrained(dir)``. A new family is added here with it
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -282,3 +283,34 @@ def test_frozen_components_are_placed_in_their_dtypes(case):
         module = getattr(pipe, name)
         dtype = torch.float32 if name in adapter.fp32_components else torch.bfloat16
         assert all(p.dtype == dtype and not p.requires_grad for p in module.parameters()), name
+
+
+def test_cached_prompt_embeddings_are_the_batch_encoding(case):
+    """A prompt's cached row, stacked into any batch, is what encoding that batch gives (CFG's negatives included);
+    each (prompt, guidance scale) is encoded once; families without fixed-length rows refuse the cache."""
+    from genrl.models.embedding_cache import PromptEmbeddingCache, cat_conditioning
+
+    c, pipe = case
+    adapter = _adapter(c, pipe)
+    if not adapter.prompt_embeddings_cacheable:
+        assert c.conditions is not None  # only the editing families, which condition on images
+        with pytest.raises(ValueError, match="does not cache prompt embeddings"):
+            PromptEmbeddingCache(adapter)
+        return
+    cache = PromptEmbeddingCache(adapter)
+    batch = [PROMPTS[1], PROMPTS[0], PROMPTS[1]]
+    def same(got, expected):
+        for f in dataclasses.fields(expected):
+            want, have = getattr(expected, f.name), getattr(got, f.name)
+            assert (want is None) == (have is None), f.name
+            if isinstance(want, torch.Tensor):
+                torch.testing.assert_close(have, want, rtol=1e-5, atol=1e-6, msg=f.name)
+
+    for guidance in (None, 1.0, 5.0):
+        expected = adapter.encode(batch, guidance_scale=guidance)
+        same(cache.encode(batch, guidance_scale=guidance), expected)  # encodes the two prompts
+        same(cache.encode(batch[::-1], guidance_scale=guidance), adapter.encode(batch[::-1], guidance_scale=guidance))
+        restacked = cat_conditioning([expected.select(slice(i, i + 1)) for i in range(len(batch))])
+        assert all(torch.equal(getattr(restacked, f.name), getattr(expected, f.name))
+                   for f in dataclasses.fields(expected) if isinstance(getattr(expected, f.name), torch.Tensor))
+    assert (cache.misses, cache.hits) == (2 * 3, 4 * 3)  # 2 prompts x 3 scales encoded, the rest served

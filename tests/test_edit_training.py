@@ -56,6 +56,9 @@ def test_the_trainer_carries_source_images_from_the_prompt_file(tmp_path, family
                                   + [f"log.output_dir={tmp_path / 'run2'}"]))
     with pytest.raises(ConfigError, match="data.train_prompts: prompt 1 has no 'image' field"):
         trainer.rollouts.sample_batch(0, 0, [0, 1])
+    # their VL embeddings are padded per batch and depend on the image: not cached, said at set-up
+    with pytest.raises(ConfigError, match=f"sample.cache_prompt_embeddings: model family '{family}' does not cache"):
+        Trainer(load_config(None, [*overrides, "sample.cache_prompt_embeddings=true", f"log.output_dir={tmp_path / 'r3'}"]))
 
 
 def test_an_option_the_family_lacks_is_a_config_error(tmp_path):

@@ -326,8 +326,8 @@ def _eval_generators(trainer: Trainer) -> list[torch.Generator]:
 def _pipeline_images(trainer: Trainer, guidance: float) -> torch.Tensor:
     """The diffusers pipeline's own sampler (Euler, CFG at ``guidance``) from the evaluation's noise."""
     return trainer.models.pipe(trainer.test_set.prompts, num_inference_steps=trainer.cfg.sample.eval_num_steps,
-                        guidance_scale=guidance, max_sequence_length=0, generator=_eval_generators(trainer),
-                        output_type="pt").images
+                               guidance_scale=guidance, max_sequence_length=0, generator=_eval_generators(trainer),
+                               output_type="pt").images
 
 
 def test_evaluation_uses_cfg_when_only_the_evaluation_scale_asks_for_it(tmp_path):
@@ -484,3 +484,33 @@ def test_par_trains_against_reference_rewards_scored_by_the_script(tmp_path):
     expected = torch.stack([torch.sigmoid(raw[i] - refs.get(p)).mean() for i, p in enumerate(batch.prompts)])
     torch.testing.assert_close(batch.rewards.cpu(), expected, rtol=0, atol=2e-3)
     assert 0 < metrics["reward/mean"] < 1
+
+
+def test_cached_prompt_embeddings_sample_what_encoding_each_batch_samples(tmp_path):
+    plain = make_trainer(tmp_path / "plain")
+    cached = make_trainer(tmp_path / "cached", **{"sample.cache_prompt_embeddings": True})
+    (a,), _ = sample_and_score(plain)
+    (b,), _ = sample_and_score(cached)
+    torch.testing.assert_close(b.trajectory.final, a.trajectory.final, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(b.rewards, a.rewards)
+    cache = cached.rollouts.embedding_cache
+    distinct = len(set(b.prompts))
+    assert (cache.misses, cache.hits) == (distinct, len(b.prompts) - distinct)
+    first, _, _ = cached.evaluator.evaluate()
+    misses = cache.misses
+    second, _, _ = cached.evaluator.evaluate()  # the held-out prompts are encoded once
+    assert cache.misses == misses and first == second
+    assert first == pytest.approx(plain.evaluator.evaluate()[0], abs=1e-6)
+
+
+
+def test_vae_slicing_and_tiling_are_switched_on_and_slicing_decodes_the_same(tmp_path):
+    trainer = make_trainer(tmp_path / "a", **{"model.vae_slicing": True, "model.vae_tiling": True})
+    vae = trainer.models.pipe.vae
+    assert vae.use_slicing and vae.use_tiling
+    vae.disable_tiling()  # tiles blend at their seams; slicing only splits the batch
+    latents = torch.randn(3, *trainer.adapter.initial_noise([torch.Generator().manual_seed(0)]).shape[1:],
+                          generator=torch.Generator().manual_seed(1))
+    sliced = trainer.adapter.decode(latents)
+    vae.disable_slicing()
+    torch.testing.assert_close(sliced, trainer.adapter.decode(latents), rtol=1e-5, atol=1e-5)

@@ -54,6 +54,9 @@ class ModelAdapter(ABC):
     #: class names of the denoiser's transformer blocks, the units FSDP shards; empty: the denoiser's own
     #: ``_no_split_modules`` (diffusers declares them for SD3, FLUX, Wan and Qwen-Image, not Stable Audio)
     block_class_names: ClassVar[tuple[str, ...]] = ()
+    #: whether :meth:`encode` gives one fixed-length row per prompt, independent of the rest of the batch, so a
+    #: prompt's conditioning can be cached across epochs (:mod:`genrl.models.embedding_cache`)
+    prompt_embeddings_cacheable: ClassVar[bool] = False
 
     def __init__(self, pipe: Any) -> None:
         self.pipe = pipe

@@ -67,6 +67,8 @@ class FluxConditioning:
     pooled: torch.Tensor
     text_ids: torch.Tensor
 
+    shared_fields: ClassVar[tuple[str, ...]] = ("text_ids",)  # one for the whole batch
+
     def select(self, index: torch.Tensor | slice) -> FluxConditioning:
         """The conditioning of a subset of the batch."""
         return FluxConditioning(self.embeds[index], self.pooled[index], self.text_ids)
@@ -79,6 +81,8 @@ class FluxAdapter(PackedLatents, ModelAdapter):
     ``guidance_scale`` feeds the distilled guidance embedding when the transformer has one
     (FLUX.1-dev: 3.5); there is no classifier-free guidance batch.
     """
+
+    prompt_embeddings_cacheable = True
 
     default_lora_targets = MMDIT_LORA_TARGETS
     frozen_components = ("vae", "text_encoder", "text_encoder_2")

@@ -47,6 +47,8 @@ class FluxKontextAdapter(FluxAdapter):
     guidance (Kontext-dev: 2.5).
     """
 
+    prompt_embeddings_cacheable = False  # conditions on a source image
+
     condition_keys = ("image",)
 
     def __init__(self, pipe, *, guidance_scale: float = 2.5, max_sequence_length: int = 512,

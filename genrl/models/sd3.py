@@ -45,6 +45,8 @@ class SD3Adapter(ModelAdapter):
     which has no T5 encoder and was trained without zero T5 tokens).
     """
 
+    prompt_embeddings_cacheable = True
+
     default_lora_targets = MMDIT_LORA_TARGETS
     frozen_components = ("vae", "text_encoder", "text_encoder_2", "text_encoder_3")
 

@@ -65,6 +65,8 @@ class StableAudioAdapter(ModelAdapter):
     Open) and ``negative_prompt`` (None: the all-zero unconditional context).
     """
 
+    prompt_embeddings_cacheable = True
+
     media_kind = "audio"
     default_lora_targets = STABLE_AUDIO_LORA_TARGETS
     frozen_components = ("vae", "text_encoder", "projection_model")

@@ -49,6 +49,8 @@ class WanAdapter(ModelAdapter):
     (``expand_timesteps``) are refused rather than sampled wrongly.
     """
 
+    prompt_embeddings_cacheable = True
+
     media_kind = "video"
     default_lora_targets = WAN_LORA_TARGETS
     frozen_components = ("vae", "text_encoder")

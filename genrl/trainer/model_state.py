@@ -56,6 +56,9 @@ class ModelState:
             config_check(lambda: adapter_class(m.family), "model.family")
         self.pipe = self._load_base()
         self.pipe.set_progress_bar_config(disable=True)
+        for lever in ("slicing", "tiling"):
+            if getattr(m, f"vae_{lever}"):
+                config_check(lambda lever=lever: enable_vae_lever(self.pipe, lever), f"model.vae_{lever}")
         self.adapter = adapter_from_config(cfg, self.pipe)
         self.adapter.place_frozen(acc.device, dtype)
         transformer = self.adapter.transformer
@@ -154,6 +157,15 @@ class ModelState:
             with quiet_hub_libraries():  # a fresh copy of the base with the exported adapter fused in: the users' path
                 replace_dir_atomically(final / "pipeline", lambda d: self.adapter.merge_lora(
                     self._load_base(), final / "lora").save_pretrained(d))
+
+
+def enable_vae_lever(pipe, lever: str) -> None:
+    """``pipe.vae.enable_slicing()`` or ``enable_tiling()``; a ``ValueError`` when the pipeline's VAE has neither."""
+    vae = getattr(pipe, "vae", None)
+    enable = getattr(vae, f"enable_{lever}", None)
+    if enable is None:
+        raise ValueError(f"the pipeline's VAE ({type(vae).__name__}) has no {lever}")
+    enable()
 
 
 def ema_step(ema: EMAModel, params: list[torch.nn.Parameter], optimizer_step: int, every: int) -> bool:

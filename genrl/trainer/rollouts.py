@@ -13,6 +13,8 @@ from genrl.algorithms import Algorithm, KRepeatSampler, RolloutBatch, TrainerCon
 from genrl.config import ConfigError, ExperimentConfig
 from genrl.data import PromptDataset
 from genrl.generation import Generation, MissingCondition, generate
+from genrl.models.embedding_cache import PromptEmbeddingCache
+from genrl.models.from_config import config_check
 from rewards.seeding import derived_seed
 
 from .model_state import ModelState
@@ -34,6 +36,10 @@ class RolloutService:
         self.train_set, self.sampler, self.rewards, self.context = train_set, sampler, rewards, context
         self.before_batch = before_batch
         self.sampled = 0
+        # training and evaluation share it (keyed by prompt and guidance scale); None: encode every batch
+        self.embedding_cache = (config_check(lambda: PromptEmbeddingCache(models.adapter),
+                                             "sample.cache_prompt_embeddings")
+                                if cfg.sample.cache_prompt_embeddings else None)
 
     def generators(self, *parts) -> list[torch.Generator]:
         """One generator on the device per key tuple, seeded by :func:`derived_seed`."""
@@ -42,8 +48,9 @@ class RolloutService:
     def generate(self, prompts: list[str], metadata: list[dict], indices: list[int], source: str,
                  **sampling: Any) -> Generation:
         """:func:`genrl.generation.generate`, with a prompt that lacks a condition named by its index in ``source``."""
+        encode = self.embedding_cache.encode if self.embedding_cache is not None else None
         try:
-            return generate(self.models.adapter, prompts, metadata, **sampling)
+            return generate(self.models.adapter, prompts, metadata, encode=encode, **sampling)
         except MissingCondition as err:
             raise ConfigError(f"{source}: prompt {indices[err.index]} has no {err.key!r} field, which model family "
                               f"{err.family!r} conditions on") from None
