@@ -23,6 +23,7 @@ _EXPORTS = {
     "DinoAdversarialReward": "adversarial",
     "DinoSimilarityReward": "dino_similarity",
     "Ensemble": "ensemble",
+    "ExemplarFrechetReward": "distributional",
     "FrameMeanReward": "frames",
     "HPSv2Reward": "hps",
     "ImageRewardReward": "imagereward",
@@ -46,12 +47,15 @@ _EXPORTS = {
     "available_rewards": "registry",
     "build_reward": "registry",
     "classification_uncertainty": "ctrl_u",
+    "frechet_distance": "distributional",
+    "gaussian_stats": "distributional",
     "lsc": "transforms",
     "par": "transforms",
     "register_reward": "registry",
     "regression_uncertainty": "ctrl_u",
     "to_image_tensor": "base",
     "uncertainty_weighted_loss": "ctrl_u",
+    "vendi_score": "distributional",
 }
 
 #: every module that registers rewards
@@ -87,6 +91,7 @@ __all__ = [
     "DinoAdversarialReward",
     "DinoSimilarityReward",
     "Ensemble",
+    "ExemplarFrechetReward",
     "HPSv2Reward",
     "ImageRewardReward",
     "InkBalanceReward",
