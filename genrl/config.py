@@ -123,6 +123,17 @@ class NFTConfig:
 
 
 @dataclass
+class DragonConfig:
+    """DRAGON's settings (``train.algorithm=dragon``): how demonstrations are chosen and the preference loss."""
+
+    # "paired": per prompt, best vs worst sample with the Diffusion-DPO loss; "unpaired": above vs below the
+    # epoch's median reward with the Diffusion-KTO loss
+    demonstrations: str = "paired"
+    beta: float = 100.0  # the preference loss's inverse temperature (flow_grpo's online DPO script: 100)
+    kto_z0: float = 0.0  # KTO's reference point
+
+
+@dataclass
 class TPConfig:
     """TP-GRPO's switches (``train.algorithm=tp_grpo``), with the released launch scripts' defaults."""
 
@@ -196,6 +207,7 @@ class ExperimentConfig:
     nft: NFTConfig = field(default_factory=NFTConfig)
     tp: TPConfig = field(default_factory=TPConfig)
     adv: AdvConfig = field(default_factory=AdvConfig)
+    dragon: DragonConfig = field(default_factory=DragonConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -342,6 +354,8 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (t.clip_range > 0, "train.clip_range must be > 0"),
         (cfg.nft.beta > 0, "nft.beta must be > 0"),
         (cfg.nft.old_decay_type in (1, 2), "nft.old_decay_type must be 1 or 2"),
+        (cfg.dragon.demonstrations in ("paired", "unpaired"), "dragon.demonstrations must be 'paired' or 'unpaired'"),
+        (cfg.dragon.beta > 0, "dragon.beta must be > 0"),
         (t.beta >= 0, "train.beta must be >= 0"),
         (cfg.adv.schedule in ("d_times", "gate"), "adv.schedule must be 'd_times' or 'gate'"),
         (cfg.adv.d_times >= 1, "adv.d_times must be >= 1"),
@@ -362,9 +376,10 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
             raise ConfigError(message)
     if num_processes is not None:
         check_group_layout(s, num_processes, len(load_prompt_set("data.train_prompts", cfg.data.train_prompts)))
-    if s.same_latent and (t.algorithm == "diffusion_nft" or s.noise_level == 0):
+    if s.same_latent and (t.algorithm in ("diffusion_nft", "dragon") or s.noise_level == 0):
         # one initial noise per group through a deterministic sampler gives identical images: no reward spread
-        why = "train.algorithm 'diffusion_nft' samples" if t.algorithm == "diffusion_nft" else "sample.noise_level 0 samples"
+        why = (f"train.algorithm {t.algorithm!r} samples" if t.algorithm in ("diffusion_nft", "dragon")
+               else "sample.noise_level 0 samples")
         raise ConfigError(f"sample.same_latent=true makes every image of a group identical when {why} "
                           "deterministically, so no group has a reward spread to learn from; set sample.same_latent=false")
     if s.step_type == "cps" and t.beta > 0 and t.algorithm != "diffusion_nft" and _last_trained_step(cfg) >= s.num_steps:

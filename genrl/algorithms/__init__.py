@@ -4,6 +4,7 @@ from .adv_grpo import AdvGRPO
 from .advantages import Advantages, group_advantages
 from .base import Algorithm, LossContext, RolloutBatch, TrainerContext, build_algorithm, register_algorithm
 from .diffusion_nft import DiffusionNFT
+from .dragon import Dragon
 from .flow_grpo import FlowGRPO
 from .sampler import KRepeatSampler, family_weights
 from .tp_grpo import TPGRPO
@@ -14,6 +15,7 @@ __all__ = [
            "Advantages",
            "Algorithm",
            "DiffusionNFT",
+           "Dragon",
            "FlowGRPO",
            "KRepeatSampler",
            "LossContext",

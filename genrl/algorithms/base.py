@@ -48,8 +48,8 @@ class TrainerContext(Protocol):
     Services: :meth:`sample_epoch` (rollouts of the epoch's batches, each scored as it is decoded),
     :meth:`score_epoch` (rewards gathered, advantages set), :meth:`optimize_epoch` (the inner epochs of
     updates), :meth:`checkpoint_object` (state saved and resumed with the run). State: the model adapter,
-    the trainable denoiser without wrappers (``unwrapped``), the training reward, the prompt sampler, the
-    accelerator and the run's counters (``state.epoch``, ``state.global_step``).
+    the trainable denoiser without wrappers (``unwrapped``), the training reward, the prompt sampler and the
+    training prompts, the accelerator and the run's counters (``state.epoch``, ``state.global_step``).
     """
 
     adapter: Any
@@ -57,6 +57,7 @@ class TrainerContext(Protocol):
     unwrapped: torch.nn.Module
     reward_fn: Any
     sampler: Any
+    train_set: Any  # the training prompts (genrl.data.PromptDataset): prompts and metadata by index
     state: Any
 
     def sample_epoch(self, epoch: int) -> list[RolloutBatch]: ...
