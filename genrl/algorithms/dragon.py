@@ -109,6 +109,12 @@ def kto_loss(err: torch.Tensor, ref: torch.Tensor, labels: torch.Tensor, beta: f
     return torch.where(labels > 0, positive, torch.where(labels < 0, negative, torch.zeros_like(delta)))
 
 
+def conditional_guidance(adapter) -> float | None:
+    """The guidance of the conditional model the preference loss trains: 1 (no CFG batch) for a CFG family, the
+    adapter's own scale for a guidance-distilled one (FLUX), whose guidance is an input of the model."""
+    return 1.0 if adapter.use_cfg else None
+
+
 def velocity_error(v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Per-sample flow-matching error ``mean((v - (noise - x0))^2)`` (the adapters' velocity is in flow units)."""
     return (v.float() - (noise - x0).float()).square().flatten(1).mean(1)
@@ -190,7 +196,8 @@ class Dragon(Algorithm):
         metadata = [data.metadata[i] for i in prompt_ids]
         adapter = trainer.adapter
         with torch.no_grad():  # the conditional model: the loss is the velocity error without CFG
-            cond = adapter.encode(prompts, guidance_scale=1.0, conditions=conditions_from_metadata(adapter, metadata))
+            cond = adapter.encode(prompts, guidance_scale=conditional_guidance(adapter),
+                                  conditions=conditions_from_metadata(adapter, metadata))
         empty = x0.new_zeros((x0.shape[0], 0, *x0.shape[1:]))
         trajectory = Trajectory([], empty, empty, x0.new_zeros((x0.shape[0], 0)), x0, x0,
                                 RolloutPlan("ode", 0.0, (0, 0), self.sample.solver))
@@ -213,9 +220,11 @@ class Dragon(Algorithm):
             index, noise = index.repeat(2), noise.repeat(2, *[1] * (x0.ndim - 1))
         t = batch.sigmas[index.to(batch.sigmas.device)].to(x0.device)
         x_t = ctx.adapter.add_noise(x0, noise, t)
-        err = velocity_error(ctx.adapter.velocity(x_t, t, batch.cond, guidance_scale=1.0, model=ctx.model), x0, noise)
+        guidance = conditional_guidance(ctx.adapter)
+        err = velocity_error(ctx.adapter.velocity(x_t, t, batch.cond, guidance_scale=guidance, model=ctx.model), x0,
+                             noise)
         with torch.no_grad(), ctx.reference.active() as reference:
-            ref = velocity_error(ctx.adapter.velocity(x_t, t, batch.cond, guidance_scale=1.0, model=reference), x0,
+            ref = velocity_error(ctx.adapter.velocity(x_t, t, batch.cond, guidance_scale=guidance, model=reference), x0,
                                  noise)
         b = self.dragon.beta
         if pairs:
