@@ -34,7 +34,7 @@ def test_unpaired_and_set_demonstrations_are_disjoint_and_ordered():
     set_reward = vendi_score
     for labels in (leave_one_out_labels(set_reward, emb), greedy_positive_set(set_reward, emb, size=4)):
         plus, minus = emb[labels == 1], emb[labels == -1]
-        assert len(plus) and len(minus) and not ((labels == 1) & (labels == -1)).any()
+        assert len(plus) and len(minus) and len(plus) + len(minus) <= len(emb)
         assert set_reward(plus) >= set_reward(minus)
     assert greedy_positive_set(set_reward, emb, size=4)[:4].tolist() == [1, 1, 1, 1]  # the four distinct ones
     with pytest.raises(ValueError, match="size must be in"):

@@ -73,10 +73,10 @@ class CheckpointedState:
 
     def _save_hook(self, models, weights, output_dir) -> None:
         acc = self.accelerator
-        states = {name: obj.state_dict() for name, obj in self.objects.items()}
-        if self.models.sharded and "ema" in states:  # sharded shadow weights: each process saves its shards
-            states["ema"] = {k: v for k, v in states["ema"].items() if k != "shadow_params"}
         if acc.is_main_process:
+            states = {name: obj.state_dict() for name, obj in self.objects.items()}
+            if self.models.sharded and "ema" in states:  # sharded shadow weights: each process saves its shards
+                states["ema"] = {k: v for k, v in states["ema"].items() if k != "shadow_params"}
             torch.save(states, os.path.join(output_dir, TRAINER_STATE_FILE))
         if self.models.sharded:  # every process writes its shards of the denoiser, optimizer state and EMA
             save_sharded(os.path.join(output_dir, SHARDED_DIR), self.models.model, self.models.optimizer,

@@ -10,6 +10,7 @@ shard per rank), which load at another world size too.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -112,8 +113,6 @@ def resolve_sharding(setting: str, environ: dict | None = None) -> tuple[str, st
     wrapping off for this process (it knows neither LoRA's reference policy nor genrl's checkpoints, and on a
     CPU it would silently run DDP instead).
     """
-    import os
-
     environ = os.environ if environ is None else environ
     asked = environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true", "yes")
     if asked:
