@@ -84,6 +84,9 @@ class SampleConfig:
     # encode each prompt once per run and keep its embeddings on the CPU (text-only families; see
     # genrl.models.embedding_cache): saves the text encoders' time when prompts repeat across epochs
     cache_prompt_embeddings: bool = False
+    # score each sampling batch on a worker thread while the next one samples (the same scores; a gain when the
+    # reward runs elsewhere, e.g. the reward server, or leaves cores idle): see docs/performance.md
+    overlap_scoring: bool = False
     global_std: bool = True  # advantages use the std over all rewards (False: the group's std)
     eval_batch_size: int = 16
     eval_images_per_prompt: int = 1
@@ -131,6 +134,17 @@ class DragonConfig:
     demonstrations: str = "paired"
     beta: float = 100.0  # the preference loss's inverse temperature (flow_grpo's online DPO script: 100)
     kto_z0: float = 0.0  # KTO's reference point
+
+
+@dataclass
+class BackpropConfig:
+    """Reward backpropagation's settings (``train.algorithm=reward_backprop``: DRaFT-K, AlignProp); ``train.beta``
+    weighs its regulariser to the reference."""
+
+    grad_steps: int = 1  # K: the last K sampling steps (and the decoder) keep gradients (DRaFT-1 by default)
+    truncation: str = "fixed"  # "fixed": K = grad_steps; "random": K uniform in [1, grad_steps] per batch (AlignProp)
+    checkpoint: bool = True  # recompute each kept step's (and the decoder's) activations in the backward pass
+    loss_scale: float = 1.0  # the loss is -loss_scale * mean reward (AlignProp's loss_coeff)
 
 
 @dataclass
@@ -208,6 +222,7 @@ class ExperimentConfig:
     tp: TPConfig = field(default_factory=TPConfig)
     adv: AdvConfig = field(default_factory=AdvConfig)
     dragon: DragonConfig = field(default_factory=DragonConfig)
+    backprop: BackpropConfig = field(default_factory=BackpropConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -222,11 +237,12 @@ REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
 #: ``model.attention`` is a kernel choice (results equal up to rounding); ``model.gradient_checkpointing``
 #: trades memory for time; ``sample.eval_batch_size`` only batches the evaluation, whose noise is
 #: seeded per prompt and image; ``model.vae_slicing`` and ``sample.cache_prompt_embeddings`` change how the
-#: same decode and embeddings are computed. Everything else (learning rate, batch and group sizes, seed, rewards
+#: same decode and embeddings are computed; ``sample.overlap_scoring`` only when the same scores are computed.
+#: Everything else (learning rate, batch and group sizes, seed, rewards
 #: and their options, evaluation settings, mixed precision) must match the run being continued.
 RESUME_FREE_KEYS = ("resume", "epochs", "time_budget_minutes", "cpu_threads", "log.", "model.attention",
                     "model.gradient_checkpointing", "model.trust_remote_code", "sample.eval_batch_size",
-                    "model.vae_slicing", "sample.cache_prompt_embeddings")
+                    "model.vae_slicing", "sample.cache_prompt_embeddings", "sample.overlap_scoring")
 
 #: Keys earlier versions had, which this one no longer reads: key -> (the value that matches what the
 #: trainer does, why it went). A config that sets one to that value (a run's saved ``config.yaml``) still
@@ -356,6 +372,9 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (cfg.nft.old_decay_type in (1, 2), "nft.old_decay_type must be 1 or 2"),
         (cfg.dragon.demonstrations in ("paired", "unpaired"), "dragon.demonstrations must be 'paired' or 'unpaired'"),
         (cfg.dragon.beta > 0, "dragon.beta must be > 0"),
+        (1 <= cfg.backprop.grad_steps <= s.num_steps, "backprop.grad_steps must be in [1, sample.num_steps]"),
+        (cfg.backprop.truncation in ("fixed", "random"), "backprop.truncation must be 'fixed' or 'random'"),
+        (cfg.backprop.loss_scale > 0, "backprop.loss_scale must be > 0"),
         (t.beta >= 0, "train.beta must be >= 0"),
         (cfg.adv.schedule in ("d_times", "gate"), "adv.schedule must be 'd_times' or 'gate'"),
         (cfg.adv.d_times >= 1, "adv.d_times must be >= 1"),
@@ -376,6 +395,9 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
             raise ConfigError(message)
     if num_processes is not None:
         check_group_layout(s, num_processes, len(load_prompt_set("data.train_prompts", cfg.data.train_prompts)))
+    if s.same_latent and t.algorithm == "reward_backprop":
+        raise ConfigError("sample.same_latent=true: train.algorithm 'reward_backprop' draws a fresh initial noise for "
+                          "every sample (it uses no groups); set sample.same_latent=false")
     if s.same_latent and (t.algorithm in ("diffusion_nft", "dragon") or s.noise_level == 0):
         # one initial noise per group through a deterministic sampler gives identical images: no reward spread
         why = (f"train.algorithm {t.algorithm!r} samples" if t.algorithm in ("diffusion_nft", "dragon")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.utils.checkpoint
 
 from genrl.models.base import ModelAdapter
 from genrl.sampling.rollout import Trajectory, rollout
@@ -53,18 +54,34 @@ def generate(adapter: ModelAdapter, prompts: Sequence[str], metadata: Sequence[M
              sigmas: torch.Tensor, noise_generators: Sequence[torch.Generator], model: torch.nn.Module | None = None,
              guidance_scale: float | None = None, step_type: str = "sde", noise_level: float = 0.0,
              window: tuple[int, int] = (0, 0), step_generators: Sequence[torch.Generator] | None = None,
-             ode_solver: str = "euler", encode: Callable[..., Any] | None = None) -> Generation:
+             ode_solver: str = "euler", encode: Callable[..., Any] | None = None, grad_from: int | None = None,
+             checkpoint: bool = True,
+             on_step: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> Generation:
     """Sample one batch: stochastic ``step_type`` steps at ``noise_level`` inside ``window``, the deterministic
     ``ode_solver`` outside it (the defaults are the deterministic sampler). ``model`` replaces the denoiser
     (a wrapped or EMA one); ``guidance_scale`` None is the adapter's; ``encode`` replaces ``adapter.encode``
-    (a :class:`genrl.models.embedding_cache.PromptEmbeddingCache`'s)."""
+    (a :class:`genrl.models.embedding_cache.PromptEmbeddingCache`'s).
+
+    With ``grad_from`` (reward backpropagation) the steps from that index on and the decoder keep gradients, each
+    recomputed in the backward pass when ``checkpoint`` (see :func:`genrl.sampling.rollout.rollout`); the media
+    can then be differentiated with respect to the model. ``on_step(x, sigma)`` sees the state entering every
+    model evaluation (also the recomputations of a checkpointed backward)."""
     encode = encode or adapter.encode
     cond = encode(prompts, guidance_scale=guidance_scale, conditions=conditions_from_metadata(adapter, metadata))
     x = adapter.initial_noise(noise_generators)
-    traj = rollout(lambda z, s: adapter.velocity(z, s, cond, guidance_scale=guidance_scale, model=model), x, sigmas,
-                   step_type=step_type, noise_level=noise_level, window=window, generators=step_generators,
-                   ode_solver=ode_solver)
-    return Generation(cond, traj, adapter.as_media(adapter.decode(traj.final).float()))
+
+    def velocity(z: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        if on_step is not None:
+            on_step(z, s)
+        return adapter.velocity(z, s, cond, guidance_scale=guidance_scale, model=model)
+
+    traj = rollout(velocity, x, sigmas, step_type=step_type, noise_level=noise_level, window=window,
+                   generators=step_generators, ode_solver=ode_solver, grad_from=grad_from, checkpoint=checkpoint)
+    if grad_from is not None and checkpoint:  # the decoder's activations are recomputed in the backward pass too
+        decoded = torch.utils.checkpoint.checkpoint(adapter.decode, traj.final, use_reentrant=False)
+    else:
+        decoded = adapter.decode(traj.final)
+    return Generation(cond, traj, adapter.as_media(decoded.float()))
 
 
 def complete(adapter: ModelAdapter, cond: Any, x: torch.Tensor, sigmas: torch.Tensor,

@@ -6,6 +6,7 @@ from .base import Algorithm, LossContext, RolloutBatch, TrainerContext, build_al
 from .diffusion_nft import DiffusionNFT
 from .dragon import Dragon
 from .flow_grpo import FlowGRPO
+from .reward_backprop import RewardBackprop
 from .sampler import KRepeatSampler, family_weights
 from .tp_grpo import TPGRPO
 
@@ -19,6 +20,7 @@ __all__ = [
            "FlowGRPO",
            "KRepeatSampler",
            "LossContext",
+           "RewardBackprop",
            "RolloutBatch",
            "TrainerContext",
            "build_algorithm",

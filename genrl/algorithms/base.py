@@ -33,7 +33,7 @@ class RolloutBatch:
     metadata: list[dict]
     cond: Any  # the adapter's conditioning (embeddings computed once per rollout)
     sigmas: torch.Tensor  # (T + 1,) the schedule the rollout used
-    trajectory: Trajectory
+    trajectory: Trajectory | None  # None for a unit generated inside its loss (reward backpropagation)
     media: Media | None = None  # float on the device until scored, then the stored 8/16-bit CPU copy
     rewards: torch.Tensor | None = None
     advantages: torch.Tensor | None = None
@@ -47,7 +47,8 @@ class TrainerContext(Protocol):
 
     Services: :meth:`sample_epoch` (rollouts of the epoch's batches, each scored as it is decoded),
     :meth:`score_epoch` (rewards gathered, advantages set), :meth:`optimize_epoch` (the inner epochs of
-    updates), :meth:`checkpoint_object` (state saved and resumed with the run). State: the model adapter,
+    updates), :meth:`checkpoint_object` (state saved and resumed with the run), :meth:`count_samples` (samples an
+    algorithm generated outside :meth:`sample_epoch`, counted in the run's ``samples``). State: the model adapter,
     the trainable denoiser without wrappers (``unwrapped``), the training reward, the prompt sampler and the
     training prompts, the accelerator and the run's counters (``state.epoch``, ``state.global_step``).
     """
@@ -67,6 +68,8 @@ class TrainerContext(Protocol):
     def optimize_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]: ...
 
     def checkpoint_object(self, name: str, obj: Any) -> None: ...
+
+    def count_samples(self, n: int) -> None: ...
 
 
 @dataclass
@@ -95,6 +98,11 @@ class Algorithm(ABC):
     #: LoRA adapters the algorithm keeps besides the trained ``default`` one (DiffusionNFT's old policy): added by
     #: the trainer with the default's config and weights, frozen and inactive, before the model is prepared
     extra_lora_adapters: tuple[str, ...] = ()
+    #: True for an algorithm whose loss calls the denoiser many times per backward, some of the calls recomputed
+    #: inside the backward pass (reward backpropagation through checkpointed sampling steps), which DDP's
+    #: once-per-backward bookkeeping cannot follow: the trainer then gives the loss the denoiser without the DDP
+    #: wrapper and averages the gradients over the processes itself before each optimizer step
+    many_forwards_per_backward: bool = False
 
     def needs_reference(self) -> bool:
         """Whether the loss uses the frozen reference policy (the trainer builds it only then): by default when

@@ -176,6 +176,10 @@ class Trainer:
         """The inner epochs of updates (:class:`Updater`)."""
         return self.updater.optimize_epoch(batches)
 
+    def count_samples(self, n: int) -> None:
+        """Count ``n`` samples this process generated outside :meth:`sample_epoch` (reward backpropagation's)."""
+        self.rollouts.sampled += n
+
     def checkpoint_object(self, name: str, obj: Any) -> None:
         """Save ``obj.state_dict()`` with every checkpoint and restore it on resume (call before training)."""
         self.checkpoints.add(name, obj)

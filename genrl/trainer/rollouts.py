@@ -4,6 +4,7 @@ sample), each batch scored right after it is decoded and kept as a stored CPU co
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import torch
@@ -36,6 +37,7 @@ class RolloutService:
         self.train_set, self.sampler, self.rewards, self.context = train_set, sampler, rewards, context
         self.before_batch = before_batch
         self.sampled = 0
+        self._scorer: ThreadPoolExecutor | None = None  # the scoring thread of sample.overlap_scoring
         # training and evaluation share it (keyed by prompt and guidance scale); None: encode every batch
         self.embedding_cache = (config_check(lambda: PromptEmbeddingCache(models.adapter),
                                              "sample.cache_prompt_embeddings")
@@ -55,9 +57,22 @@ class RolloutService:
             raise ConfigError(f"{source}: prompt {indices[err.index]} has no {err.key!r} field, which model family "
                               f"{err.family!r} conditions on") from None
 
-    @torch.no_grad()
     def sample_batch(self, epoch: int, iteration: int, indices: list[int]) -> RolloutBatch:
         """Roll out one batch of prompts (this process's slice of a sampling iteration), scored."""
+        batch = self.roll_out(epoch, iteration, indices)
+        self.score(batch)
+        return batch
+
+    @torch.no_grad()  # also on the scoring thread: grad mode is per thread
+    def score(self, batch: RolloutBatch) -> RolloutBatch:
+        """Score a rolled-out batch, then keep only an 8/16-bit CPU copy of its media for the update."""
+        self.rewards.score_batch(batch)
+        batch.media = batch.media.stored()
+        return batch
+
+    @torch.no_grad()
+    def roll_out(self, epoch: int, iteration: int, indices: list[int]) -> RolloutBatch:
+        """Roll out one batch of prompts (this process's slice of a sampling iteration), not yet scored."""
         cfg, acc, models = self.cfg, self.accelerator, self.models
         self.before_batch()
         prompts = [self.train_set.prompts[i] for i in indices]
@@ -78,16 +93,30 @@ class RolloutService:
             batch = RolloutBatch(torch.tensor(indices, device=acc.device), prompts, metadata, out.cond, sigmas,
                                  out.trajectory, out.media, extras={"seed_key": (cfg.seed, epoch, iteration, rank)})
             self.algorithm.after_sampling(self.context, batch)
-        self.rewards.score_batch(batch)
-        batch.media = batch.media.stored()  # only an 8/16-bit CPU copy waits for the update
         return batch
 
     def start_epoch(self) -> None:
         self.sampled = 0
 
     def sample_epoch(self, epoch: int) -> list[RolloutBatch]:
-        """The epoch's ``sample.num_batches_per_epoch`` batches, in the sampler's order (advancing it)."""
-        batches = [self.sample_batch(epoch, self.sampler.iteration, indices)
-                   for _b, indices in zip(range(self.cfg.sample.num_batches_per_epoch), self.sampler, strict=False)]
+        """The epoch's ``sample.num_batches_per_epoch`` batches, in the sampler's order (advancing it).
+
+        With ``sample.overlap_scoring`` each batch is scored on a worker thread while the next one samples (the
+        same scores: the reward sees the same media, and nothing it computes depends on timing); the epoch
+        returns once every batch is scored, and a reward's error is raised here."""
+        plan = zip(range(self.cfg.sample.num_batches_per_epoch), self.sampler, strict=False)
+        if not self.cfg.sample.overlap_scoring:
+            batches = [self.sample_batch(epoch, self.sampler.iteration, indices) for _b, indices in plan]
+        else:
+            if self._scorer is None:
+                self._scorer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrl-scoring")
+            pending = []
+            try:
+                for _b, indices in plan:
+                    batch = self.roll_out(epoch, self.sampler.iteration, indices)
+                    pending.append(self._scorer.submit(self.score, batch))
+            finally:  # scoring that was started finishes (or fails) before the epoch moves on
+                wait(pending)
+            batches = [future.result() for future in pending]
         self.sampled += sum(len(b.prompts) for b in batches)
         return batches

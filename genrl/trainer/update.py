@@ -33,7 +33,10 @@ class Updater:
     def optimize_epoch(self, batches: list[RolloutBatch]) -> dict[str, float]:
         """Inner epochs of (batch, recorded step) units: loss, backward, and an optimizer step per accumulation."""
         cfg, acc, models = self.cfg, self.accelerator, self.models
-        ctx = LossContext(models.adapter, models.model, models.reference)
+        # an algorithm calling the denoiser many times per backward gets it without DDP and its gradients averaged
+        # here (a sharded denoiser synchronises itself)
+        manual_sync = self.algorithm.many_forwards_per_backward and not models.sharded
+        ctx = LossContext(models.adapter, models.unwrapped if manual_sync else models.model, models.reference)
         sums: dict[str, list[float]] = {}
         first_ratio_dev = None
         # on one process a batch whose samples are all masked can skip its forward passes
@@ -54,14 +57,18 @@ class Updater:
                             if first_ratio_dev is None:
                                 first_ratio_dev = metrics.get("ratio_max_dev", 0.0)
                             if not torch.isfinite(loss):
+                                traj = batch.trajectory
+                                step = traj.steps[pos] if traj is not None and traj.steps else pos
                                 raise FloatingPointError(f"non-finite loss at epoch {self.state.epoch}, step "
-                                                         f"{batch.trajectory.steps[pos]}: {metrics}")
+                                                         f"{step}: {metrics}")
                             acc.backward(loss)
                             backward_in_cycle = True
                             for k, v in metrics.items():
                                 sums.setdefault(k, []).append(v)
                         if acc.sync_gradients:
                             if backward_in_cycle:
+                                if manual_sync and acc.num_processes > 1:
+                                    average_gradients(models.params)
                                 grad_norm = acc.clip_grad_norm_(models.params, cfg.train.max_grad_norm)
                                 sums.setdefault("grad_norm", []).append(float(full_value(grad_norm)))
                                 models.optimizer.step()
@@ -78,3 +85,13 @@ class Updater:
                               f"{first_ratio_dev:.2e} (> log.ratio_tolerance={cfg.log.ratio_tolerance}); {RATIO_HINT}",
                               RuntimeWarning, stacklevel=2)
         return out
+
+
+def average_gradients(params) -> None:
+    """Average the gradients of ``params`` over the processes (what DDP's reducer does after a backward)."""
+    world = torch.distributed.get_world_size()
+    for p in params:
+        if p.grad is None:  # every process reduces the same tensors, in the same order
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad.div_(world)

@@ -2,7 +2,8 @@
 
 Each rank samples one batch, scores it and writes what it saw; then the ranks train one epoch and
 write their LoRA weights, which DDP must keep identical (and Adv-GRPO's discriminator weights, which
-its gradient averaging must keep identical).
+its gradient averaging must keep identical). A reward-backpropagation run only trains one epoch and writes its
+LoRA weights, which the trainer's own gradient averaging must keep identical.
 """
 
 import json
@@ -19,6 +20,13 @@ from genrl.trainer import Trainer
 def main(out: Path, overrides: list[str]) -> None:
     trainer = Trainer(load_config(None, overrides))
     rank = trainer.accelerator.process_index
+    if trainer.cfg.train.algorithm == "reward_backprop":  # no groups or advantages: only the update is checked
+        record = trainer.algorithm.run_epoch(trainer, 0)
+        save_file({k: v.contiguous() for k, v in lora_state_dict(trainer.unwrapped).items()},
+                  str(out / f"lora{rank}.safetensors"))
+        (out / f"rank{rank}.json").write_text(json.dumps({"world": trainer.accelerator.num_processes,
+                                                          "reward_mean": record["reward/mean"]}))
+        return
     indices = next(iter(trainer.sampler))
     batch = trainer.rollouts.sample_batch(0, 0, indices)
     metrics = trainer.score_epoch([batch])
