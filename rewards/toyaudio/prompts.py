@@ -11,7 +11,7 @@ import itertools
 import random
 from functools import lru_cache
 
-from .world import CONTOURS, DRUM, FAMILIES, PITCHED, REGISTERS, AudioSpec, EventSpec
+from .world import CONTOURS, DRUM, PITCHED, REGISTERS, AudioSpec, EventSpec
 
 SPLIT_SEED = 20261202
 TEST_FRACTION = 1 / 3
@@ -87,7 +87,3 @@ def spec_from_prompt(prompt: str) -> AudioSpec:
         return _by_prompt()[prompt.strip().lower()]
     except KeyError:
         raise KeyError(f"{prompt!r} is not a toy audio prompt (see rewards.toyaudio.prompts.all_specs())") from None
-
-
-def families() -> tuple[str, ...]:
-    return FAMILIES

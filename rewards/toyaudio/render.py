@@ -25,6 +25,7 @@ FADE_S = 0.005  # attack and release ramps, so no event starts or ends with a cl
 
 
 def midi_to_hz(midi: float) -> float:
+    """The equal-tempered frequency of a MIDI note (A4 = 69 = 440 Hz)."""
     return 440.0 * 2.0 ** ((midi - 69) / 12)
 
 

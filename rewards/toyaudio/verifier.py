@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .render import midi_to_hz
 from .world import DRUM, NUM_SAMPLES, REGISTERS, SAMPLE_RATE, AudioSpec, EventSpec
 
 FRAME, HOP = int(0.02 * SAMPLE_RATE), int(0.01 * SAMPLE_RATE)
@@ -110,7 +111,7 @@ def _pitches(power: np.ndarray, lobe_hz: float) -> tuple[int, ...]:
     for _ in range(3):
         saliences = []
         for m in SALIENCE_MIDI:
-            f0 = midi_hz(m)
+            f0 = midi_to_hz(m)
             near = any(abs(m - f) <= 2 for f in found)  # a chord's notes are 3+ semitones apart
             saliences.append(0.0 if near else sum(_band_energy(power, h * f0) / h for h in range(1, HARMONICS + 1)
                                                   if h * f0 < SAMPLE_RATE / 2))
@@ -122,16 +123,12 @@ def _pitches(power: np.ndarray, lobe_hz: float) -> tuple[int, ...]:
             break
         midi = SALIENCE_MIDI[best]
         found.append(midi)
-        f0 = midi_hz(midi)
+        f0 = midi_to_hz(midi)
         for h in range(1, int(SAMPLE_RATE / 2 / f0) + 1):  # remove every harmonic of the chosen note
             width = max(0.03 * h * f0, lobe_hz)
             lo = max(0, int((h * f0 - width) * FFT_SIZE / SAMPLE_RATE))
             power[lo:int(np.ceil((h * f0 + width) * FFT_SIZE / SAMPLE_RATE)) + 1] = 0.0
     return tuple(sorted(found))
-
-
-def midi_hz(midi: float) -> float:
-    return 440.0 * 2.0 ** ((midi - 69) / 12)
 
 
 def _analyse(audio: np.ndarray, a: int, b: int) -> DetectedEvent:
@@ -151,7 +148,7 @@ def _analyse(audio: np.ndarray, a: int, b: int) -> DetectedEvent:
     if last_rms < DECAY_RATIO * first_rms:
         timbre = "plucked"
     else:
-        cutoff = 1.6 * midi_hz(max(pitches))
+        cutoff = 1.6 * midi_to_hz(max(pitches))
         share = power[int(cutoff * FFT_SIZE / SAMPLE_RATE):].sum() / (power.sum() + 1e-20)
         timbre = "square" if share >= OVERTONE_SHARE else "sine"
     return DetectedEvent(*times, timbre, pitches)
