@@ -79,14 +79,13 @@ class RewardBackprop(Algorithm):
     def run_epoch(self, trainer, epoch: int) -> dict[str, float]:
         """``sample.num_batches_per_epoch`` units (prompts and seeds only: each is generated inside its loss, with
         the weights of that moment), the updates, then the epoch's rewards gathered from every process."""
-        acc = trainer.accelerator
+        acc, data = trainer.accelerator, trainer.train_set
+        sigmas = trainer.adapter.schedule(self.sample.num_steps)
         units = []
         for _b, indices in zip(range(self.sample.num_batches_per_epoch), trainer.sampler, strict=False):
-            data = trainer.train_set
             units.append(RolloutBatch(
                 torch.tensor(indices, device=acc.device), [data.prompts[i] for i in indices],
-                [data.metadata[i] for i in indices], cond=None, sigmas=trainer.adapter.schedule(self.sample.num_steps),
-                trajectory=None, extras={"seed_key": (self.cfg.seed, epoch, trainer.sampler.iteration,
+                [data.metadata[i] for i in indices], cond=None, sigmas=sigmas, trajectory=None, extras={"seed_key": (self.cfg.seed, epoch, trainer.sampler.iteration,
                                                       acc.process_index)}))
         record = trainer.optimize_epoch(units)
         rewards = acc.gather(torch.cat([u.rewards for u in units]))
@@ -108,11 +107,11 @@ class RewardBackprop(Algorithm):
         grad_from = s.num_steps - k
         sigmas = batch.sigmas.to(device)
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
-        recording = [True]
 
         def record(x: torch.Tensor, sigma: torch.Tensor) -> None:
-            # states entering the kept steps, in the forward pass only (not a checkpoint's recomputation)
-            if recording[0] and torch.is_grad_enabled():
+            # the states entering the kept steps (those run with gradients); a checkpoint's recomputation in the
+            # backward pass appends again, after the regulariser has read the list
+            if torch.is_grad_enabled():
                 kept.append((x.detach(), sigma))
 
         out = generate(ctx.adapter, batch.prompts, batch.metadata, sigmas=sigmas, noise_generators=gens,
@@ -120,7 +119,6 @@ class RewardBackprop(Algorithm):
                        window=self.rollout_window(s.num_steps, torch.Generator()), step_generators=step_gens,
                        ode_solver=s.solver, grad_from=grad_from, checkpoint=bp.checkpoint,
                        on_step=record if self.train.beta > 0 else None)
-        recording[0] = False
         scored = self.reward_fn(out.media, batch.prompts, batch.metadata)
         scores = scored.scores.to(device, torch.float32)
         finite = torch.isfinite(scores)
