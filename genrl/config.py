@@ -134,6 +134,10 @@ class DragonConfig:
     demonstrations: str = "paired"
     beta: float = 100.0  # the preference loss's inverse temperature (flow_grpo's online DPO script: 100)
     kto_z0: float = 0.0  # KTO's reference point
+    # a set reward (dataset_fd, vendi) as the training reward: "leave_one_out" (each sample's contribution to the
+    # epoch's set is its reward) or "greedy" (D+ grown greedily to greedy_fraction of the set; unpaired only)
+    set_selection: str = "leave_one_out"
+    greedy_fraction: float = 0.5
 
 
 @dataclass
@@ -372,6 +376,11 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (cfg.nft.old_decay_type in (1, 2), "nft.old_decay_type must be 1 or 2"),
         (cfg.dragon.demonstrations in ("paired", "unpaired"), "dragon.demonstrations must be 'paired' or 'unpaired'"),
         (cfg.dragon.beta > 0, "dragon.beta must be > 0"),
+        (cfg.dragon.set_selection in ("leave_one_out", "greedy"),
+         "dragon.set_selection must be 'leave_one_out' or 'greedy'"),
+        (0 < cfg.dragon.greedy_fraction < 1, "dragon.greedy_fraction must be in (0, 1)"),
+        (not (cfg.dragon.set_selection == "greedy" and cfg.dragon.demonstrations == "paired"),
+         "dragon.set_selection=greedy chooses sets, not pairs: use dragon.demonstrations=unpaired"),
         (1 <= cfg.backprop.grad_steps <= s.num_steps, "backprop.grad_steps must be in [1, sample.num_steps]"),
         (cfg.backprop.truncation in ("fixed", "random"), "backprop.truncation must be 'fixed' or 'random'"),
         (cfg.backprop.loss_scale > 0, "backprop.loss_scale must be > 0"),

@@ -34,16 +34,15 @@ class Reward(ABC):
     #: waveforms ``(N, T)``
     modality: Literal["image", "video", "audio"] = "image"
     differentiable: bool = False
+    #: "sample": one score per sample; "set": the reward of a whole set (:class:`rewards.set_rewards.SetReward`)
+    arity: Literal["sample", "set"] = "sample"
     required_metadata: tuple[str, ...] = ()
 
     def __call__(self, images: Any, prompts: Sequence[str], metadata: Sequence[dict] | None = None) -> RewardOutput:
         """Score a batch; ``images`` are PIL images, uint8/float arrays or a tensor (see :func:`to_image_tensor`),
         waveforms for audio rewards (see :func:`to_audio_tensor`), or :class:`~rewards.media.Media` of the
         reward's modality (its stored 8/16-bit form included; audio at the reward's ``sample_rate``)."""
-        if isinstance(images, Media):
-            images = self.media_tensor(images)
-        convert = {"audio": to_audio_tensor, "video": to_video_tensor}.get(self.modality, to_image_tensor)
-        batch = convert(images)
+        batch = self.batch_tensor(images)
         if len(prompts) != batch.shape[0]:
             raise ValueError(f"reward {self.name!r}: got {batch.shape[0]} images but {len(prompts)} prompts")
         metadata = list(metadata) if metadata is not None else [{} for _ in prompts]
@@ -58,6 +57,13 @@ class Reward(ABC):
             raise RuntimeError(f"reward {self.name!r} returned scores of shape {tuple(out.scores.shape)}, "
                                f"expected ({batch.shape[0]},)")
         return out
+
+    def batch_tensor(self, images: Any) -> torch.Tensor:
+        """What :meth:`score` takes, from anything :meth:`__call__` accepts (media of the reward's modality)."""
+        if isinstance(images, Media):
+            images = self.media_tensor(images)
+        convert = {"audio": to_audio_tensor, "video": to_video_tensor}.get(self.modality, to_image_tensor)
+        return convert(images)
 
     def media_tensor(self, media: Media) -> torch.Tensor:
         """The float tensor of ``media`` for this reward; ``ValueError`` when its kind is not the reward's

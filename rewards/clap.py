@@ -90,18 +90,29 @@ class ClapReward(Reward):
             raise ValueError(f"clap backend must be 'transformers' or 'laion_clap', got {backend!r}")
 
     @torch.no_grad()
-    def embed(self, waveforms: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unit-norm audio and text embeddings."""
+    def embed_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """Unit-norm audio embeddings of ``(N, T)`` waveforms at ``sample_rate``."""
         audio = resample(waveforms, self.sample_rate)
         if self.backend == "transformers":
             inputs = self.processor(audio=list(audio.numpy()), sampling_rate=CLAP_SAMPLE_RATE, return_tensors="pt")
-            audio_emb = projected_features(self.model.get_audio_features(**inputs.to(self.device)))
-            text = self.processor(text=prompts, padding=True, return_tensors="pt").to(self.device)
-            text_emb = projected_features(self.model.get_text_features(**text))
+            emb = projected_features(self.model.get_audio_features(**inputs.to(self.device)))
         else:
-            audio_emb = self.model.get_audio_embedding_from_data(x=audio.to(self.device), use_tensor=True)
-            text_emb = self.model.get_text_embedding(prompts, use_tensor=True)
-        return F.normalize(audio_emb.float(), dim=-1), F.normalize(text_emb.float(), dim=-1)
+            emb = self.model.get_audio_embedding_from_data(x=audio.to(self.device), use_tensor=True)
+        return F.normalize(emb.float(), dim=-1)
+
+    @torch.no_grad()
+    def embed_text(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm text embeddings (the text tower: prompts, or captions as a cross-modal reference set)."""
+        if self.backend == "transformers":
+            text = self.processor(text=list(texts), padding=True, return_tensors="pt").to(self.device)
+            emb = projected_features(self.model.get_text_features(**text))
+        else:
+            emb = self.model.get_text_embedding(list(texts), use_tensor=True)
+        return F.normalize(emb.float(), dim=-1)
+
+    def embed(self, waveforms: torch.Tensor, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unit-norm audio and text embeddings."""
+        return self.embed_audio(waveforms), self.embed_text(prompts)
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
         audio, text = self.embed(images, prompts)

@@ -4,10 +4,13 @@ Three arities, as DRAGON uses them:
 
 - **per sample against a reference distribution**: one generation's embeddings (its frames or chunks; a single
   embedding for an image) as a Gaussian against the reference set's statistics — per-song FAD, or the
-  exemplar-set reward :class:`ExemplarFrechetReward`, reward ``-FD``;
+  exemplar-set reward :class:`rewards.set_rewards.ExemplarFrechetReward`, reward ``-FD``;
 - **set against a reference distribution**: dataset FAD of a whole set of generations
   (:func:`set_frechet_distance`);
 - **set by itself**: the Vendi score, the diversity of a set (:func:`vendi_score`).
+
+The rewards a config builds from these (``exemplar_fd``, ``per_song_fd``, ``dataset_fd``, ``vendi``) are in
+:mod:`rewards.set_rewards`.
 
 Statistics and the matrix square root are computed in float64 (scipy), as fadtk and frechet-audio-distance
 do; those packages pin numpy < 2, so their formulas are re-implemented here and tested against an independent
@@ -21,11 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import linalg
-
-from .backbones import build_backbone
-from .base import Reward, RewardOutput
-from .references import ReferenceImages
-from .registry import register_reward
 
 
 @dataclass(frozen=True)
@@ -101,43 +99,3 @@ def vendi_score(embeddings: torch.Tensor | np.ndarray) -> float:
     eig = np.clip(np.linalg.eigvalsh(x @ x.T / x.shape[0]), 0.0, None)
     eig = eig[eig > 0]
     return float(np.exp(-(eig * np.log(eig)).sum()))
-
-
-@register_reward("exemplar_fd")
-class ExemplarFrechetReward(Reward):
-    """DRAGON's exemplar-set reward for images: ``-FD`` between each image's embedding and the Gaussian of a
-    reference image set in the same encoder's space.
-
-    One image is a point mass (covariance 0), so its distance is ``||e - mu||^2 + tr(Sigma)``: the reference
-    set's spread is a constant, and the reward ranks images by their distance to the exemplars' mean. The
-    encoder is a frozen token backbone's CLS feature (``backbone``: ``"toy"``, an open_clip or DINOv2 id, see
-    :func:`rewards.backbones.build_backbone`); the references are the toy renderer's scenes of every prompt of
-    ``reference_prompts`` (a toy split), or a folder of images (:class:`rewards.references.ReferenceImages`,
-    its whole pool). The reference statistics are computed once and need more images than dimensions.
-    """
-
-    name = "exemplar_fd"
-
-    def __init__(self, backbone: str = "toy", references: str = "toy", reference_prompts: str = "train",
-                 per_prompt: int = 4, seed: int = 0, image_size: int | None = None,
-                 device: str | torch.device = "cpu") -> None:
-        self.device = torch.device(device)
-        self.backbone = build_backbone(backbone).to(self.device).eval()
-        pool = ReferenceImages(references, per_prompt=per_prompt, heldout=0, seed=seed, image_size=image_size)
-        if references == "toy":
-            from rewards.toyworld.prompts import split
-
-            images = torch.cat([pool.all_for(s.prompt) for s in split(reference_prompts)])
-        else:
-            images = pool.all_for("")
-        self.reference = gaussian_stats(self.embed(images.float() / 255.0), what=f"references {references!r}")
-
-    @torch.no_grad()
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """CLS features of ``(N, 3, H, W)`` images in [0, 1], in batches."""
-        return torch.cat([self.backbone(chunk.to(self.device))[0] for chunk in images.split(64)]).double().cpu()
-
-    def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
-        emb = self.embed(images)
-        distances = [frechet_distance(gaussian_stats(e[None]), self.reference) for e in emb]
-        return RewardOutput(-torch.tensor(distances, dtype=torch.float32))

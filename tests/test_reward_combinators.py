@@ -83,9 +83,9 @@ def test_reference_transforms_use_per_prompt_base_rewards():
 
 def test_a_reward_declares_only_attributes_the_framework_reads():
     # name (messages, components), modality (input conversion, the reward server's wire format),
-    # differentiable (combined by the ensembles and transforms), required_metadata (checked before score);
-    # the former ``kind`` ("sample" / "set") was read nowhere, so setting it changed nothing
-    assert set(Reward.__annotations__) == {"name", "modality", "differentiable", "required_metadata"}
+    # differentiable (combined by the ensembles and transforms), required_metadata (checked before score),
+    # arity ("set": DRAGON builds its demonstrations over the epoch's set, genrl.algorithms.dragon.single_set_reward)
+    assert set(Reward.__annotations__) == {"name", "modality", "differentiable", "arity", "required_metadata"}
     with pytest.raises(KeyError, match="lacks metadata"):
         type("NeedsSpec", (Fixed,), {"required_metadata": ("spec",)})([1.0, 2.0, 3.0])(IMAGES, PROMPTS)
 

@@ -12,8 +12,12 @@ reconstruction in ``shared/reference/dragon.md``:
 - **unpaired** (``unpaired``): samples above the epoch's median reward form D+, those below D-, with the
   Diffusion-KTO loss ``1 - sigmoid(beta (z0 - de))`` on D+ and ``1 - sigmoid(beta (de - z0))`` on D-.
 
-Set rewards (dataset FAD, Vendi) choose D+ and D- by :func:`leave_one_out_labels` or
-:func:`greedy_positive_set` over the set's embeddings; instance rewards use the per-sample scores. The
+Set rewards (``arity = "set"``: ``dataset_fd``, ``vendi``, see :mod:`rewards.set_rewards`) are not decomposed
+per sample: when the training reward is one set reward, the epoch's samples (every process's) are the set, and
+``dragon.set_selection`` chooses the demonstrations: ``leave_one_out`` (each sample's contribution
+``r(B) - r(B without i)`` stands in for its reward, paired or unpaired as above) or ``greedy`` (D+ grown greedily
+to ``dragon.greedy_fraction`` of the set, D- the rest; unpaired only). Instance rewards use the per-sample scores.
+The
 demonstrations are chosen from every process's samples (gathered), then their latents are shared out so each
 process trains the same number of preference batches (collectives stay in step).
 """
@@ -21,9 +25,11 @@ process trains the same number of preference batches (collectives stay in step).
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from accelerate.utils import gather_object
 
 from genrl.generation import conditions_from_metadata
 from genrl.sampling.rollout import RolloutPlan, Trajectory
@@ -65,29 +71,38 @@ def unpaired_demonstrations(rewards: torch.Tensor) -> torch.Tensor:
     return labels
 
 
-def leave_one_out_labels(set_reward: Callable[[torch.Tensor], float], embeddings: torch.Tensor) -> torch.Tensor:
-    """D+ / D- for a set reward: each sample's contribution ``r(B) - r(B without i)``, split at its median (labels
-    as :func:`unpaired_demonstrations`)."""
-    whole = set_reward(embeddings)
-    n = embeddings.shape[0]
-    contributions = torch.tensor([whole - set_reward(embeddings[torch.arange(n) != i]) for i in range(n)],
-                                 dtype=torch.float64)
-    return unpaired_demonstrations(contributions)
+def _subset(items: torch.Tensor | Sequence, index: Sequence[int]):
+    """``items[index]`` for a tensor of embeddings, the listed elements for a list (per-sample frame sets)."""
+    return items[list(index)] if isinstance(items, torch.Tensor) else [items[i] for i in index]
 
 
-def greedy_positive_set(set_reward: Callable[[torch.Tensor], float], embeddings: torch.Tensor,
+def leave_one_out_contributions(set_reward: Callable[[Any], float], items: torch.Tensor | Sequence) -> torch.Tensor:
+    """Each sample's contribution ``r(B) - r(B without i)`` to a set reward of the whole set ``B`` (float64)."""
+    whole, n = set_reward(items), len(items)
+    return torch.tensor([whole - set_reward(_subset(items, [j for j in range(n) if j != i])) for i in range(n)],
+                        dtype=torch.float64)
+
+
+def leave_one_out_labels(set_reward: Callable[[Any], float], items: torch.Tensor | Sequence) -> torch.Tensor:
+    """D+ / D- for a set reward: the leave-one-out contributions split at their median (labels as
+    :func:`unpaired_demonstrations`). ``items``: an ``(n, d)`` tensor of embeddings or a list of per-sample
+    frame sets, whatever ``set_reward`` takes."""
+    return unpaired_demonstrations(leave_one_out_contributions(set_reward, items))
+
+
+def greedy_positive_set(set_reward: Callable[[Any], float], items: torch.Tensor | Sequence,
                         size: int) -> torch.Tensor:
     """D+ for a set reward by greedy selection: ``size`` samples, each step adding the one that most raises
     ``r(D+)`` (from the best pair of seeds: a set reward needs two members); D- is the rest. Labels as
     :func:`unpaired_demonstrations`."""
-    n = embeddings.shape[0]
+    n = len(items)
     if not 2 <= size < n:
         raise ValueError(f"greedy_positive_set: size must be in [2, {n}) for {n} samples, got {size}")
-    best = max(((i, j) for i in range(n) for j in range(i + 1, n)), key=lambda p: set_reward(embeddings[list(p)]))
+    best = max(((i, j) for i in range(n) for j in range(i + 1, n)), key=lambda p: set_reward(_subset(items, p)))
     chosen = list(best)
     while len(chosen) < size:
         rest = [i for i in range(n) if i not in chosen]
-        chosen.append(max(rest, key=lambda i: set_reward(embeddings[chosen + [i]])))
+        chosen.append(max(rest, key=lambda i: set_reward(_subset(items, chosen + [i]))))
     labels = -torch.ones(n, dtype=torch.long)
     labels[chosen] = 1
     return labels
@@ -118,6 +133,15 @@ def conditional_guidance(adapter) -> float | None:
 def velocity_error(v: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """Per-sample flow-matching error ``mean((v - (noise - x0))^2)`` (the adapters' velocity is in flow units)."""
     return (v.float() - (noise - x0).float()).square().flatten(1).mean(1)
+
+
+def single_set_reward(reward_fn):
+    """The training reward's one component when it is a set reward (``arity == "set"``) with a positive weight,
+    else None (a set reward mixed with others counts by its per-batch leave-one-out scores)."""
+    parts = list(reward_fn.components.values())
+    if len(parts) == 1 and getattr(parts[0], "arity", "sample") == "set" and next(iter(reward_fn.weights.values())) > 0:
+        return parts[0]
+    return None
 
 
 # ----------------------------------------------------------------------------------- the algorithm
@@ -164,14 +188,29 @@ class Dragon(Algorithm):
         x0 = acc.gather(torch.cat([b.trajectory.final for b in batches]))
         rewards = acc.gather(torch.cat([b.rewards for b in batches])).cpu()
         ids = acc.gather(torch.cat([b.prompt_index for b in batches])).cpu().tolist()
+        set_reward = single_set_reward(trainer.reward_fn)
+        labels = None
+        stats: dict[str, float] = {}
+        if set_reward is not None:  # the epoch's samples are the set; rewards become contributions or labels
+            frames = gather_object([f for b in batches for f in set_reward.media_frames(b.media)])
+            stats["dragon/set_value"] = set_reward.set_value(frames)
+            if self.dragon.set_selection == "greedy":
+                size = min(len(frames) - 1, max(2, round(self.dragon.greedy_fraction * len(frames))))
+                labels = greedy_positive_set(set_reward.set_value, frames, size)
+            else:
+                rewards = leave_one_out_contributions(set_reward.set_value, frames).float()
         if self.loss_kind == "dpo":
             pairs = paired_demonstrations(rewards, ids)
             rows = [list(p) for p in pairs]  # one unit: a winner and its loser
-            labels = None
         else:
-            labels = unpaired_demonstrations(rewards)
+            labels = unpaired_demonstrations(rewards) if labels is None else labels
             rows = [[i] for i in torch.nonzero(labels).flatten().tolist()]
-        stats = {"dragon/demonstrations": float(len(rows))}
+        if set_reward is not None and labels is not None:
+            plus, minus = (torch.nonzero(labels == v).flatten().tolist() for v in (1, -1))
+            stats["dragon/set_value_plus"] = set_reward.set_value([frames[i] for i in plus]) if len(plus) > 1 else 0.0
+            stats["dragon/set_value_minus"] = (set_reward.set_value([frames[i] for i in minus])
+                                               if len(minus) > 1 else 0.0)
+        stats["dragon/demonstrations"] = float(len(rows))
         if rows and self.loss_kind == "dpo":
             stats["dragon/reward_gap"] = float(torch.stack([rewards[w] - rewards[l] for w, l in rows]).mean())
         # every process trains as many rows, so as many batches (the same collectives); the rows that do not
