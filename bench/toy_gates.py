@@ -9,7 +9,8 @@
    (``--single-images`` images per prompt).
 2. **Its errors are the ones RL fixes, and stochastic**: the README's standard evaluation
    (``--images-per-prompt`` 4 per prompt) gives the family mean GenEval reports and what the
-   failures are (a missing or extra object, a wrong colour, a wrong relation); then every prompt
+   failures are (a missing or extra object, a wrong colour, a wrong relation; and, for multi-object
+   images with the right number of objects, which shape was drawn in place of which); then every prompt
    is sampled ``--samples`` times with the *training* sampler of ``--config`` (its steps, SDE
    window and noise level; independent initial noise per sample) and the table gives, per family,
    the mean per-prompt success p, the share of prompts with p = 0, 0 < p < 1 and p = 1, and
@@ -45,6 +46,21 @@ def failure_kind(spec, reason: str) -> str:
         if pattern.match(reason):
             return "count" if kind == "object" and spec.family == "counting" else kind
     return "other"
+
+
+def shape_confusion(spec, detections) -> str | None:
+    """For a multi-object prompt drawn with the right number of objects but not the right shapes, which shapes are
+    missing and which were drawn instead, and whether every wrong one is another shape the prompt names
+    (``leak``: "a circle and a square" drawn as two squares) or not (``other``); None for any other image."""
+    if len(spec.objects) < 2:
+        return None
+    want = Counter(o.shape for o in spec.objects for _ in range(o.count))
+    got = Counter(d.shape for d in detections)
+    if sum(got.values()) != sum(want.values()) or got == want:
+        return None
+    missing, drawn = sorted((want - got).elements()), sorted((got - want).elements())
+    kind = "leak" if set(drawn) <= set(want) else "other"
+    return f"{'+'.join(missing)} -> {'+'.join(drawn)} ({kind})"
 
 
 def single_object_gate(pipe, specs, images_per_prompt: int) -> dict:
@@ -135,6 +151,8 @@ def main(argv: list[str]) -> int:
         expanded = [s for s in specs for _ in range(args.images_per_prompt)]
         failures = Counter(failure_kind(s, v.reason) for s, v in zip(expanded, report.verdicts, strict=True)
                            if not v.strict)
+        confusions = Counter(c for s, v in zip(expanded, report.verdicts, strict=True) if not v.strict
+                             for c in [shape_confusion(s, v.detections)] if c)
         rows = training_sampler_success(trainer, args.samples)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -145,11 +163,14 @@ def main(argv: list[str]) -> int:
     print(f"\n## Standard evaluation ({args.images_per_prompt} images per prompt, split {args.split})")
     print(report.table())
     print("failures by kind: " + ", ".join(f"{k} {n}" for k, n in failures.most_common()))
+    print("multi-object images with the right count and wrong shapes (missing -> drawn): "
+          + ", ".join(f"{k} {n}" for k, n in confusions.most_common()))
     print(f"\n## Gate 2: training sampler, {args.samples} samples per prompt")
     print(_markdown(table))
     if args.json:
         args.json.write_text(json.dumps({"single_object_gate": gate1, "standard": report.to_dict(),
-                                         "failures": dict(failures), "per_prompt": rows, "success": table},
+                                         "failures": dict(failures),
+                                         "shape_confusions": dict(confusions), "per_prompt": rows, "success": table},
                                         indent=2))
     return 0
 

@@ -1,5 +1,5 @@
-"""Sample sheets for media other than still images: videos as an animated GIF grid with a PNG strip of frames,
-audio as WAV files with a spectrogram sheet and an HTML index with players. Every file is written atomically
+"""Sample sheets for media other than still images: videos as an animated GIF grid (and an H.264 MP4 of the same
+grid when PyAV is installed: the ``video`` extra) with a PNG strip of frames, audio as WAV files with a spectrogram sheet and an HTML index with players. Every file is written atomically
 (a folder appears complete or not at all)."""
 
 from __future__ import annotations
@@ -32,11 +32,42 @@ def video_frames(media: Media) -> np.ndarray:
     return media.stored().tensor.permute(0, 1, 3, 4, 2).numpy()
 
 
+def save_mp4(frames: Sequence[np.ndarray], fps: float, path: str | os.PathLike, crf: int = 18) -> Path:
+    """Write ``(H, W, 3)`` uint8 frames as an H.264 MP4 (yuv420p, so odd sizes are padded by one white pixel) at
+    ``fps``, atomically. Needs PyAV (``pip install -e ".[video]"``)."""
+    from fractions import Fraction
+
+    import av
+
+    path = Path(path)
+    h, w = frames[0].shape[:2]
+    pad = ((0, h % 2), (0, w % 2), (0, 0))
+    with atomic_write_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for frame in frames:
+            image = np.pad(np.asarray(frame, dtype=np.uint8), pad, constant_values=255)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())  # flush the encoder
+    return path
+
+
+def mp4_available() -> bool:
+    """Whether PyAV with an H.264 encoder is installed (the ``video`` extra)."""
+    try:
+        import av
+    except ImportError:
+        return False
+    return "libx264" in av.codecs_available
+
+
 def save_video_grid(media: Media, captions: Sequence[str], path: str | os.PathLike, *, columns: int = 4,
-                    cell: int = 128, strip_frames: int = 6) -> tuple[Path, Path]:
-    """Write ``path`` (an animated GIF: the grid of every video, frame by frame, at the media's fps) and next to
-    it ``<stem>_frames.png`` (each video as a row of ``strip_frames`` evenly spaced frames, captioned).
-    Returns both paths."""
+                    cell: int = 128, strip_frames: int = 6) -> tuple[Path, ...]:
+    """Write ``path`` (an animated GIF: the grid of every video, frame by frame, at the media's fps), next to it
+    ``<stem>_frames.png`` (each video as a row of ``strip_frames`` evenly spaced frames, captioned) and, when
+    PyAV is installed, ``<stem>.mp4`` (the GIF's grid as H.264 at the media's fps, which players scrub and GIF
+    palettes do not dither). Returns the paths written: GIF, strip, then the MP4 if any."""
     _check(media, "video", captions)
     frames = video_frames(media)
     n, f = frames.shape[:2]
@@ -51,7 +82,9 @@ def save_video_grid(media: Media, captions: Sequence[str], path: str | os.PathLi
                       for i in range(n) for k, t in enumerate(picks)]
     strip = save_image_atomically(make_grid(strip_images, strip_captions, columns=len(picks), cell=cell),
                                   path.with_name(f"{path.stem}_frames.png"))
-    return path, strip
+    if not mp4_available():
+        return path, strip
+    return path, strip, save_mp4([np.asarray(g.convert("RGB")) for g in grids], media.fps, path.with_suffix(".mp4"))
 
 
 def save_audio_sheet(media: Media, captions: Sequence[str], directory: str | os.PathLike, *,

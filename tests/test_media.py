@@ -58,7 +58,8 @@ def test_the_stored_copy_rounds_to_8_and_16_bits_and_comes_back():
 
 def test_a_video_grid_is_an_animated_gif_at_the_media_fps_with_a_frame_strip(tmp_path):
     video = _video()
-    gif, strip = save_video_grid(video, ["fade one", "fade two"], tmp_path / "grid.gif", cell=16, strip_frames=3)
+    gif, strip, mp4 = save_video_grid(video, ["fade one", "fade two"], tmp_path / "grid.gif", cell=16,
+                                      strip_frames=3)
     with Image.open(gif) as im:
         assert im.n_frames == 5 and abs(im.info["duration"] - 125) <= 10  # 8 fps (GIF stores centiseconds)
         first = np.asarray(im.convert("RGB"))
@@ -71,6 +72,17 @@ def test_a_video_grid_is_an_animated_gif_at_the_media_fps_with_a_frame_strip(tmp
     assert b > 200 and r < 60
     with Image.open(strip) as im:  # 2 videos x 3 frames, in a 3-column grid
         assert im.size[0] == 3 * (16 + 8) + 8
+    # the MP4 holds the GIF's grid: as many frames at the media's fps, the same colours up to H.264's loss
+    import av
+
+    with av.open(str(mp4)) as container:
+        stream = container.streams.video[0]
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert float(stream.average_rate) == pytest.approx(8.0)
+    assert len(decoded) == 5 and decoded[0].shape[1] >= first.shape[1]
+    for frame, gif_frame in ((decoded[0], first), (decoded[-1], last)):
+        h, w = gif_frame.shape[:2]
+        assert np.abs(frame[:h, :w].astype(int) - gif_frame.astype(int)).mean() < 6
 
 
 def test_an_audio_sheet_is_wav_files_a_spectrogram_sheet_and_an_html_index(tmp_path):
@@ -94,5 +106,13 @@ def test_an_audio_sheet_is_wav_files_a_spectrogram_sheet_and_an_html_index(tmp_p
 def test_the_sheet_of_any_kind(tmp_path):
     images = Media(torch.rand(2, 3, 8, 8), "image")
     assert [p.name for p in save_media_sheet(images, ["a", "b"], tmp_path / "s.png")] == ["s.png"]
-    assert [p.name for p in save_media_sheet(_video(), ["a", "b"], tmp_path / "v")] == ["v.gif", "v_frames.png"]
+    assert [p.name for p in save_media_sheet(_video(), ["a", "b"], tmp_path / "v")] == ["v.gif", "v_frames.png", "v.mp4"]
     assert [p.name for p in save_media_sheet(_audio(2), ["a", "b"], tmp_path / "a.html")] == ["a"]
+
+
+def test_without_pyav_a_video_sheet_is_the_gif_and_the_strip(tmp_path, monkeypatch):
+    import genrl.media_sheets as sheets
+
+    monkeypatch.setattr(sheets, "mp4_available", lambda: False)
+    assert [p.name for p in save_media_sheet(_video(), ["a", "b"], tmp_path / "v")] == ["v.gif", "v_frames.png"]
+    assert not (tmp_path / "v.mp4").exists()

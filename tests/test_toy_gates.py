@@ -39,3 +39,16 @@ def test_success_table_counts_prompts_by_their_success_rate():
                                  "always": 0.25, "pass@16": 0.5}
     assert table["all"]["prompts"] == 5 and table["all"]["sometimes"] == pytest.approx(0.4)
     assert table["all"]["pass@16"] == pytest.approx(0.6)
+
+
+def test_shape_confusions_tell_a_leaked_shape_from_another():
+    two = next(s for s in all_specs()["two_object"] if {o.shape for o in s.objects} == {"circle", "square"})
+    leaked = [_det("square", "red", 5, 5), _det("square", "blue", 25, 25)]  # the prompt's square drawn twice
+    assert gates.shape_confusion(two, leaked) == "circle -> square (leak)"
+    foreign = [_det("triangle", "red", 5, 5), _det("square", "blue", 25, 25)]
+    assert gates.shape_confusion(two, foreign) == "circle -> triangle (other)"
+    right = [_det("circle", "red", 5, 5), _det("square", "blue", 25, 25)]
+    assert gates.shape_confusion(two, right) is None  # nothing confused
+    assert gates.shape_confusion(two, leaked[:1]) is None  # a missing object is not a confusion
+    single = all_specs()["single_object"][0]
+    assert gates.shape_confusion(single, [_det("square", "red", 5, 5)]) is None
