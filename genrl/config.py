@@ -152,6 +152,21 @@ class BackpropConfig:
 
 
 @dataclass
+class CtrlUConfig:
+    """Ctrl-U's settings (``train.algorithm=ctrl_u``): the uncertainty-weighted reward loss on one-step predictions,
+    with the released depth setting's values (t in units of the flow level, 400 / 1,000 timesteps -> 0.4)."""
+
+    step: float = 0.001  # the second copy's level s + step (Ctrl-U's t + 1 of 1,000 timesteps)
+    t_max: float = 0.4  # the reward loss counts samples at s <= t_max
+    reg: float = 0.1  # weight of the uncertainty regulariser (depth's u_scale)
+    grad_scale: float = 1.0  # the reward loss's weight after the ramp
+    ramp_epochs: int = 0  # the weight rises linearly over this many epochs (0: full weight from the start)
+    reward_offset: float = 1.0  # the reward loss is reward_offset - r: an upper bound of the reward keeps it >= 0
+    references: str = "toy"  # the training images: "toy" (renders of each prompt) or a folder with metadata.jsonl
+    per_prompt: int = 8  # toy references rendered per prompt
+
+
+@dataclass
 class TPConfig:
     """TP-GRPO's switches (``train.algorithm=tp_grpo``), with the released launch scripts' defaults."""
 
@@ -227,6 +242,7 @@ class ExperimentConfig:
     adv: AdvConfig = field(default_factory=AdvConfig)
     dragon: DragonConfig = field(default_factory=DragonConfig)
     backprop: BackpropConfig = field(default_factory=BackpropConfig)
+    ctrl_u: CtrlUConfig = field(default_factory=CtrlUConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     data: DataConfig = field(default_factory=DataConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -384,6 +400,11 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (1 <= cfg.backprop.grad_steps <= s.num_steps, "backprop.grad_steps must be in [1, sample.num_steps]"),
         (cfg.backprop.truncation in ("fixed", "random"), "backprop.truncation must be 'fixed' or 'random'"),
         (cfg.backprop.loss_scale > 0, "backprop.loss_scale must be > 0"),
+        (0 < cfg.ctrl_u.step <= 1, "ctrl_u.step must be in (0, 1]"),
+        (0 < cfg.ctrl_u.t_max <= 1, "ctrl_u.t_max must be in (0, 1]"),
+        (cfg.ctrl_u.reg >= 0 and cfg.ctrl_u.grad_scale > 0 and cfg.ctrl_u.ramp_epochs >= 0,
+         "ctrl_u.reg and ctrl_u.ramp_epochs must be >= 0 and ctrl_u.grad_scale > 0"),
+        (cfg.ctrl_u.per_prompt >= 1, "ctrl_u.per_prompt must be >= 1"),
         (t.beta >= 0, "train.beta must be >= 0"),
         (cfg.adv.schedule in ("d_times", "gate"), "adv.schedule must be 'd_times' or 'gate'"),
         (cfg.adv.d_times >= 1, "adv.d_times must be >= 1"),
@@ -404,8 +425,8 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
             raise ConfigError(message)
     if num_processes is not None:
         check_group_layout(s, num_processes, len(load_prompt_set("data.train_prompts", cfg.data.train_prompts)))
-    if s.same_latent and t.algorithm == "reward_backprop":
-        raise ConfigError("sample.same_latent=true: train.algorithm 'reward_backprop' draws a fresh initial noise for "
+    if s.same_latent and t.algorithm in ("reward_backprop", "ctrl_u"):
+        raise ConfigError(f"sample.same_latent=true: train.algorithm {t.algorithm!r} draws a fresh initial noise for "
                           "every sample (it uses no groups); set sample.same_latent=false")
     if s.same_latent and (t.algorithm in ("diffusion_nft", "dragon") or s.noise_level == 0):
         # one initial noise per group through a deterministic sampler gives identical images: no reward spread

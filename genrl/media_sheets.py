@@ -16,6 +16,7 @@ from genrl.grid import make_grid, save_image_atomically
 from genrl.utils.files import atomic_write_path, replace_dir_atomically
 from genrl.utils.plotting import pyplot
 from rewards.media import Media
+from rewards.optional import MissingExtraError, require
 
 
 def _check(media: Media, kind: str, captions: Sequence[str]) -> None:
@@ -37,8 +38,7 @@ def save_mp4(frames: Sequence[np.ndarray], fps: float, path: str | os.PathLike, 
     ``fps``, atomically. Needs PyAV (``pip install -e ".[video]"``)."""
     from fractions import Fraction
 
-    import av
-
+    av = require("av")
     path = Path(path)
     h, w = frames[0].shape[:2]
     pad = ((0, h % 2), (0, w % 2), (0, 0))
@@ -56,8 +56,8 @@ def save_mp4(frames: Sequence[np.ndarray], fps: float, path: str | os.PathLike, 
 def mp4_available() -> bool:
     """Whether PyAV with an H.264 encoder is installed (the ``video`` extra)."""
     try:
-        import av
-    except ImportError:
+        av = require("av")
+    except MissingExtraError:
         return False
     return "libx264" in av.codecs_available
 

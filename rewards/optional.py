@@ -10,6 +10,7 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "laion_clap": ("laion-clap", "clap"),
     "xformers": ("xformers", "xformers"),
     "wandb": ("wandb", "wandb"),
+    "av": ("av", "video"),
 }
 
 

@@ -3,6 +3,7 @@
 from .adv_grpo import AdvGRPO
 from .advantages import Advantages, group_advantages
 from .base import Algorithm, LossContext, RolloutBatch, TrainerContext, build_algorithm, register_algorithm
+from .ctrl_u import CtrlU
 from .diffusion_nft import DiffusionNFT
 from .dragon import Dragon
 from .flow_grpo import FlowGRPO
@@ -15,6 +16,7 @@ __all__ = [
            "AdvGRPO",
            "Advantages",
            "Algorithm",
+           "CtrlU",
            "DiffusionNFT",
            "Dragon",
            "FlowGRPO",

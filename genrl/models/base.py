@@ -125,6 +125,11 @@ class ModelAdapter(ABC):
         in one batched forward; ``model`` replaces the denoiser for this call (a wrapped or reference one).
         A family whose network predicts something else (epsilon, v in VP units) converts here."""
 
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, H, W)`` images in [0, 1] -> the latents :meth:`decode` maps back (a family that trains on data
+        images, e.g. Ctrl-U's, implements it)."""
+        raise NotImplementedError(f"model family {self.family!r} does not encode images to latents")
+
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Final latents -> media of :attr:`media_kind` (see :data:`MEDIA_KINDS`), differentiable."""

@@ -114,6 +114,14 @@ class SD3Adapter(ModelAdapter):
         return model(hidden_states=x, timestep=t, encoder_hidden_states=cond.embeds,
                                 pooled_projections=cond.pooled, return_dict=False)[0]
 
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images ``(N, 3, H, W)`` in [0, 1] -> latents: the VAE posterior's mean, shifted and scaled as the
+        pipeline's image-to-image variant does (the inverse of :meth:`decode`'s scaling)."""
+        vae = self.pipe.vae
+        z = vae.encode(images.to(self.device, vae.dtype) * 2 - 1).latent_dist.mean
+        return ((z - vae.config.shift_factor) * vae.config.scaling_factor).to(self.transformer.dtype)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images ``(N, 3, H, W)`` in [0, 1] (differentiable)."""
         vae = self.pipe.vae
