@@ -207,9 +207,9 @@ class Dragon(Algorithm):
             rows = [[i] for i in torch.nonzero(labels).flatten().tolist()]
         if set_reward is not None and labels is not None:
             plus, minus = (torch.nonzero(labels == v).flatten().tolist() for v in (1, -1))
-            stats["dragon/set_value_plus"] = set_reward.set_value([frames[i] for i in plus]) if len(plus) > 1 else 0.0
-            stats["dragon/set_value_minus"] = (set_reward.set_value([frames[i] for i in minus])
-                                               if len(minus) > 1 else 0.0)
+            for name, members in (("plus", plus), ("minus", minus)):
+                if len(members) > 1:  # a set reward of fewer than two samples is not defined
+                    stats[f"dragon/set_value_{name}"] = set_reward.set_value([frames[i] for i in members])
         stats["dragon/demonstrations"] = float(len(rows))
         if rows and self.loss_kind == "dpo":
             stats["dragon/reward_gap"] = float(torch.stack([rewards[w] - rewards[l] for w, l in rows]).mean())
