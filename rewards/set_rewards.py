@@ -65,9 +65,12 @@ def _captions(source: str) -> list[str]:
 class FrameReward(Reward):
     """Shared set-up: the frame encoder (which fixes the modality) and the reference statistics."""
 
+    #: whether the reward compares with reference statistics (built once, in ``__init__``)
+    needs_reference: bool = True
+
     def __init__(self, encoder: str = "toy", references: str | None = "toy", reference_prompts: str = "train",
                  per_prompt: int = 4, seed: int = 0, reference_captions: str | None = None, ridge: float = 0.0,
-                 sample_rate: int = 48_000, image_size: int | None = None, device: str | torch.device = "cpu", needs_reference: bool = True,
+                 sample_rate: int = 48_000, image_size: int | None = None, device: str | torch.device = "cpu",
                  **encoder_options) -> None:
         self.ridge, self.image_size = float(ridge), image_size
         if encoder in AUDIO_ENCODERS:
@@ -80,7 +83,7 @@ class FrameReward(Reward):
                 raise ValueError("reference_captions (a text-only reference set) needs encoder 'clap'")
             self.modality, self.encoder = "image", ImageFeatures(encoder, device)
         self.reference: GaussianStats | None = None
-        if needs_reference:
+        if self.needs_reference:
             self.reference = self._reference_stats(encoder, references, reference_prompts, per_prompt, seed,
                                                    reference_captions)
 
@@ -200,9 +203,7 @@ class VendiReward(SetReward):
     image's CLS feature), cosine kernel. Needs no reference set."""
 
     name = "vendi"
-
-    def __init__(self, encoder: str = "toy", **options) -> None:
-        super().__init__(encoder, needs_reference=False, **options)
+    needs_reference = False
 
     def set_value(self, frames: list[torch.Tensor]) -> float:
         return vendi_score(torch.stack([f.mean(0) for f in frames]))
