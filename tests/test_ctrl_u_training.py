@@ -28,10 +28,9 @@ def _algorithm(**extra) -> CtrlU:
 
 
 def _unit(adapter, x0: torch.Tensor, epoch: int = 3) -> RolloutBatch:
-    from genrl.sampling.rollout import RolloutPlan, Trajectory
+    from genrl.sampling.rollout import Trajectory
 
-    empty = x0.new_zeros((x0.shape[0], 0, *x0.shape[1:]))
-    traj = Trajectory([], empty, empty, x0.new_zeros((x0.shape[0], 0)), x0, x0, RolloutPlan("ode", 0.0, (0, 0), "euler"))
+    traj = Trajectory.of_latents(x0)
     return RolloutBatch(torch.arange(len(PROMPTS)), PROMPTS, [{}] * len(PROMPTS), adapter.encode(PROMPTS),
                         adapter.schedule(4), traj, extras={"seed_key": KEY, "epoch": epoch})
 

@@ -172,6 +172,16 @@ class Algorithm(ABC):
 _ALGORITHMS: Registry[Algorithm] = Registry("algorithm")
 
 
+def gathered_reward_stats(accelerator, units: list[RolloutBatch]) -> dict[str, float]:
+    """``reward/mean``, ``reward/std`` and ``reward/nonfinite`` of the units' rewards over every process, for an
+    algorithm that scores inside its loss (reward backpropagation, Ctrl-U) instead of in ``score_epoch``."""
+    rewards = accelerator.gather(torch.cat([u.rewards for u in units]))
+    finite = rewards[torch.isfinite(rewards)]
+    return {"reward/mean": finite.mean().item() if finite.numel() else float("nan"),
+            "reward/std": finite.std().item() if finite.numel() > 1 else 0.0,
+            "reward/nonfinite": float((~torch.isfinite(rewards)).sum())}
+
+
 def register_algorithm(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
     """Class decorator registering an algorithm under ``name``."""
     return _ALGORITHMS.register(name)

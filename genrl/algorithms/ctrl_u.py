@@ -35,13 +35,13 @@ from collections.abc import Hashable, Sequence
 import torch
 
 from genrl.generation import conditions_from_metadata
-from genrl.sampling.rollout import RolloutPlan, Trajectory
+from genrl.sampling.rollout import Trajectory
 from rewards.ctrl_u import regression_uncertainty, uncertainty_weighted_loss
 from rewards.references import ReferenceImages
 from rewards.seeding import derived_seed
 
 from .advantages import Advantages
-from .base import Algorithm, LossContext, RolloutBatch, register_algorithm
+from .base import Algorithm, LossContext, RolloutBatch, gathered_reward_stats, register_algorithm
 from .dragon import conditional_guidance, velocity_error
 
 
@@ -97,17 +97,10 @@ class CtrlU(Algorithm):
                 x0 = adapter.encode_images(images)
                 cond = adapter.encode(prompts, guidance_scale=conditional_guidance(adapter),
                                       conditions=conditions_from_metadata(adapter, metadata))
-            empty = x0.new_zeros((x0.shape[0], 0, *x0.shape[1:]))
-            trajectory = Trajectory([], empty, empty, x0.new_zeros((x0.shape[0], 0)), x0, x0,
-                                    RolloutPlan("ode", 0.0, (0, 0), self.sample.solver))
             units.append(RolloutBatch(torch.tensor(indices, device=acc.device), prompts, metadata, cond, sigmas,
-                                      trajectory, extras={"seed_key": seed_key, "epoch": epoch}))
+                                      Trajectory.of_latents(x0, self.sample.solver), extras={"seed_key": seed_key, "epoch": epoch}))
         record = trainer.optimize_epoch(units)
-        rewards = acc.gather(torch.cat([u.rewards for u in units]))
-        finite = rewards[torch.isfinite(rewards)]
-        record.update({"reward/mean": finite.mean().item() if finite.numel() else float("nan"),
-                       "reward/std": finite.std().item() if finite.numel() > 1 else 0.0,
-                       "reward/nonfinite": float((~torch.isfinite(rewards)).sum())})
+        record.update(gathered_reward_stats(acc, units))
         return record
 
     def _rewards(self, ctx: LossContext, x0_hat: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:

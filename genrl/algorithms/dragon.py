@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 
 from genrl.generation import conditions_from_metadata
-from genrl.sampling.rollout import RolloutPlan, Trajectory
+from genrl.sampling.rollout import Trajectory
 from rewards.seeding import derived_seed
 
 from .advantages import Advantages, group_advantages
@@ -237,9 +237,7 @@ class Dragon(Algorithm):
         with torch.no_grad():  # the conditional model: the loss is the velocity error without CFG
             cond = adapter.encode(prompts, guidance_scale=conditional_guidance(adapter),
                                   conditions=conditions_from_metadata(adapter, metadata))
-        empty = x0.new_zeros((x0.shape[0], 0, *x0.shape[1:]))
-        trajectory = Trajectory([], empty, empty, x0.new_zeros((x0.shape[0], 0)), x0, x0,
-                                RolloutPlan("ode", 0.0, (0, 0), self.sample.solver))
+        trajectory = Trajectory.of_latents(x0, self.sample.solver)
         keep = torch.ones(x0.shape[0], dtype=torch.bool, device=x0.device)
         batch = RolloutBatch(torch.tensor(prompt_ids, device=x0.device), prompts, metadata, cond, sigmas, trajectory,
                              keep=keep, extras={"seed_key": seed_key})

@@ -24,7 +24,7 @@ from genrl.generation import generate
 from rewards.seeding import derived_seed
 
 from .advantages import Advantages
-from .base import Algorithm, LossContext, RolloutBatch, register_algorithm
+from .base import Algorithm, LossContext, RolloutBatch, gathered_reward_stats, register_algorithm
 
 #: ``backprop.truncation`` values
 TRUNCATIONS = ("fixed", "random")
@@ -88,11 +88,7 @@ class RewardBackprop(Algorithm):
                 [data.metadata[i] for i in indices], cond=None, sigmas=sigmas, trajectory=None, extras={"seed_key": (self.cfg.seed, epoch, trainer.sampler.iteration,
                                                       acc.process_index)}))
         record = trainer.optimize_epoch(units)
-        rewards = acc.gather(torch.cat([u.rewards for u in units]))
-        finite = rewards[torch.isfinite(rewards)]
-        record.update({"reward/mean": finite.mean().item() if finite.numel() else float("nan"),
-                       "reward/std": finite.std().item() if finite.numel() > 1 else 0.0,
-                       "reward/nonfinite": float((~torch.isfinite(rewards)).sum())})
+        record.update(gathered_reward_stats(acc, units))
         return record
 
     def loss(self, ctx: LossContext, batch: RolloutBatch, position: int) -> tuple[torch.Tensor, dict[str, float]]:

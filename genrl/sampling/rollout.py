@@ -41,6 +41,13 @@ class Trajectory:
     initial: torch.Tensor
     plan: RolloutPlan
 
+    @classmethod
+    def of_latents(cls, x0: torch.Tensor, solver: str = "euler") -> Trajectory:
+        """A trajectory holding only final latents and no stochastic step: training data for losses that read
+        ``final`` alone (DRAGON's demonstrations, Ctrl-U's data images)."""
+        empty = x0.new_zeros((x0.shape[0], 0, *x0.shape[1:]))
+        return cls([], empty, empty, x0.new_zeros((x0.shape[0], 0)), x0, x0, RolloutPlan("ode", 0.0, (0, 0), solver))
+
 
 def sde_window(num_steps: int, window_size: int, window_range: tuple[int, int] | None,
                generator: torch.Generator | None = None) -> tuple[int, int]:
