@@ -11,7 +11,8 @@ from genrl.toy.pretrain import PretrainConfig, PretrainError, noisy_caption, pre
 from rewards.toyworld.prompts import all_specs, spec_from_prompt
 
 TINY = dict(vae_steps=4, vae_batch_size=4, steps=4, batch_size=4, warmup_steps=1, eval_every=0,
-            final_eval_images_per_prompt=0, checkpoint_every=2, device="cpu")
+            final_eval_images_per_prompt=0, checkpoint_every=2, device="cpu", null_t5_steps=4, null_t5_batch_size=4,
+            null_t5_max_tokens=8)
 
 
 def _weights(path):
@@ -24,7 +25,7 @@ def test_pretraining_is_reproducible_and_saves_a_loadable_pipeline(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     pretrain(PretrainConfig(out_dir=str(a), **TINY), log_path=tmp_path / "a.jsonl")
     pretrain(PretrainConfig(out_dir=str(b), **TINY))
-    pa = StableDiffusion3Pipeline.from_pretrained(a, text_encoder_3=None, tokenizer_3=None, local_files_only=True)
+    pa = StableDiffusion3Pipeline.from_pretrained(a, local_files_only=True)  # the stock loader, as it is
     pb = load_toy_pipeline(b)
     for (name, x), (_, y) in zip(pa.transformer.state_dict().items(), pb.transformer.state_dict().items()):
         assert torch.equal(x, y), name
@@ -35,7 +36,7 @@ def test_pretraining_is_reproducible_and_saves_a_loadable_pipeline(tmp_path):
     assert not resume_dir(a).exists()  # a finished run leaves nothing to resume
 
 
-@pytest.mark.parametrize("stage, step", [("vae", 2), ("denoiser", 2)])
+@pytest.mark.parametrize("stage, step", [("vae", 2), ("denoiser", 2), ("null_t5", 0), ("null_t5", 2)])
 def test_an_interrupted_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, stage, step):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     pretrain(PretrainConfig(out_dir=str(straight), **TINY), log_path=tmp_path / "straight.jsonl")
@@ -63,8 +64,8 @@ def _interrupt_after(monkeypatch, stage, step):
     """Make pretraining die right after it writes the checkpoint of (stage, step)."""
     original = pretrain_module._Run.save_state
 
-    def save_then_die(self, stage_, step_, opt, ema):
-        original(self, stage_, step_, opt, ema)
+    def save_then_die(self, stage_, step_, opt, ema, teacher=None):
+        original(self, stage_, step_, opt, ema, teacher)
         if (stage_, step_) == (stage, step):
             raise KeyboardInterrupt
 
@@ -88,6 +89,29 @@ def test_resuming_with_other_settings_is_refused_by_name(tmp_path, monkeypatch):
     # fresh=true starts over
     pretrain(PretrainConfig(out_dir=str(denoiser_cut), **{**TINY, "lr": 1e-3, "fresh": True}))
     assert (vae_cut / "model_index.json").is_file() and (denoiser_cut / "model_index.json").is_file()
+
+
+def test_the_null_t5_stage_makes_zero_t5_tokens_change_the_velocity_less(tmp_path):
+    """30 distillation steps from a random toy pipeline shrink the effect of 64 zero T5 tokens on its velocity."""
+    from genrl.toy.pipeline import build_toy_pipeline
+
+    build_toy_pipeline(seed=5).save_pretrained(tmp_path / "random")
+    pretrain(PretrainConfig(out_dir=str(tmp_path / "null"), **dict(
+        TINY, init_from=str(tmp_path / "random"), steps=0, null_t5_steps=30, null_t5_batch_size=8,
+        null_t5_max_tokens=64, null_t5_lr=1e-3, checkpoint_every=0)))
+
+    def gap(path):  # relative change of the velocity when the null T5's 64 tokens follow the text tokens
+        pipe = load_toy_pipeline(path)
+        embeds, _, pooled, _ = pipe.encode_prompt(["a photo of a red circle"] * 4, None, None,
+                                                  do_classifier_free_guidance=False, max_sequence_length=64)
+        assert embeds.shape[1] == 16 + 64 and not embeds[:, 16:].any()  # the null T5's tokens are zeros
+        x, t = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.full((4,), 700.0)
+        with torch.no_grad():
+            out = [pipe.transformer(x, e, pooled, t, return_dict=False)[0] for e in (embeds[:, :16], embeds)]
+        return float((out[1] - out[0]).norm() / out[0].norm())
+
+    before, after = gap(tmp_path / "random"), gap(tmp_path / "null")
+    assert after < 0.5 * before, (before, after)
 
 
 def test_a_damaged_state_file_is_named(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from genrl.models.sd3 import SD3Adapter
+from genrl.models.sd3 import SD3Adapter, t5_tokens_dropped
 from genrl.sampling.rollout import rollout, sde_window
 from genrl.toy.pipeline import build_toy_pipeline
 
@@ -27,9 +27,20 @@ def test_noise_level_zero_rollout_reproduces_the_diffusers_pipeline(random_toy, 
     sigmas = adapter.schedule(6)
     x = adapter.initial_noise(_gens())
     traj = rollout(lambda z, s: adapter.velocity(z, s, cond), x, sigmas, step_type="sde", noise_level=0.0)
-    reference = random_toy(PROMPTS, num_inference_steps=6, guidance_scale=guidance, max_sequence_length=0,
-                           generator=_gens(), output_type="latent").images
+    with t5_tokens_dropped(random_toy, 0):  # no T5 tokens in the stock call either
+        reference = random_toy(PROMPTS, num_inference_steps=6, guidance_scale=guidance, max_sequence_length=0,
+                               generator=_gens(), output_type="latent").images
     assert torch.equal(traj.final, reference)
+
+
+def test_no_t5_tokens_equal_the_pipeline_without_its_t5_and_the_null_t5_emits_zeros(random_toy):
+    with_t5 = SD3Adapter(random_toy, guidance_scale=4.5, max_sequence_length=6).encode(PROMPTS)
+    none = SD3Adapter(random_toy, guidance_scale=4.5, max_sequence_length=0).encode(PROMPTS)
+    assert with_t5.embeds.shape[1] == none.embeds.shape[1] + 6 and none.embeds.shape[1] == 16  # the CLIP tokens
+    assert torch.equal(with_t5.embeds[:, :16], none.embeds) and not with_t5.embeds[:, 16:].any()
+    assert torch.equal(with_t5.negative_embeds[:, :16], none.negative_embeds)
+    # hiding the T5 for a call leaves the pipeline's encoder and its config (what it saves) as they were
+    assert random_toy.text_encoder_3 is not None and random_toy.config.text_encoder_3[1] == "T5EncoderModel"
 
 
 def test_windowed_rollout_records_only_window_steps_and_is_reproducible(random_toy):

@@ -14,12 +14,29 @@ def _sample(pipe, prompts=PROMPTS, seeds=(0, 1, 2), **kw):
     return generate(pipe, prompts, list(seeds), num_inference_steps=4, **kw)
 
 
-def test_toy_pipeline_is_sd3_and_small():
-    pipe = StableDiffusion3Pipeline.from_pretrained(TOY_PIPELINE_DIR, text_encoder_3=None, tokenizer_3=None,
-                                                    local_files_only=True)
+def test_toy_pipeline_is_sd3_small_and_loads_with_the_plain_stock_loader():
+    pipe = StableDiffusion3Pipeline.from_pretrained(TOY_PIPELINE_DIR, local_files_only=True)
     assert type(pipe.transformer).__name__ == "SD3Transformer2DModel"
+    assert type(pipe.text_encoder_3).__name__ == "T5EncoderModel"
     size = sum(p.stat().st_size for p in TOY_PIPELINE_DIR.rglob("*") if p.is_file())
     assert size < 20 * 2**20
+
+
+def test_the_stock_default_call_draws_what_t5_free_sampling_draws(toy_pipe):
+    """The stock call pads 256 tokens of the null T5 (zeros); the transformer was trained to ignore them."""
+    prompts = ["a photo of a red circle", "a photo of a blue square left of a yellow cross",
+               "a photo of three triangles", "a photo of a green cross above a purple circle"]
+    none = generate(toy_pipe, prompts, range(4), num_inference_steps=8, max_sequence_length=0)
+    stock = generate(toy_pipe, prompts, range(4), num_inference_steps=8, max_sequence_length=None)  # default: 256
+    without_t5 = StableDiffusion3Pipeline.from_pretrained(TOY_PIPELINE_DIR, text_encoder_3=None, tokenizer_3=None,
+                                                          local_files_only=True)
+    without_t5.set_progress_bar_config(disable=True)
+    # the null T5 emits exactly the zeros diffusers substitutes for a dropped T5
+    np.testing.assert_array_equal(stock, generate(without_t5, prompts, range(4), num_inference_steps=8,
+                                                  max_sequence_length=None))
+    # the scale: other seeds' images of the same prompts (the weights before the null-T5 stage gave 0.7 of it, 0.13 now)
+    other_seeds = generate(toy_pipe, prompts, range(4, 8), num_inference_steps=8, max_sequence_length=0)
+    assert np.abs(stock - none).mean() < 0.3 * np.abs(other_seeds - none).mean()
 
 
 def test_sampling_is_deterministic_and_batch_invariant(toy_pipe):

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from genrl.algorithms.base import LossContext
 from genrl.config import ConfigError, load_config
 from genrl.models.lora import ReferencePolicy
+from genrl.models.sd3 import t5_tokens_dropped
 from genrl.trainer import Trainer
 from rewards.toyworld.prompts import split
 
@@ -213,12 +214,14 @@ def test_exported_lora_and_merged_pipeline_reproduce_the_trained_policy(tmp_path
 
 def test_zero_std_groups_contribute_no_gradient(tmp_path):
     trainer = make_trainer(tmp_path)  # batch of 4 = two groups of 2
-    batch = trainer.rollouts.sample_batch(0, 0, next(iter(trainer.sampler)))
+    batch = trainer.rollouts.roll_out(0, 0, next(iter(trainer.sampler)))  # not yet scored
     order = batch.prompt_index.tolist()
     first = order[0]
     fixed = torch.tensor([0.5 if i == first else float(n) for n, i in enumerate(order)])
     trainer.reward_fn.score = lambda images, prompts, metadata: type("R", (), {
         "scores": fixed.clone(), "info": {"toy_verifier": fixed.clone()}})()
+    trainer.rollouts.score(batch)  # the batch is scored as it is decoded: with these rewards
+    assert torch.equal(batch.rewards.cpu(), fixed)
     metrics = trainer.score_epoch([batch])
     zero_group = batch.prompt_index == first
     assert metrics["zero_std_ratio"] == 0.5 and not batch.keep[zero_group].any() and batch.keep[~zero_group].all()
@@ -325,9 +328,10 @@ def _eval_generators(trainer: Trainer) -> list[torch.Generator]:
 
 def _pipeline_images(trainer: Trainer, guidance: float) -> torch.Tensor:
     """The diffusers pipeline's own sampler (Euler, CFG at ``guidance``) from the evaluation's noise."""
-    return trainer.models.pipe(trainer.test_set.prompts, num_inference_steps=trainer.cfg.sample.eval_num_steps,
-                               guidance_scale=guidance, max_sequence_length=0, generator=_eval_generators(trainer),
-                               output_type="pt").images
+    with t5_tokens_dropped(trainer.models.pipe, 0):
+        return trainer.models.pipe(trainer.test_set.prompts, num_inference_steps=trainer.cfg.sample.eval_num_steps,
+                                   guidance_scale=guidance, max_sequence_length=0, generator=_eval_generators(trainer),
+                                   output_type="pt").images
 
 
 def test_evaluation_uses_cfg_when_only_the_evaluation_scale_asks_for_it(tmp_path):

@@ -38,7 +38,8 @@ def absent_components(location: str | os.PathLike) -> dict[str, None]:
     """Components a local pipeline was saved without (``[null, null]`` in model_index.json).
 
     diffusers still expects such a component to be passed explicitly (as in
-    ``from_pretrained(sd3_id, text_encoder_3=None, tokenizer_3=None)``), so we pass ``None`` for it.
+    ``from_pretrained(sd3_id, text_encoder_3=None, tokenizer_3=None)``), so we pass ``None`` for it: a pipeline
+    saved without its T5 (an SD3.5 run that dropped it, or a toy pipeline from before the null T5) still loads.
     """
     index = Path(location) / "model_index.json"
     if not index.is_file():

@@ -7,7 +7,8 @@ velocity at ``(x, sigma)`` with classifier-free guidance in one batched forward,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,25 @@ from .base import ModelAdapter, register_adapter
 #: attention projections of the joint (MM-DiT) blocks, the reference Flow-GRPO's LoRA targets
 MMDIT_LORA_TARGETS = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0",
                       "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")
+
+
+@contextmanager
+def t5_tokens_dropped(pipe, max_sequence_length: int | None) -> Iterator[None]:
+    """Within the block, a ``StableDiffusion3Pipeline`` embeds prompts with no T5 tokens if ``max_sequence_length`` is 0.
+
+    diffusers' SD3 pipeline gives zero T5 tokens only when it has no T5 encoder (it substitutes
+    ``max_sequence_length`` zero tokens); a T5 encoder cannot embed an empty sequence. So for 0 the encoder
+    is hidden for the block, on the instance only (the pipeline's config, and so what it saves, is untouched).
+    """
+    encoder = getattr(pipe, "text_encoder_3", None)
+    if max_sequence_length != 0 or encoder is None:
+        yield
+        return
+    object.__setattr__(pipe, "text_encoder_3", None)  # DiffusionPipeline.__setattr__ would rewrite its config
+    try:
+        yield
+    finally:
+        object.__setattr__(pipe, "text_encoder_3", encoder)
 
 
 @dataclass
@@ -41,8 +61,8 @@ class Conditioning:
 class SD3Adapter(ModelAdapter):
     """Uniform policy interface over a ``StableDiffusion3Pipeline``.
 
-    ``max_sequence_length`` is the number of T5 tokens (256 for SD3.5; 0 for the toy pipeline,
-    which has no T5 encoder and was trained without zero T5 tokens).
+    ``max_sequence_length`` is the number of T5 tokens (256 for SD3.5); 0 embeds none, with or without
+    a T5 encoder (the toy pipeline, whose T5 slot emits zeros that its transformer ignores).
     """
 
     prompt_embeddings_cacheable = True
@@ -66,10 +86,11 @@ class SD3Adapter(ModelAdapter):
         ``guidance_scale`` (None: the adapter's) uses CFG (a scale > 1)."""
         self.check_no_conditions(conditions)
         cfg = (self.guidance_scale if guidance_scale is None else guidance_scale) > 1.0
-        embeds, neg, pooled, neg_pooled = self.pipe.encode_prompt(
-            prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
-            do_classifier_free_guidance=cfg, negative_prompt=[self.negative_prompt] * len(prompts) if cfg else None,
-            max_sequence_length=self.max_sequence_length)
+        with t5_tokens_dropped(self.pipe, self.max_sequence_length):
+            embeds, neg, pooled, neg_pooled = self.pipe.encode_prompt(
+                prompt=list(prompts), prompt_2=None, prompt_3=None, device=self.device,
+                do_classifier_free_guidance=cfg, negative_prompt=[self.negative_prompt] * len(prompts) if cfg else None,
+                max_sequence_length=self.max_sequence_length)
         return Conditioning(embeds, pooled, neg, neg_pooled)
 
     def schedule(self, num_steps: int) -> torch.Tensor:

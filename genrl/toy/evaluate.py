@@ -58,9 +58,11 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, num_inferenc
     """Sample one image per (prompt, seed) with the pipeline; returns ``(N, H, W, 3)`` floats in [0, 1].
 
     Each image has its own generator, so the result does not depend on ``batch_size``.
-    ``max_sequence_length=None`` keeps the pipeline's own default (256 T5 tokens for SD3).
+    ``max_sequence_length=None`` keeps the pipeline's own default (256 T5 tokens for SD3); 0 gives none.
     """
     import torch
+
+    from genrl.models.sd3 import t5_tokens_dropped
 
     extra = {} if max_sequence_length is None else {"max_sequence_length": max_sequence_length}
     if len(prompts) != len(seeds):
@@ -69,8 +71,9 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, num_inferenc
     for start in range(0, len(prompts), batch_size):
         chunk = list(prompts[start:start + batch_size])
         generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
-        out = pipe(chunk, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                   generator=generators, output_type="np", **extra)
+        with t5_tokens_dropped(pipe, max_sequence_length):
+            out = pipe(chunk, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+                       generator=generators, output_type="np", **extra)
         images.append(out.images)
     return np.concatenate(images)
 

@@ -2,12 +2,13 @@
 
 Its parts are the real diffusers/transformers classes SD3.5 uses (``SD3Transformer2DModel``,
 ``AutoencoderKL``, two ``CLIPTextModelWithProjection`` encoders, ``CLIPTokenizer``,
-``FlowMatchEulerDiscreteScheduler``) at a tiny size; there is no T5 encoder, which SD3 allows.
-Because the pipeline substitutes zeros for T5 embeddings, the toy model is trained and sampled
-with ``max_sequence_length=TOY_MAX_SEQUENCE_LENGTH`` (no zero T5 tokens); pass it to the pipeline
-call. The pretrained weights live in ``genrl/toy/assets/sd3-toy`` and load with
-``StableDiffusion3Pipeline.from_pretrained(path, text_encoder_3=None, tokenizer_3=None)``, exactly as
-SD3.5 loads without its T5 encoder.
+``FlowMatchEulerDiscreteScheduler``) at a tiny size. Its T5 slot holds a *null* T5: a one-layer
+``T5EncoderModel`` whose final norm is zero, so it emits exactly the zero embeddings SD3 uses for a
+dropped T5 (what ``text_encoder_3=None`` gives), and the transformer is trained to give the same
+velocity whatever the number of those zero tokens (``genrl.toy.pretrain``'s null-T5 stage). So the
+pipeline loads with a plain ``StableDiffusion3Pipeline.from_pretrained(path)`` and samples with the
+pipeline's defaults; genrl samples it with ``max_sequence_length=TOY_MAX_SEQUENCE_LENGTH`` (no T5
+tokens at all, :func:`genrl.models.sd3.t5_tokens_dropped`), three times cheaper per step.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from rewards.toyworld.world import IMAGE_SIZE
 
 if TYPE_CHECKING:  # torch, diffusers and transformers load in seconds: imported where a model is built
     from diffusers import StableDiffusion3Pipeline
-    from transformers import CLIPTextConfig
+    from transformers import CLIPTextConfig, T5EncoderModel
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 TOY_PIPELINE_DIR = ASSETS_DIR / "sd3-toy"
-#: Number of (zero) T5 tokens the toy transformer sees; the toy pipeline has no T5 encoder.
+#: Number of T5 tokens genrl samples the toy pipeline with: none (its T5 emits zeros, which the transformer ignores).
 TOY_MAX_SEQUENCE_LENGTH = 0
 #: Sampling defaults the toy pipeline was evaluated with.
 TOY_GUIDANCE_SCALE = 4.5
@@ -72,6 +73,26 @@ def text_encoder_config(vocab_size: int, eos_token_id: int) -> CLIPTextConfig:
                           bos_token_id=0, pad_token_id=eos_token_id)
 
 
+def null_t5_encoder(vocab_size: int) -> T5EncoderModel:
+    """A one-layer T5 encoder of the transformer's context width whose output is exactly zero.
+
+    Its final RMS norm has weight 0, so every token embeds to the zeros SD3's pipeline substitutes for
+    a dropped T5: the toy pipeline behaves the same with this encoder or with ``text_encoder_3=None``,
+    and the stock loader, which requires a T5 slot, accepts the folder.
+    """
+    import torch
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(vocab_size=vocab_size, d_model=transformer_config()["joint_attention_dim"], d_kv=16, d_ff=32,
+                      num_layers=1, num_heads=1, decoder_start_token_id=0, pad_token_id=0)
+    with torch.random.fork_rng(devices=[]):  # the same encoder every time, and the caller's random stream untouched
+        torch.manual_seed(0)
+        encoder = T5EncoderModel(config)
+    with torch.no_grad():
+        encoder.encoder.final_layer_norm.weight.zero_()
+    return encoder.eval().requires_grad_(False)
+
+
 def build_toy_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
     """A randomly initialised toy pipeline (deterministic for a seed)."""
     import torch
@@ -96,8 +117,8 @@ def build_toy_pipeline(seed: int = 0) -> StableDiffusion3Pipeline:
         tokenizer=tokenizer,
         text_encoder_2=CLIPTextModelWithProjection(text_cfg),
         tokenizer_2=build_toy_tokenizer(),
-        text_encoder_3=None,
-        tokenizer_3=None,
+        text_encoder_3=null_t5_encoder(len(tokenizer)),
+        tokenizer_3=build_toy_tokenizer(),
     )
 
 
@@ -110,6 +131,8 @@ def load_toy_pipeline(path: str | Path | None = None, **kwargs) -> StableDiffusi
         raise FileNotFoundError(
             f"no pipeline at {path} (model_index.json missing); the toy weights are produced by "
             "`python scripts/pretrain_toy.py`")
-    # The toy pipeline has no T5 encoder; diffusers wants that said explicitly, as for SD3.5 without T5.
-    kwargs = {"text_encoder_3": None, "tokenizer_3": None, **kwargs}
+    from genrl.models.loading import absent_components
+
+    # a toy pipeline saved without the null T5 (before it existed) records it as null: pass None for it
+    kwargs = {**absent_components(path), **kwargs}
     return StableDiffusion3Pipeline.from_pretrained(path, local_files_only=True, **kwargs)

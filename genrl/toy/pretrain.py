@@ -7,7 +7,11 @@ Two stages, both with a step-based schedule and a fixed seed so a run is reprodu
 2. the transformer and both CLIP text towers learn the rectified-flow loss
    ``|| v_theta(x_t, t, c) - (eps - x0) ||^2`` with ``x_t = (1 - t) x0 + t eps`` and uniform ``t`` on
    posterior-mean latents, with 10 % of prompts dropped to ``""`` so classifier-free guidance works.
-   An EMA of those weights is what gets saved.
+   An EMA of those weights is what gets saved;
+3. the null-T5 stage: the pipeline's T5 slot holds a T5 encoder that emits zeros (SD3's dropped T5,
+   :func:`genrl.toy.pipeline.null_t5_encoder`), and the transformer is distilled from its own copy so that
+   any number of those zero tokens after the text tokens gives the velocity it gives with none. The stock
+   pipeline's default call (256 T5 tokens) then draws what genrl's T5-free sampling draws.
 
 The scenes come from *every* prompt of the world (:func:`rewards.toyworld.prompts.pretraining_specs`),
 families drawn uniformly; the RL splits are held out from RL, not from pretraining. A share
@@ -24,6 +28,7 @@ not the same bits.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -38,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
 
+from genrl.models.sd3 import t5_tokens_dropped
 from rewards.toyworld.prompts import pretraining_specs, sample_specs
 from rewards.toyworld.render import render_batch
 from rewards.toyworld.world import FAMILIES, ObjectSpec, PromptSpec
@@ -54,6 +60,8 @@ EXECUTION_FIELDS = frozenset({"threads", "device", "checkpoint_every", "eval_eve
 #: Fields only the denoiser stage reads: a run interrupted in its VAE stage may resume with others.
 DENOISER_FIELDS = frozenset({"caption_noise", "family_weights", "steps", "batch_size", "lr", "warmup_steps", "weight_decay",
                              "prompt_dropout", "ema_decay"})
+#: Fields only the null-T5 stage reads: a run interrupted before it may resume with others.
+NULL_T5_FIELDS = frozenset({"null_t5_steps", "null_t5_batch_size", "null_t5_lr", "null_t5_max_tokens"})
 STATE_FILE = "state.pt"
 
 
@@ -92,6 +100,11 @@ class PretrainConfig:
     eval_every: int = 1000  # steps between test-split evaluations of the EMA weights (0: never)
     eval_images_per_prompt: int = 2
     final_eval_images_per_prompt: int = 4  # images per test prompt in the final evaluation (0: skip it)
+    # null-T5 stage
+    null_t5_steps: int = 600  # distillation steps (0: skip the stage)
+    null_t5_batch_size: int = 32
+    null_t5_lr: float = 2e-4  # AdamW peak learning rate, cosine-decayed to 10 %
+    null_t5_max_tokens: int = 256  # zero T5 tokens per batch drawn from 1..this (the stock pipeline's default call: 256)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.family_weights) - set(FAMILIES))
@@ -102,7 +115,9 @@ class PretrainConfig:
             raise PretrainError("family_weights must be >= 0 and not all 0")
         if not 0.0 <= self.caption_noise <= 1.0:
             raise PretrainError(f"caption_noise={self.caption_noise} must be in [0, 1]")
-        for key in ("vae_steps", "steps", "checkpoint_every", "eval_every"):
+        if self.null_t5_steps and self.null_t5_max_tokens < 1:
+            raise PretrainError(f"null_t5_max_tokens={self.null_t5_max_tokens} must be >= 1")
+        for key in ("vae_steps", "steps", "null_t5_steps", "checkpoint_every", "eval_every"):
             if getattr(self, key) < 0:
                 raise PretrainError(f"{key}={getattr(self, key)} must be >= 0")
 
@@ -155,9 +170,10 @@ def _resolve_device(name: str) -> torch.device:
     return device
 
 
-def _recipe(settings: dict, stage: str = "denoiser") -> dict:
+def _recipe(settings: dict, stage: str = "null_t5") -> dict:
     """The settings that decide what a run computes up to the end of ``stage`` (a resumed run must match them)."""
-    ignored = EXECUTION_FIELDS | (DENOISER_FIELDS if stage == "vae" else frozenset())
+    later = {"vae": DENOISER_FIELDS | NULL_T5_FIELDS, "denoiser": NULL_T5_FIELDS}.get(stage, frozenset())
+    ignored = EXECUTION_FIELDS | later
     return {k: v for k, v in settings.items() if k not in ignored}
 
 
@@ -194,7 +210,8 @@ class _Run:
         return {"vae": self.pipe.vae, "transformer": self.pipe.transformer,
                 "text_encoder": self.pipe.text_encoder, "text_encoder_2": self.pipe.text_encoder_2}
 
-    def save_state(self, stage: str, step: int, opt: torch.optim.Optimizer | None, ema: EMAModel | None) -> None:
+    def save_state(self, stage: str, step: int, opt: torch.optim.Optimizer | None, ema: EMAModel | None,
+                   teacher: torch.nn.Module | None = None) -> None:
         """Write the whole state atomically (temporary file, then rename), so a kill leaves the previous one."""
         if not self.cfg.checkpoint_every:
             return
@@ -205,6 +222,7 @@ class _Run:
             "vae_factors": [self.pipe.vae.config.shift_factor, self.pipe.vae.config.scaling_factor],
             "optimizer": opt.state_dict() if opt is not None else None,
             "ema": ema.state_dict() if ema is not None else None,
+            "teacher": teacher.state_dict() if teacher is not None else None,
             "rng": self.rng.getstate(), "noise_gen": self.noise_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
@@ -283,7 +301,8 @@ class _Run:
 
     def train_denoiser(self, saved: dict | None) -> None:
         """Stage 2: rectified-flow training of the transformer and text encoders; EMA weights are kept."""
-        cfg, vae = self.cfg, self.pipe.vae.eval().requires_grad_(False)
+        cfg = self.cfg
+        self.pipe.vae.eval().requires_grad_(False)
         params = [p for m in self.denoiser_modules for p in m.parameters()]
         for m in self.denoiser_modules:
             m.train().requires_grad_(True)
@@ -296,20 +315,7 @@ class _Run:
             ema.to(self.device)
             start = saved["step"]
         for step in range(start, cfg.steps):
-            specs = sample_specs(self.specs, cfg.batch_size, self.rng, cfg.family_weights or None)
-            prompts = [noisy_caption(s, self.rng, cfg.caption_noise) for s in specs]
-            prompts = ["" if self.rng.random() < cfg.prompt_dropout else p for p in prompts]
-            with torch.no_grad():
-                # The posterior mean, not a sample: this tiny VAE's posterior std is a sizeable share of
-                # the latent std, and sampled targets would teach the denoiser to reproduce that noise.
-                latents = vae.encode(self._scenes(specs)).latent_dist.mode()
-                x0 = (latents - vae.config.shift_factor) * vae.config.scaling_factor
-            # Uniform t (rectified flow), not SD3's logit-normal: at 32 px the layout is decided above
-            # t = 0.9, which logit-normal(0, 1) samples 1.4 % of the time.
-            t = torch.rand(cfg.batch_size, generator=self.noise_gen).to(self.device)
-            eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
-            tb = t.view(-1, 1, 1, 1)
-            xt = (1 - tb) * x0 + tb * eps
+            prompts, x0, t, eps, xt = self._flow_batch(cfg.batch_size)
             embeds, pooled = self._encode_prompts(prompts)
             pred = self.pipe.transformer(hidden_states=xt, timestep=t * 1000, encoder_hidden_states=embeds,
                                          pooled_projections=pooled, return_dict=False)[0]
@@ -335,13 +341,86 @@ class _Run:
         for m in self.denoiser_modules:
             m.eval().requires_grad_(False)
 
+    def distill_null_t5(self, saved: dict | None) -> None:
+        """Stage 3: any number of zero T5 tokens after the text tokens gives the velocity of none.
+
+        The teacher is the transformer as the denoiser stage left it; the student, initialised from it, is
+        fitted to the teacher's T5-free velocity both without T5 tokens and with ``n`` zero tokens, ``n`` drawn
+        from 1..``null_t5_max_tokens`` per batch, on the denoiser stage's scenes, captions and noise levels.
+        """
+        cfg = self.cfg
+        self.attach_null_t5()
+        student = self.pipe.transformer.train().requires_grad_(True)
+        teacher = copy.deepcopy(student).eval().requires_grad_(False)
+        params = list(student.parameters())
+        opt = torch.optim.AdamW(params, lr=cfg.null_t5_lr, weight_decay=0.0)
+        start = 0
+        if saved is not None and saved["teacher"] is not None:
+            teacher.load_state_dict(saved["teacher"])
+            opt.load_state_dict(saved["optimizer"])
+            start = saved["step"]
+        for step in range(start, cfg.null_t5_steps):
+            prompts, _, t, _, xt = self._flow_batch(cfg.null_t5_batch_size)
+            n = int(torch.randint(1, cfg.null_t5_max_tokens + 1, (1,), generator=self.noise_gen))
+            embeds, pooled = self._encode_prompts(prompts)
+            # the null T5's n tokens, as the pipeline appends them: zeros after the text tokens
+            padded = torch.cat([embeds, embeds.new_zeros(embeds.shape[0], n, embeds.shape[2])], dim=1)
+            kwargs = dict(hidden_states=xt, timestep=t * 1000, pooled_projections=pooled, return_dict=False)
+            with torch.no_grad():
+                target = teacher(encoder_hidden_states=embeds, **kwargs)[0]
+            loss_none = F.mse_loss(student(encoder_hidden_states=embeds, **kwargs)[0], target)
+            loss_null = F.mse_loss(student(encoder_hidden_states=padded, **kwargs)[0], target)
+            opt.zero_grad(set_to_none=True)
+            (loss_none + loss_null).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            for group in opt.param_groups:
+                group["lr"] = cfg.null_t5_lr * _lr_factor(step, 20, cfg.null_t5_steps)
+            opt.step()
+            if step % 25 == 0 or step == cfg.null_t5_steps - 1:
+                self.log({"stage": "null_t5", "step": step, "loss": (loss_none + loss_null).item(),
+                          "loss_no_t5": loss_none.item(), "loss_null_t5": loss_null.item(), "t5_tokens": n,
+                          "elapsed_s": self.elapsed()})
+            if self._due(step + 1, cfg.null_t5_steps):
+                self.save_state("null_t5", step + 1, opt, None, teacher)
+        student.eval().requires_grad_(False)
+
+    def attach_null_t5(self) -> None:
+        """Give a pipeline without a T5 slot (one saved before the slot existed) the null T5 and a tokenizer."""
+        if getattr(self.pipe, "text_encoder_3", None) is not None:
+            return
+        from .pipeline import null_t5_encoder
+        from .tokenizer import build_toy_tokenizer
+
+        tokenizer = build_toy_tokenizer()
+        self.pipe.register_modules(text_encoder_3=null_t5_encoder(len(tokenizer)).to(self.device),
+                                   tokenizer_3=tokenizer)
+
+    def _flow_batch(self, batch_size: int) -> tuple[list[str], torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One batch of the denoiser's data: captions (some wrong, some dropped), latents x0, t, noise and x_t."""
+        cfg, vae = self.cfg, self.pipe.vae
+        specs = sample_specs(self.specs, batch_size, self.rng, cfg.family_weights or None)
+        prompts = [noisy_caption(s, self.rng, cfg.caption_noise) for s in specs]
+        prompts = ["" if self.rng.random() < cfg.prompt_dropout else p for p in prompts]
+        with torch.no_grad():
+            # The posterior mean, not a sample: this tiny VAE's posterior std is a sizeable share of
+            # the latent std, and sampled targets would teach the denoiser to reproduce that noise.
+            latents = vae.encode(self._scenes(specs)).latent_dist.mode()
+            x0 = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+        # Uniform t (rectified flow), not SD3's logit-normal: at 32 px the layout is decided above
+        # t = 0.9, which logit-normal(0, 1) samples 1.4 % of the time.
+        t = torch.rand(batch_size, generator=self.noise_gen).to(self.device)
+        eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
+        tb = t.view(-1, 1, 1, 1)
+        return prompts, x0, t, eps, (1 - tb) * x0 + tb * eps
+
     def _scenes(self, specs: list[PromptSpec]) -> torch.Tensor:
         return scenes_to_tensor(render_batch(specs, self.rng)).to(self.device)
 
     def _encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        embeds, _, pooled, _ = self.pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None,
-                                                       do_classifier_free_guidance=False, device=self.device,
-                                                       max_sequence_length=TOY_MAX_SEQUENCE_LENGTH)
+        with t5_tokens_dropped(self.pipe, TOY_MAX_SEQUENCE_LENGTH):
+            embeds, _, pooled, _ = self.pipe.encode_prompt(prompt=prompts, prompt_2=None, prompt_3=None,
+                                                           do_classifier_free_guidance=False, device=self.device,
+                                                           max_sequence_length=TOY_MAX_SEQUENCE_LENGTH)
         return embeds, pooled
 
     def _log_eval(self, step: int) -> None:
@@ -390,7 +469,15 @@ def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
         run.log({"stage": "vae_done", "elapsed_s": run.elapsed(), "shift_factor": run.pipe.vae.config.shift_factor,
                  "scaling_factor": run.pipe.vae.config.scaling_factor})
     run.pipe.vae.eval().requires_grad_(False)
-    run.train_denoiser(saved)
+    if saved is None or saved["stage"] != "null_t5":
+        run.train_denoiser(saved)
+        saved = None
+        if cfg.null_t5_steps:
+            run.save_state("null_t5", 0, None, None)  # the denoiser stage is done: a resume starts the next one
+    if cfg.null_t5_steps:
+        run.distill_null_t5(saved)
+    else:
+        run.attach_null_t5()
     train_s = run.elapsed()
     run.pipe.to("cpu")
     save_atomically(run.pipe, cfg.out_dir)
