@@ -33,6 +33,19 @@ def test_verifier_reward_accepts_pil_tensors_and_metadata_specs():
     torch.testing.assert_close(a, b)
 
 
+def test_verifier_reward_soft_mode_is_the_soft_credit_of_the_same_detections():
+    from rewards.toyworld.verifier import detect, soft_score
+
+    specs, images = _scenes(n=8)
+    shuffled = [specs[(i + 3) % len(specs)] for i in range(len(specs))]
+    out = ToyVerifierReward(mode="soft")(images, [s.prompt for s in shuffled])
+    expected = [soft_score(spec, detect(image)) for image, spec in zip(images, shuffled, strict=True)]
+    torch.testing.assert_close(out.scores, torch.tensor(expected, dtype=torch.float32))
+    assert out.info["soft"] == pytest.approx(expected) and len(out.info["strict"]) == len(specs)
+    right = ToyVerifierReward(mode="soft")(images, [s.prompt for s in specs]).scores
+    assert right.min() > 0.85 and right.mean() > out.scores.mean() + 0.3
+
+
 def test_wrong_prompts_score_low():
     specs, images = _scenes(n=12)
     shuffled = [specs[(i + 5) % len(specs)].prompt for i in range(len(specs))]
@@ -49,6 +62,8 @@ def test_reward_input_errors_name_the_problem():
         build_reward("no_such_reward")
     with pytest.raises(ValueError, match="mode"):
         ToyVerifierReward(mode="fuzzy")
+    with pytest.raises(ValueError, match="temperature"):
+        ToyVerifierReward(mode="soft", temperature=0.0)
     assert to_image_tensor(images).shape == (2, 3, 32, 32)
 
 

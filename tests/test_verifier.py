@@ -5,7 +5,15 @@ import pytest
 
 from rewards.toyworld.prompts import all_specs, sample_specs, split
 from rewards.toyworld.render import PlacedObject, render, render_objects, shape_coverage
-from rewards.toyworld.verifier import Detection, classify_shape, detect, score_detections, verify
+from rewards.toyworld.verifier import (
+    Detection,
+    classify_shape,
+    detect,
+    score_detections,
+    shape_probabilities,
+    soft_score,
+    verify,
+)
 from rewards.toyworld.world import COLORS, IMAGE_SIZE, SHAPES, ObjectSpec, PromptSpec
 
 ALL = [s for specs in all_specs().values() for s in specs]
@@ -128,3 +136,55 @@ def test_a_blob_is_not_read_as_an_angular_shape():
     assert classify_shape(blob)[0] == "circle"
     ragged = np.random.default_rng(0).random((12, 12)) < 0.5  # noise fills half its box, like a triangle
     assert classify_shape(ragged)[0] == "unknown"
+
+
+def _soft_det(shape, color="red", x=10.0, y=10.0, sharp=True):
+    """A detection whose template IoUs are those of a clean shape (its own 0.95, others 0.7) or of a blob."""
+    ious = tuple((0.95 if s == shape else 0.7) if sharp else 0.8 for s in SHAPES)
+    return Detection(shape, color, (x, y), 50, ious[SHAPES.index(shape)], ious)
+
+
+def test_soft_credit_separates_renders_from_wrong_prompts():
+    rng = random.Random(11)
+    right, wrong = [], []
+    for spec in sample_specs(ALL, 300, rng):
+        image, _ = render(spec, rng)
+        detections = detect(image)
+        right.append(soft_score(spec, detections))
+        other = rng.choice([s for s in ALL if s.family == spec.family and s.prompt != spec.prompt] or [spec])
+        wrong.append(soft_score(other, detections))
+    assert min(right) > 0.85 and np.mean(right) > 0.95
+    assert np.mean(wrong) < 0.4
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_clean_render_counts_as_its_own_shape(shape):
+    (detection,) = detect(render_objects([PlacedObject(shape, "blue", 8, 8, 13)]))
+    probs = shape_probabilities(detection)
+    assert probs[SHAPES.index(shape)] > 0.96 and probs.sum() == pytest.approx(1.0)
+    assert soft_score(PromptSpec("single_object", (ObjectSpec(shape),)), [detection]) > 0.96
+
+
+def test_soft_credit_rises_continuously_where_the_verdict_flips():
+    spec = PromptSpec("position", (ObjectSpec("circle"), ObjectSpec("square")), "left of")
+    offsets = np.linspace(-6.0, 12.0, 37)  # the circle's offset to the left of the square, in pixels
+    soft = [soft_score(spec, [_soft_det("circle", x=20 - d), _soft_det("square", x=20.0)]) for d in offsets]
+    strict = [score_detections(spec, [_soft_det("circle", x=20 - d), _soft_det("square", x=20.0)]).strict
+              for d in offsets]
+    assert all(b > a for a, b in zip(soft, soft[1:]))  # every pixel toward the asked side earns credit
+    assert max(np.diff(soft)) < 0.05  # no jump where the verdict flips (at MIN_RELATION_OFFSET)
+    assert strict[0] == 0.0 and strict[-1] == 1.0 and soft[-1] > 0.95 and soft[0] < 0.7
+    # a blob (equal IoU with every template) counts as a quarter of each shape: less than a clean shape
+    blob = soft_score(spec, [_soft_det("circle", x=5, sharp=False), _soft_det("square", x=25.0)])
+    assert soft_score(spec, [_soft_det("circle", x=5), _soft_det("square", x=25.0)]) > blob > 0.3
+
+
+def test_soft_credit_of_colours_and_counts():
+    spec = PromptSpec("color_attr", (ObjectSpec("circle", 1, "red"), ObjectSpec("square", 1, "blue")))
+    swapped = soft_score(spec, [_soft_det("circle", "blue"), _soft_det("square", "red")])
+    right = soft_score(spec, [_soft_det("circle", "red"), _soft_det("square", "blue")])
+    assert right > 0.95 and swapped == pytest.approx(right / 2, abs=0.01)  # shapes kept, both colours lost
+    count = PromptSpec("counting", (ObjectSpec("square", 2),))
+    scores = [soft_score(count, [_soft_det("square", x=8.0 * i) for i in range(n)]) for n in range(5)]
+    assert scores[2] == max(scores) > 0.95 and scores[1] < scores[2] > scores[3] > scores[4]
+    assert scores[0] == 0.0

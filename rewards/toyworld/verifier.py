@@ -18,6 +18,11 @@ Scores follow GenEval: a group needs at least ``count`` objects of its shape (ex
 relation must hold between some pair of the two groups' objects. Partial credit averages
 the per-requirement scores (counting ``1-|n_req-n_found|/n_req``, colour match fraction,
 position 0/1).
+
+:func:`soft_score` is a dense version of the partial credit for training: each detected object
+counts as each shape with the softmax of its template IoUs (:data:`SOFT_SHAPE_TEMPERATURE`), and a
+relation by a sigmoid of its pixel margins, so a blob that is becoming the asked shape, or an object
+moving to the asked side, earns credit before the discrete verdict flips.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ PROFILE_GRID = 6
 #: A relation "A left of B" holds when A's centre is displaced from B's along the relation's
 #: axis by at least this many pixels, and by at least as much as across it.
 MIN_RELATION_OFFSET = 3.0
+#: Soft credit: an object is each shape with probability softmax(template IoU / this); a clean render's IoU with
+#: the other templates is at least 0.19 below its own (a circle's with the square's: 0.81), so p >= 0.96.
+SOFT_SHAPE_TEMPERATURE = 0.05
+#: Soft credit: a relation's margins (pixels) pass through a sigmoid of this scale.
+SOFT_RELATION_SCALE = 1.5
 
 _BG = np.asarray(BACKGROUND_RGB, dtype=np.float32)
 _COLOR_NAMES = list(COLORS)
@@ -60,6 +70,7 @@ class Detection:
     center: tuple[float, float]  # bounding-box centre (x, y) in pixels
     area: int
     iou: float  # IoU with the best shape template
+    shape_ious: tuple[float, ...] = ()  # IoU with each shape's template, in SHAPES order
 
 
 @dataclass(frozen=True)
@@ -107,14 +118,19 @@ def _area_average(values: np.ndarray, grid: int = PROFILE_GRID) -> np.ndarray:
     return fine.reshape(grid, h, grid, w).mean(axis=(1, 3))
 
 
+def template_iou(mask: np.ndarray, shape: str) -> float:
+    """IoU of a cropped binary mask with ``shape``'s template rendered at the mask's box."""
+    template = shape_coverage(shape, *mask.shape) >= 0.5
+    return float((template & mask).sum() / max((template | mask).sum(), 1))
+
+
 def classify_shape(mask: np.ndarray) -> tuple[str, float]:
     """Best-matching shape of a cropped binary mask (by coarse profile) and its IoU with that shape's template."""
     h, w = mask.shape
     profile = _area_average(mask)
     distances = {shape: float(np.abs(profile - _area_average(shape_coverage(shape, h, w))).mean()) for shape in SHAPES}
     best = min(distances, key=distances.get)
-    template = shape_coverage(best, h, w) >= 0.5
-    iou = float((template & mask).sum() / max((template | mask).sum(), 1))
+    iou = template_iou(mask, best)
     return (best if iou >= MIN_SHAPE_IOU else "unknown"), iou
 
 
@@ -132,7 +148,7 @@ def detect(image: np.ndarray) -> list[Detection]:
             shape, iou = classify_shape(mask)
             # Bounding-box centre, as GenEval uses for relations (a triangle's centroid sits low).
             center = ((box[1].start + box[1].stop) / 2, (box[0].start + box[0].stop) / 2)
-            found.append(Detection(shape, cname, center, area, iou))
+            found.append(Detection(shape, cname, center, area, iou, tuple(template_iou(mask, s) for s in SHAPES)))
     return found
 
 
@@ -173,6 +189,58 @@ def score_detections(spec: PromptSpec, detections: list[Detection]) -> Verdict:
             failure = f"relation {spec.relation!r} does not hold"
     return Verdict(strict=float(not failure), partial=float(np.mean(scores)), detections=tuple(detections),
                    reason=failure or "ok")
+
+
+def shape_probabilities(detection: Detection, temperature: float = SOFT_SHAPE_TEMPERATURE) -> np.ndarray:
+    """How much a detected object counts as each shape (SHAPES order): softmax of its template IoUs / ``temperature``."""
+    logits = np.asarray(detection.shape_ious, dtype=np.float64) / temperature
+    weights = np.exp(logits - logits.max())
+    return weights / weights.sum()
+
+
+def _soft_relation(a: Detection, b: Detection, relation: str) -> float:
+    dx, dy = RELATIONS[relation]
+    ox, oy = a.center[0] - b.center[0], a.center[1] - b.center[1]
+    main, cross = ox * dx + oy * dy, abs(ox * dy - oy * dx)
+    sigmoid = lambda m: 1.0 / (1.0 + np.exp(-m / SOFT_RELATION_SCALE))
+    return float(sigmoid(main - MIN_RELATION_OFFSET) * sigmoid(main - cross))
+
+
+def soft_score(spec: PromptSpec, detections: list[Detection], temperature: float = SOFT_SHAPE_TEMPERATURE) -> float:
+    """Dense partial credit in [0, 1], the partial credit's requirements with soft shapes and relations.
+
+    Each requested object takes, one slot per count, the remaining detection that best counts as its shape
+    (ties broken by colour); its slots' mean shape probability is one requirement and, for a coloured object,
+    the mean of shape probability times colour match another. Counting multiplies the first by
+    ``1 - extra / count`` (extra: the remaining detections' summed probability of the shape). A
+    relation scores the product of two sigmoids of its margins (``main - MIN_RELATION_OFFSET`` and
+    ``main - |cross|``) between the two objects' first slots, times their shape probabilities. A higher
+    ``temperature`` makes shapes count more evenly (denser credit, and less for a clean right shape).
+    """
+    pool = [(d, shape_probabilities(d, temperature)) for d in detections]
+    scores: list[float] = []
+    firsts: list[tuple[Detection, float] | None] = []
+    for obj in spec.objects:
+        k = SHAPES.index(obj.shape)
+        slots: list[tuple[Detection, float, float]] = []
+        for _ in range(obj.count):
+            if not pool:
+                break
+            colour = lambda d: float(obj.color is None or d.color == obj.color)
+            best = max(range(len(pool)), key=lambda i: (pool[i][1][k], colour(pool[i][0])))
+            d, probs = pool.pop(best)
+            slots.append((d, float(probs[k]), colour(d)))
+        shape_credit = float(np.mean([p for _, p, _ in slots] + [0.0] * (obj.count - len(slots))))
+        if spec.family == "counting":  # exactly count: what remains of the shape is subtracted
+            shape_credit *= max(0.0, 1.0 - sum(float(probs[k]) for _, probs in pool) / obj.count)
+        scores.append(shape_credit)
+        if obj.color is not None:
+            scores.append(float(np.mean([p * c for _, p, c in slots] + [0.0] * (obj.count - len(slots)))))
+        firsts.append((slots[0][0], slots[0][1] * slots[0][2]) if slots else None)
+    if spec.relation is not None:
+        (a, b) = firsts
+        scores.append(0.0 if a is None or b is None else _soft_relation(a[0], b[0], spec.relation) * a[1] * b[1])
+    return float(np.mean(scores))
 
 
 def verify(image: np.ndarray, spec: PromptSpec) -> Verdict:
