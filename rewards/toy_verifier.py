@@ -11,7 +11,6 @@ from rewards.toyworld.world import PromptSpec
 from .base import Reward, RewardOutput
 from .registry import register_reward
 
-
 MODES = ("strict", "partial", "soft")
 
 

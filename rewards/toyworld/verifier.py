@@ -198,6 +198,10 @@ def shape_probabilities(detection: Detection, temperature: float = SOFT_SHAPE_TE
     return weights / weights.sum()
 
 
+def _colour_match(detection: Detection, color: str | None) -> float:
+    return float(color is None or detection.color == color)
+
+
 def _soft_relation(a: Detection, b: Detection, relation: str) -> float:
     dx, dy = RELATIONS[relation]
     ox, oy = a.center[0] - b.center[0], a.center[1] - b.center[1]
@@ -226,10 +230,10 @@ def soft_score(spec: PromptSpec, detections: list[Detection], temperature: float
         for _ in range(obj.count):
             if not pool:
                 break
-            colour = lambda d: float(obj.color is None or d.color == obj.color)
-            best = max(range(len(pool)), key=lambda i: (pool[i][1][k], colour(pool[i][0])))
+            best = max(range(len(pool)), key=lambda i, k=k, color=obj.color: (pool[i][1][k],
+                                                                             _colour_match(pool[i][0], color)))
             d, probs = pool.pop(best)
-            slots.append((d, float(probs[k]), colour(d)))
+            slots.append((d, float(probs[k]), _colour_match(d, obj.color)))
         shape_credit = float(np.mean([p for _, p, _ in slots] + [0.0] * (obj.count - len(slots))))
         if spec.family == "counting":  # exactly count: what remains of the shape is subtracted
             shape_credit *= max(0.0, 1.0 - sum(float(probs[k]) for _, probs in pool) / obj.count)
