@@ -4,6 +4,7 @@
     python bench/compare.py --minutes 5 --configs configs/toy.yaml configs/toy_fast_cps.yaml
     python bench/compare.py --plot-only                       # re-plot finished runs
     python bench/compare.py --plot-only --configs configs/toy.yaml --run-dirs bench/runs/toy_allsteps
+    python bench/compare.py --plot-only --configs --run-dirs RUN_A RUN_B --key eval/strict/family_mean
 
 Each config runs with ``time_budget_minutes`` (training time: sampling, rewards and updates;
 evaluation excluded) into ``bench/runs/<config name>``. The held-out verifier accuracy of every
@@ -77,7 +78,7 @@ def plot(runs: dict[str, list[dict]], key: str, path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=DEFAULT_CONFIGS)
+    parser.add_argument("--configs", nargs="*", default=DEFAULT_CONFIGS, help="an empty list with --run-dirs: plot those only")
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--target", type=float, default=0.3, help="strict accuracy for samples-to-target")
     parser.add_argument("--key", default="eval/strict")
