@@ -32,15 +32,15 @@ class ToyVerifierReward(Reward):
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict]) -> RewardOutput:
         arrays = images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
-        strict, partial, soft, reasons = [], [], [], []
+        strict, partial, soft, reasons = [], [], [], []  # soft credit only in its mode: it is not free
         for image, prompt, meta in zip(arrays, prompts, metadata, strict=True):
             spec = meta.get("spec")
             spec = PromptSpec.from_dict(spec) if isinstance(spec, dict) else spec or spec_from_prompt(prompt)
             v = verify(image, spec)
             strict.append(v.strict)
             partial.append(v.partial)
-            soft.append(soft_score(spec, list(v.detections), self.temperature))
+            if self.mode == "soft":
+                soft.append(soft_score(spec, list(v.detections), self.temperature))
             reasons.append(v.reason)
-        chosen = {"strict": strict, "partial": partial, "soft": soft}[self.mode]
-        return RewardOutput(torch.tensor(chosen, dtype=torch.float32),
-                            {"strict": strict, "partial": partial, "soft": soft, "reason": reasons})
+        info = {"strict": strict, "partial": partial, "reason": reasons} | ({"soft": soft} if self.mode == "soft" else {})
+        return RewardOutput(torch.tensor(info[self.mode], dtype=torch.float32), info)

@@ -152,11 +152,16 @@ def detect(image: np.ndarray) -> list[Detection]:
     return found
 
 
-def _relation_holds(a: Detection, b: Detection, relation: str) -> bool:
+def _relation_offsets(a: Detection, b: Detection, relation: str) -> tuple[float, float]:
+    """A's displacement from B along the relation's axis and (absolute) across it, in pixels."""
     dx, dy = RELATIONS[relation]
     ox, oy = a.center[0] - b.center[0], a.center[1] - b.center[1]
-    main = ox * dx + oy * dy
-    return main >= MIN_RELATION_OFFSET and main >= abs(ox * dy - oy * dx)
+    return ox * dx + oy * dy, abs(ox * dy - oy * dx)
+
+
+def _relation_holds(a: Detection, b: Detection, relation: str) -> bool:
+    main, cross = _relation_offsets(a, b, relation)
+    return main >= MIN_RELATION_OFFSET and main >= cross
 
 
 def score_detections(spec: PromptSpec, detections: list[Detection]) -> Verdict:
@@ -203,9 +208,7 @@ def _colour_match(detection: Detection, color: str | None) -> float:
 
 
 def _soft_relation(a: Detection, b: Detection, relation: str) -> float:
-    dx, dy = RELATIONS[relation]
-    ox, oy = a.center[0] - b.center[0], a.center[1] - b.center[1]
-    main, cross = ox * dx + oy * dy, abs(ox * dy - oy * dx)
+    main, cross = _relation_offsets(a, b, relation)
     sigmoid = lambda m: 1.0 / (1.0 + np.exp(-m / SOFT_RELATION_SCALE))
     return float(sigmoid(main - MIN_RELATION_OFFSET) * sigmoid(main - cross))
 
