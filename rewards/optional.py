@@ -11,6 +11,7 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "xformers": ("xformers", "xformers"),
     "wandb": ("wandb", "wandb"),
     "av": ("av", "video"),
+    "cv2": ("opencv-python-headless", "flow"),
 }
 
 
