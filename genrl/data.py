@@ -8,8 +8,9 @@ from pathlib import Path
 from rewards.toyworld.prompts import load_prompt_records, split
 from rewards.toyworld.world import PromptSpec
 
-#: ``toy:<split>`` selects a split of the embedded toy world.
+#: ``toy:<split>`` selects a split of the embedded toy world, ``toyedit:<split>`` one of the toy edit world.
 TOY_PREFIX = "toy:"
+TOY_EDIT_PREFIX = "toyedit:"
 
 
 @dataclass
@@ -41,9 +42,28 @@ def _from_records(records: list[tuple[PromptSpec | str, dict]], source: str) -> 
     return PromptDataset(prompts, metadata, source)
 
 
+def toy_edit_dataset(name: str, source: str) -> PromptDataset:
+    """A toy edit split: each edit's instruction, with its spec, rendered source (``image``) and ground-truth
+    edit (``target``) as ``(3, H, W)`` float tensors in [0, 1] in its metadata."""
+    import torch
+
+    from rewards.toyedit.splits import edit_split
+    from rewards.toyedit.world import render_pair
+
+    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255.0
+    metadata = []
+    for spec in edit_split(name):
+        source_image, target = render_pair(spec)
+        metadata.append({"spec": spec, "image": as_tensor(source_image), "target": as_tensor(target)})
+    return PromptDataset([m["spec"].instruction for m in metadata], metadata, source)
+
+
 def load_prompts(source: str) -> PromptDataset:
-    """``toy:train`` / ``toy:test`` / ``toy:test_ood`` (toy splits, with their specs as metadata), or a ``.txt``/``.jsonl``
-    file (every other JSONL field of a prompt is kept in its metadata, e.g. an editing family's ``image``)."""
+    """``toy:train`` / ``toy:test`` / ``toy:test_ood`` (toy splits, with their specs as metadata), ``toyedit:train`` /
+    ``toyedit:test`` (toy edit triples), or a ``.txt``/``.jsonl`` file (every other JSONL field of a prompt is kept in
+    its metadata, e.g. an editing family's ``image``)."""
+    if source.startswith(TOY_EDIT_PREFIX):
+        return toy_edit_dataset(source[len(TOY_EDIT_PREFIX):], source)
     if source.startswith(TOY_PREFIX):
         return _from_records([(spec, {}) for spec in split(source[len(TOY_PREFIX):])], source)
     path = Path(source).expanduser()
@@ -51,6 +71,8 @@ def load_prompts(source: str) -> PromptDataset:
 
 
 def prompt_family(metadata: dict) -> str | None:
-    """The evaluation family of a prompt (a toy spec's GenEval family), or None."""
+    """The evaluation family of a prompt (a toy spec's GenEval family, a toy edit's edit family), or None."""
+    from rewards.toyedit.world import EditSpec
+
     spec = metadata.get("spec")
-    return spec.family if isinstance(spec, PromptSpec) else None
+    return spec.family if isinstance(spec, PromptSpec | EditSpec) else None

@@ -39,22 +39,44 @@ def make_grid(images: np.ndarray, captions: Sequence[str], *, columns: int = 4, 
         arr = np.clip(np.rint(arr * 255.0), 0, 255).astype(np.uint8)
     font = ImageFont.load_default(size=font_size)
     line_h = font_size + 3
-    chars_per_line = max(8, int(cell / (font_size * 0.55)))
+    cell_w = max(1, round(cell * arr.shape[2] / arr.shape[1]))  # wide images (edit triples) keep their aspect
+    chars_per_line = max(8, int(cell_w / (font_size * 0.55)))
     cols = min(columns, len(arr))
     rows = (len(arr) + cols - 1) // cols
     cell_h = cell + caption_lines * line_h + 6
     top = 8 + (line_h + 6 if title else 0)
-    canvas = Image.new("RGB", (cols * (cell + 8) + 8, top + rows * cell_h), "white")
+    canvas = Image.new("RGB", (cols * (cell_w + 8) + 8, top + rows * cell_h), "white")
     draw = ImageDraw.Draw(canvas)
     if title:
         draw.text((8, 6), title, fill="black", font=font)
     for i, (img, caption) in enumerate(zip(arr, captions, strict=True)):
-        x, y = 8 + (i % cols) * (cell + 8), top + (i // cols) * cell_h
-        canvas.paste(Image.fromarray(img).resize((cell, cell), Image.NEAREST), (x, y))
-        draw.rectangle([x - 1, y - 1, x + cell, y + cell], outline=(180, 180, 180))
+        x, y = 8 + (i % cols) * (cell_w + 8), top + (i // cols) * cell_h
+        canvas.paste(Image.fromarray(img).resize((cell_w, cell), Image.NEAREST), (x, y))
+        draw.rectangle([x - 1, y - 1, x + cell_w, y + cell], outline=(180, 180, 180))
         for j, line in enumerate(_caption_lines(caption, chars_per_line, caption_lines)):
             draw.text((x, y + cell + 3 + j * line_h), line, fill="black", font=font)
     return canvas
+
+
+def edit_triples(edits: np.ndarray, sources: Sequence[np.ndarray], targets: Sequence[np.ndarray | None]) -> np.ndarray:
+    """``(N, H, W, 3)`` edits laid out as ``source | edit | target`` strips ``(N, H, 3W, 3)`` (a missing target
+    is left white); sources and targets are resized to the edit's size."""
+    edits = np.asarray(edits)
+    to_float = (lambda a: a.astype(np.float32) / 255.0) if edits.dtype == np.uint8 else (lambda a: a.astype(np.float32))
+    h, w = edits.shape[1:3]
+
+    def fitted(image: np.ndarray | None) -> np.ndarray:
+        if image is None:
+            return np.ones((h, w, 3), dtype=np.float32)
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            image = np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+        if image.shape[:2] != (h, w):
+            image = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+        return image.astype(np.float32) / 255.0
+
+    return np.stack([np.concatenate([fitted(s), to_float(e), fitted(t)], axis=1)
+                     for e, s, t in zip(edits, sources, targets, strict=True)])
 
 
 def spread_over_families(families: Sequence[str | None], n: int) -> list[int]:

@@ -13,35 +13,12 @@ The run is deterministic for a fixed seed, device and thread count; a JSONL log 
 from __future__ import annotations
 
 import sys
-from dataclasses import fields
-from pathlib import Path
-
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 
 def main(argv: list[str]) -> int:
-    if {"-h", "--help"} & set(argv):
-        print(__doc__)
-        return 0
-    from genrl.toy.pretrain import PretrainConfig, PretrainError, pretrain
+    from genrl.toy.pretrain import PretrainConfig, pretrain, pretrain_main
 
-    try:
-        overrides = OmegaConf.from_dotlist(argv)
-        cfg = OmegaConf.merge(OmegaConf.structured(PretrainConfig), overrides)
-        cfg = PretrainConfig(**OmegaConf.to_container(cfg))
-    except (OmegaConfBaseException, PretrainError, ValueError) as err:
-        known = ", ".join(f.name for f in fields(PretrainConfig))
-        print(f"error: {str(err).splitlines()[0]} (settings: {known})", file=sys.stderr)
-        return 2
-    out = Path(cfg.out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        pretrain(cfg, log_path=out.with_name(out.name + "-pretrain.jsonl"))
-    except PretrainError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return pretrain_main(argv, __doc__, PretrainConfig, pretrain)
 
 
 if __name__ == "__main__":

@@ -117,3 +117,40 @@ def test_detector_script_trains_on_a_labelled_folder_and_the_reward_loads_it(tmp
     bad = subprocess.run([sys.executable, str(SCRIPT), "--data", str(tmp_path / "bad"), "--out", str(tmp_path / "o"),
                           "--backbone", "toy"], capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode != 0 and "artifact" in bad.stderr and not (tmp_path / "o").exists()
+
+
+def test_edit_judge_rates_source_and_edit_together(vlm_dir):
+    judge = build_reward("vlm_judge", model=vlm_dir, mode="digits", with_source=True)
+    assert judge.digits == (0, 1, 2, 3, 4, 5) and judge.required_metadata == ("image",)
+    edits, sources = _images(2, seed=1), _images(2, seed=2)
+    prompts = ["move the red circle left", "make the square bigger"]
+    scores = judge(edits, prompts, [{"image": s} for s in sources]).scores
+    digit_ids = [judge.processor.tokenizer.convert_tokens_to_ids(str(d)) for d in range(6)]
+    for i in range(2):  # source first, then the edit, in one chat: computed here from the raw logits
+        text = judge.processor.apply_chat_template(
+            [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                          {"type": "text", "text": judge.question.format(prompt=prompts[i])}]}],
+            add_generation_prompt=True, tokenize=False)
+        pixels = [(x * 255).round().byte() for x in (sources[i], edits[i])]
+        inputs = judge.processor(text=[text], images=pixels, return_tensors="pt")
+        with torch.no_grad():
+            p = judge.model(**inputs).logits[0, -1].softmax(-1)[digit_ids]
+        assert scores[i].item() == pytest.approx((p @ torch.arange(6.0) / p.sum()).item() / 5, abs=1e-5)
+    # another source changes the rating: the judge sees it
+    assert not torch.allclose(judge(edits, prompts, [{"image": e} for e in edits]).scores, scores)
+    with pytest.raises(KeyError, match="sample 0 lacks metadata \\['image'\\]"):
+        judge(edits, prompts, [{}, {}])
+
+
+def test_uniform_digit_logits_rate_one_half(vlm_dir, monkeypatch):
+    judge = build_reward("vlm_judge", model=vlm_dir, mode="digits", with_source=True)
+    vocab = judge.model.config.text_config.vocab_size
+
+    class Flat(torch.nn.Module):
+        def forward(self, input_ids, **kwargs):
+            return type("Out", (), {"logits": torch.zeros(input_ids.shape[0], input_ids.shape[1], vocab)})()
+
+    monkeypatch.setattr(judge, "model", Flat())
+    judge.model.dtype = torch.float32
+    scores = judge(_images(3), ["a", "b", "c"], [{"image": s} for s in _images(3, seed=4)]).scores
+    torch.testing.assert_close(scores, torch.full((3,), 0.5))

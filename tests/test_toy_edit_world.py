@@ -102,3 +102,34 @@ def test_splits_are_fixed_stratified_and_disjoint():
     assert not {s.to_dict()["objects"].__repr__() for s in train} & {s.to_dict()["objects"].__repr__() for s in test}
     with pytest.raises(ValueError, match="unknown toy edit split"):
         edit_split("val")
+
+
+def test_toy_edit_splits_load_as_prompt_datasets_with_their_triples():
+    import torch
+
+    from genrl.data import load_prompts, prompt_family
+
+    data = load_prompts("toyedit:test")
+    assert len(data) == 48 and data.prompts[0] == data.metadata[0]["spec"].instruction
+    meta = data.metadata[5]
+    source, target = render_pair(meta["spec"])
+    assert torch.equal((meta["image"] * 255).round().byte().permute(1, 2, 0), torch.from_numpy(source))
+    assert torch.equal((meta["target"] * 255).round().byte().permute(1, 2, 0), torch.from_numpy(target))
+    assert [prompt_family(m) for m in data.metadata].count("swap") == 12
+    with pytest.raises(ValueError, match="unknown toy edit split 'val'"):
+        load_prompts("toyedit:val")
+
+
+def test_edit_grids_show_source_edit_and_target_side_by_side():
+    from genrl.grid import edit_triples, make_grid
+
+    edits = np.zeros((2, 32, 32, 3), dtype=np.float32)
+    sources = [np.full((32, 32, 3), 0.5, dtype=np.float32)] * 2
+    targets = [np.full((64, 64, 3), 255, dtype=np.uint8), None]
+    strips = edit_triples(edits, sources, targets)
+    assert strips.shape == (2, 32, 96, 3)
+    assert np.allclose(strips[:, :, :32], 0.5, atol=1 / 255) and np.all(strips[:, :, 32:64] == 0)
+    assert np.all(strips[:, :, 64:] == 1.0)  # a 64 px target resized; a missing one white
+    square = make_grid(edits, ["a", "b"], columns=2, cell=64)
+    wide = make_grid(strips, ["a", "b"], columns=2, cell=64)
+    assert wide.size[1] == square.size[1] and wide.size[0] == 2 * (3 * 64 + 8) + 8

@@ -8,7 +8,12 @@ from pathlib import Path
 
 from diffusers import DiffusionPipeline
 
-from genrl.config import TOY_MODEL_ALIASES, is_local_model_path, local_pipeline_problem
+from genrl.config import (
+    TOY_EDIT_MODEL_ALIASES,
+    TOY_MODEL_ALIASES,
+    is_local_model_path,
+    local_pipeline_problem,
+)
 
 #: Names that refer to the pipeline shipped inside the package.
 TOY_ALIASES = TOY_MODEL_ALIASES
@@ -27,6 +32,13 @@ def resolve_model_path(model: str | os.PathLike | None) -> str:
             raise FileNotFoundError(f"the toy pipeline is missing from {TOY_PIPELINE_DIR}; "
                                     "recreate it with `python scripts/pretrain_toy.py`")
         return str(TOY_PIPELINE_DIR)
+    if str(model) in TOY_EDIT_MODEL_ALIASES:
+        from genrl.toy.edit_pipeline import TOY_EDIT_PIPELINE_DIR
+
+        if not (TOY_EDIT_PIPELINE_DIR / "model_index.json").is_file():
+            raise FileNotFoundError(f"the toy edit pipeline is missing from {TOY_EDIT_PIPELINE_DIR}; "
+                                    "recreate it with `python scripts/pretrain_toy_edit.py`")
+        return str(TOY_EDIT_PIPELINE_DIR)
     text = str(model)
     problem = local_pipeline_problem(text)
     if problem:

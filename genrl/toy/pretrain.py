@@ -35,8 +35,10 @@ import os
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -177,7 +179,72 @@ def _recipe(settings: dict, stage: str = "null_t5") -> dict:
     return {k: v for k, v in settings.items() if k not in ignored}
 
 
-class _Run:
+class RunBase:
+    """What every pretraining run shares: its JSONL log, its training clock and the EMA training loop.
+
+    A subclass sets ``cfg`` (with ``steps``, ``lr``, ``warmup_steps``, ``weight_decay``, ``ema_decay``,
+    ``eval_every`` and ``checkpoint_every``), ``device``, ``log_path``, ``start`` and ``elapsed_before``.
+    """
+
+    cfg: Any
+    device: torch.device
+    log_path: Path | None
+    start: float
+    elapsed_before: float
+
+    def log(self, record: dict) -> None:
+        line = json.dumps(record)
+        print(line, flush=True)
+        if self.log_path:
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+
+    def elapsed(self) -> float:
+        return round(self.elapsed_before + time.time() - self.start, 1)
+
+    def fit_with_ema(self, modules: list[torch.nn.Module], loss_fn: Callable[[], torch.Tensor], saved: dict | None, *,
+                     stage: str, evaluate: Callable[[int], None],
+                     checkpoint: Callable[[int, torch.optim.Optimizer, EMAModel], None]) -> None:
+        """AdamW on ``modules`` for ``cfg.steps`` steps of ``loss_fn()`` (cosine lr, grad clip 1) with an EMA that
+        ``evaluate(step)`` sees every ``cfg.eval_every`` steps and that the modules hold at the end;
+        ``checkpoint(step, opt, ema)`` every ``cfg.checkpoint_every`` steps; continues from ``saved``."""
+        cfg = self.cfg
+        params = [p for m in modules for p in m.parameters()]
+        for m in modules:
+            m.train().requires_grad_(True)
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        ema = EMAModel(params, decay=cfg.ema_decay)
+        start = 0
+        if saved is not None and saved["optimizer"] is not None:
+            opt.load_state_dict(saved["optimizer"])
+            ema.load_state_dict(saved["ema"])
+            ema.to(self.device)
+            start = saved["step"]
+        for step in range(start, cfg.steps):
+            loss = loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
+            for group in opt.param_groups:
+                group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps, cfg.steps)
+            opt.step()
+            ema.step(params)
+            if step % 50 == 0:
+                self.log({"stage": stage, "step": step, "loss": loss.item(), "grad_norm": float(grad_norm),
+                          "elapsed_s": self.elapsed()})
+            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
+                ema.store(params)
+                ema.copy_to(params)
+                evaluate(step + 1)
+                ema.restore(params)
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                checkpoint(step + 1, opt, ema)
+        ema.copy_to(params)
+        for m in modules:
+            m.eval().requires_grad_(False)
+
+
+class _Run(RunBase):
     """One pretraining run: the pipeline, its random generators, the log and the resumable state."""
 
     def __init__(self, cfg: PretrainConfig, log_path: str | Path | None) -> None:
@@ -195,17 +262,7 @@ class _Run:
         self.start = time.time()
         self.elapsed_before = 0.0  # training seconds of earlier sittings of a resumed run
 
-    # ------------------------------------------------------------------ log and resumable state
-    def log(self, record: dict) -> None:
-        line = json.dumps(record)
-        print(line, flush=True)
-        if self.log_path:
-            with open(self.log_path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
-
-    def elapsed(self) -> float:
-        return round(self.elapsed_before + time.time() - self.start, 1)
-
+    # ------------------------------------------------------------------ resumable state
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"vae": self.pipe.vae, "transformer": self.pipe.transformer,
                 "text_encoder": self.pipe.text_encoder, "text_encoder_2": self.pipe.text_encoder_2}
@@ -223,46 +280,25 @@ class _Run:
             "optimizer": opt.state_dict() if opt is not None else None,
             "ema": ema.state_dict() if ema is not None else None,
             "teacher": teacher.state_dict() if teacher is not None else None,
-            "rng": self.rng.getstate(), "noise_gen": self.noise_gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            **random_states(self.rng, self.noise_gen, self.device),
             "log_bytes": self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0,
         }
-        tmp = self.state_dir / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.state_dir / STATE_FILE)
+        write_atomically(state, self.state_dir / STATE_FILE)
 
     def load_state(self) -> dict | None:
         """The saved state of an interrupted run with this recipe (None if there is none to resume)."""
-        path = self.state_dir / STATE_FILE
-        if self.cfg.fresh:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+        state = read_state(self.state_dir, self.cfg.fresh)
+        if state is None:
             return None
-        if not path.is_file():
-            return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # a damaged state must not be half-used; say which file and what to do
-            raise PretrainError(f"cannot read {path} ({type(err).__name__}); delete it or pass fresh=true") from err
-        saved, wanted = _recipe(state["recipe"], state["stage"]), _recipe(asdict(self.cfg), state["stage"])
-        changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
-        if changed:
-            raise PretrainError(f"{self.state_dir} holds an interrupted run with other settings ({', '.join(changed)}); "
-                                "run it with those settings to resume, or pass fresh=true to start over")
+        check_recipe(self.state_dir, _recipe(state["recipe"], state["stage"]), _recipe(asdict(self.cfg), state["stage"]))
         for key, module in self._modules().items():
             module.load_state_dict(state["modules"][key])
         shift, scale = state["vae_factors"]
         self.pipe.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
-        self.rng.setstate(_as_tuple(state["rng"]))
-        self.noise_gen.set_state(state["noise_gen"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
-        if self.log_path and self.log_path.exists():  # drop records of steps that will be re-done
-            with open(self.log_path, "r+b") as fh:
-                fh.truncate(state["log_bytes"])
+        restore_random_states(state, self.rng, self.noise_gen, self.device)
+        truncate_log(self.log_path, state["log_bytes"])
         self.elapsed_before = float(state["elapsed_s"])
-        self.log({"stage": "resume", "from_stage": state["stage"], "step": state["step"], "state": str(path)})
+        self.log({"stage": "resume", "from_stage": state["stage"], "step": state["step"], "state": str(self.state_dir / STATE_FILE)})
         return state
 
     def _due(self, done: int, total: int) -> bool:
@@ -301,45 +337,16 @@ class _Run:
 
     def train_denoiser(self, saved: dict | None) -> None:
         """Stage 2: rectified-flow training of the transformer and text encoders; EMA weights are kept."""
-        cfg = self.cfg
         self.pipe.vae.eval().requires_grad_(False)
-        params = [p for m in self.denoiser_modules for p in m.parameters()]
-        for m in self.denoiser_modules:
-            m.train().requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        ema = EMAModel(params, decay=cfg.ema_decay)
-        start = 0
-        if saved is not None and saved["optimizer"] is not None:
-            opt.load_state_dict(saved["optimizer"])
-            ema.load_state_dict(saved["ema"])
-            ema.to(self.device)
-            start = saved["step"]
-        for step in range(start, cfg.steps):
-            prompts, x0, t, eps, xt = self._flow_batch(cfg.batch_size)
-            embeds, pooled = self._encode_prompts(prompts)
-            pred = self.pipe.transformer(hidden_states=xt, timestep=t * 1000, encoder_hidden_states=embeds,
-                                         pooled_projections=pooled, return_dict=False)[0]
-            loss = F.mse_loss(pred, eps - x0)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, 1.0)
-            for group in opt.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps, cfg.steps)
-            opt.step()
-            ema.step(params)
-            if step % 50 == 0:
-                self.log({"stage": "denoiser", "step": step, "loss": loss.item(), "grad_norm": float(grad_norm),
-                          "elapsed_s": self.elapsed()})
-            if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and step + 1 < cfg.steps:
-                ema.store(params)
-                ema.copy_to(params)
-                self._log_eval(step + 1)
-                ema.restore(params)
-            if self._due(step + 1, cfg.steps):
-                self.save_state("denoiser", step + 1, opt, ema)
-        ema.copy_to(params)
-        for m in self.denoiser_modules:
-            m.eval().requires_grad_(False)
+        self.fit_with_ema(self.denoiser_modules, self._denoiser_loss, saved, stage="denoiser", evaluate=self._log_eval,
+                          checkpoint=lambda step, opt, ema: self.save_state("denoiser", step, opt, ema))
+
+    def _denoiser_loss(self) -> torch.Tensor:
+        prompts, x0, t, eps, xt = self._flow_batch(self.cfg.batch_size)
+        embeds, pooled = self._encode_prompts(prompts)
+        pred = self.pipe.transformer(hidden_states=xt, timestep=t * 1000, encoder_hidden_states=embeds,
+                                     pooled_projections=pooled, return_dict=False)[0]
+        return F.mse_loss(pred, eps - x0)
 
     def distill_null_t5(self, saved: dict | None) -> None:
         """Stage 3: any number of zero T5 tokens after the text tokens gives the velocity of none.
@@ -434,6 +441,57 @@ def _as_tuple(value):
     return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
 
 
+def random_states(rng: random.Random, noise_gen: torch.Generator, device: torch.device) -> dict:
+    """Every random stream a pretraining run draws from, for its resumable state."""
+    return {"rng": rng.getstate(), "noise_gen": noise_gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
+def restore_random_states(state: dict, rng: random.Random, noise_gen: torch.Generator, device: torch.device) -> None:
+    """Inverse of :func:`random_states`."""
+    rng.setstate(_as_tuple(state["rng"]))
+    noise_gen.set_state(state["noise_gen"])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"] is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+
+
+def write_atomically(state: dict, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill leaves the previous state whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read_state(state_dir: Path, fresh: bool) -> dict | None:
+    """The resumable state in ``state_dir`` (None when there is none, or ``fresh`` discards it)."""
+    path = state_dir / STATE_FILE
+    if fresh:
+        shutil.rmtree(state_dir, ignore_errors=True)
+        return None
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a damaged state must not be half-used; say which file and what to do
+        raise PretrainError(f"cannot read {path} ({type(err).__name__}); delete it or pass fresh=true") from err
+
+
+def check_recipe(state_dir: Path, saved: dict, wanted: dict) -> None:
+    """Refuse to resume a state saved with other settings, naming them."""
+    changed = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
+    if changed:
+        raise PretrainError(f"{state_dir} holds an interrupted run with other settings ({', '.join(changed)}); "
+                            "run it with those settings to resume, or pass fresh=true to start over")
+
+
+def truncate_log(log_path: Path | None, size: int) -> None:
+    """Drop the log records written after a saved state (their steps will be re-done)."""
+    if log_path and log_path.exists():
+        with open(log_path, "r+b") as fh:
+            fh.truncate(size)
+
+
 def save_atomically(pipe, out_dir: str | Path) -> None:
     """``save_pretrained`` into a temporary sibling directory, then swap it into place."""
     out = Path(out_dir)
@@ -489,3 +547,31 @@ def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
         result.update(report.to_dict())
     run.log(result)
     return result
+
+
+def pretrain_main(argv: list[str], doc: str, config_class: type, run) -> int:
+    """The pretraining scripts' command line: ``key=value`` overrides of ``config_class``, a JSONL log beside
+    ``out_dir``; a bad setting or an unresumable state is one line on stderr and exit status 2."""
+    import sys
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    if {"-h", "--help"} & set(argv):
+        print(doc)
+        return 0
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(config_class), OmegaConf.from_dotlist(argv))
+        cfg = config_class(**OmegaConf.to_container(merged))
+    except (OmegaConfBaseException, PretrainError, ValueError) as err:
+        known = ", ".join(f.name for f in fields(config_class))
+        print(f"error: {str(err).splitlines()[0]} (settings: {known})", file=sys.stderr)
+        return 2
+    out = Path(cfg.out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run(cfg, log_path=out.with_name(out.name + "-pretrain.jsonl"))
+    except PretrainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

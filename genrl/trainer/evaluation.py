@@ -12,7 +12,7 @@ from accelerate import Accelerator
 
 from genrl.config import ExperimentConfig
 from genrl.data import PromptDataset, prompt_family
-from genrl.grid import scored_caption, spread_over_families
+from genrl.grid import edit_triples, scored_caption, spread_over_families
 from rewards.media import Media
 
 from .model_state import ModelState
@@ -78,8 +78,8 @@ class Evaluator:
                     continue
                 for metric, reward in eval_rewards.items():
                     scores[metric].append(reward(media, prompts, metadata).scores.to(acc.device, torch.float32))
-                kept.update({start + k: media.select(slice(k, k + 1)).stored() for k in range(len(chunk))
-                             if start + k in in_grid})
+                kept.update({start + k: _grid_sample(media.select(slice(k, k + 1)).stored(), metadata[k])
+                             for k in range(len(chunk)) if start + k in in_grid})
         mine = {metric: torch.cat(values).cpu() for metric, values in scores.items() if values}
         captions = [scored_caption(self.test_set.prompts[jobs[p][0]], {m: float(v[p]) for m, v in mine.items()})
                     for p in grid]
@@ -120,3 +120,15 @@ def grid_positions(jobs: list[tuple[int, int]], families: list[str | None]) -> l
     candidates = list(first.values())
     picked = spread_over_families([families[jobs[p][0]] for p in candidates], GRID_IMAGES)
     return [candidates[k] for k in picked]
+
+
+def _grid_sample(media: Media, metadata: dict) -> Media:
+    """An image edit (a prompt with a source ``image``) as its ``source | edit | target`` strip; anything else as is."""
+    if media.kind != "image" or "image" not in metadata:
+        return media
+    from rewards.motion_alignment import image_from_metadata
+
+    as_hwc = lambda key: image_from_metadata(metadata[key], key, 0).permute(1, 2, 0).numpy()
+    edit = media.as_float().tensor.permute(0, 2, 3, 1).cpu().numpy()
+    strip = edit_triples(edit, [as_hwc("image")], [as_hwc("target") if "target" in metadata else None])
+    return Media(torch.from_numpy(strip).permute(0, 3, 1, 2), kind="image").stored()

@@ -1,0 +1,87 @@
+"""The toy edit pipeline (FLUX.1 Kontext architecture): construction, stock loading, pretraining and its resumption."""
+
+import json
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from diffusers import FluxKontextPipeline
+from PIL import Image
+
+from genrl.toy import pretrain_edit as pretrain_edit_module
+from genrl.toy.edit_pipeline import build_toy_edit_pipeline, stock_edit_call_kwargs
+from genrl.toy.pretrain import PretrainError, resume_dir
+from genrl.toy.pretrain_edit import EditPretrainConfig, noisy_instruction, pretrain_edit
+from rewards.toyedit import EDIT_FAMILIES, render_pair, sample_edit
+
+TINY = dict(steps=4, batch_size=4, warmup_steps=1, eval_every=0, final_eval_images_per_edit=0, checkpoint_every=2,
+            device="cpu")
+
+
+def test_a_saved_toy_edit_pipeline_loads_and_edits_with_the_stock_pipeline(tmp_path):
+    build_toy_edit_pipeline(seed=0).save_pretrained(tmp_path)
+    pipe = FluxKontextPipeline.from_pretrained(tmp_path, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    spec = sample_edit("move", random.Random(0))
+    source = Image.fromarray(render_pair(spec)[0])
+    kwargs = {**stock_edit_call_kwargs(), "num_inference_steps": 2}
+    out = pipe(image=[source, source], prompt=[spec.instruction] * 2, output_type="np",
+               generator=[torch.Generator().manual_seed(i) for i in range(2)], **kwargs).images
+    assert out.shape == (2, 32, 32, 3) and not np.allclose(out[0], out[1])
+    assert pipe.transformer.config.guidance_embeds and pipe.vae_scale_factor == 4
+
+
+def _weights(path):
+    pipe = FluxKontextPipeline.from_pretrained(path, local_files_only=True)
+    return {f"{name}.{k}": v for name in ("transformer", "text_encoder", "text_encoder_2")
+            for k, v in getattr(pipe, name).state_dict().items()}
+
+
+def test_an_interrupted_edit_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    pretrain_edit(EditPretrainConfig(out_dir=str(straight), **TINY), log_path=tmp_path / "straight.jsonl")
+    original = pretrain_edit_module._EditRun.save_state
+
+    def save_then_die(self, step, opt, ema):
+        original(self, step, opt, ema)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_edit_module._EditRun, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_edit(EditPretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
+    assert (resume_dir(resumed) / "state.pt").is_file() and not resumed.exists()
+    with pytest.raises(PretrainError, match=r"other settings \(lr\).*fresh=true"):
+        pretrain_edit(EditPretrainConfig(out_dir=str(resumed), **{**TINY, "lr": 1e-3}))
+    monkeypatch.setattr(pretrain_edit_module._EditRun, "save_state", original)
+    pretrain_edit(EditPretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "resumed.jsonl").read_text().splitlines()]
+    straight_log = [json.loads(line) for line in (tmp_path / "straight.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log].count("resume") == 1 and log[-1]["stage"] == "final"
+    assert [(r["step"], r["loss"]) for r in log if "loss" in r] == [(r["step"], r["loss"]) for r in straight_log if "loss" in r]
+    assert not resume_dir(resumed).exists()
+
+
+def test_instruction_noise_names_another_direction_or_colour_at_the_stated_rate():
+    rng = random.Random(0)
+    specs = [sample_edit(f, rng) for f in EDIT_FAMILIES for _ in range(300)]
+    changed = Counter()
+    for spec in specs:
+        said = noisy_instruction(spec, rng, 0.3)
+        if said != spec.instruction:
+            changed[spec.family] += 1
+            assert said.split()[:-1] == spec.instruction.split()[:-1]  # only the direction / new colour differs
+    assert set(changed) <= {"move", "recolor"}
+    for family in ("move", "recolor"):
+        assert 0.22 < changed[family] / 300 < 0.38
+    assert all(noisy_instruction(s, rng, 0.0) == s.instruction for s in specs)
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(PretrainError, match="instruction_noise"):
+        EditPretrainConfig(instruction_noise=1.5)
+    with pytest.raises(PretrainError, match="unknown edit family 'rotate'"):
+        EditPretrainConfig(family_weights={"rotate": 1.0})
