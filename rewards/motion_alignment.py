@@ -73,7 +73,7 @@ def image_from_metadata(value: Any, what: str, index: int) -> torch.Tensor:
     if isinstance(value, Image.Image):
         value = np.asarray(value.convert("RGB"))
     if isinstance(value, np.ndarray):
-        value = torch.from_numpy(np.ascontiguousarray(value))
+        value = torch.from_numpy(np.array(value))  # a copy: PIL arrays are read-only
         if value.ndim == 3 and value.shape[-1] == 3 and value.shape[0] != 3:
             value = value.permute(2, 0, 1)
     if not isinstance(value, torch.Tensor) or value.ndim != 3 or value.shape[0] != 3:

@@ -78,21 +78,24 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, num_inferenc
     return np.concatenate(images)
 
 
-def score(images: np.ndarray, specs: Sequence[PromptSpec]) -> EvalReport:
-    """Verify each image against its spec and aggregate per family."""
+def report(verdicts: Sequence[Verdict], families: Sequence[str], order: Sequence[str] = FAMILIES) -> EvalReport:
+    """Aggregate verdicts per family (listed in ``order``) and over families, GenEval's way."""
     strict: dict[str, list[float]] = defaultdict(list)
     partial: dict[str, list[float]] = defaultdict(list)
-    verdicts = []
-    for image, spec in zip(images, specs, strict=True):
-        v = verify(image, spec)
-        verdicts.append(v)
-        strict[spec.family].append(v.strict)
-        partial[spec.family].append(v.partial)
-    families = [f for f in FAMILIES if f in strict]
-    s = {f: float(np.mean(strict[f])) for f in families}
-    p = {f: float(np.mean(partial[f])) for f in families}
+    for v, family in zip(verdicts, families, strict=True):
+        strict[family].append(v.strict)
+        partial[family].append(v.partial)
+    names = [f for f in order if f in strict]
+    s = {f: float(np.mean(strict[f])) for f in names}
+    p = {f: float(np.mean(partial[f])) for f in names}
     return EvalReport(s, p, float(np.mean(list(s.values()))), float(np.mean(list(p.values()))), len(verdicts),
-                      verdicts)
+                      list(verdicts))
+
+
+def score(images: np.ndarray, specs: Sequence[PromptSpec]) -> EvalReport:
+    """Verify each image against its spec and aggregate per family."""
+    verdicts = [verify(image, spec) for image, spec in zip(images, specs, strict=True)]
+    return report(verdicts, [s.family for s in specs])
 
 
 def evaluate_pipeline(pipe, specs: Sequence[PromptSpec] | None = None, *, images_per_prompt: int = 4,

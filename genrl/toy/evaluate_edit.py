@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,7 +24,7 @@ from rewards.toyedit.verifier import verify_edit
 from rewards.toyedit.world import EDIT_FAMILIES, EditSpec, render_pair
 
 from .edit_pipeline import stock_edit_call_kwargs
-from .evaluate import EvalReport
+from .evaluate import EvalReport, report
 
 
 def generate_edits(pipe, specs: Sequence[EditSpec], seeds: Sequence[int], *, batch_size: int = 64,
@@ -49,18 +48,8 @@ def generate_edits(pipe, specs: Sequence[EditSpec], seeds: Sequence[int], *, bat
 
 def score_edits(images: np.ndarray, specs: Sequence[EditSpec]) -> EvalReport:
     """Verify each edit against its rendered source and instruction, aggregated per family."""
-    strict: dict[str, list[float]] = defaultdict(list)
-    partial: dict[str, list[float]] = defaultdict(list)
-    verdicts = []
-    for image, spec in zip(images, specs, strict=True):
-        v = verify_edit(render_pair(spec)[0], image, spec)
-        verdicts.append(v)
-        strict[spec.family].append(v.strict)
-        partial[spec.family].append(v.partial)
-    families = [f for f in EDIT_FAMILIES if f in strict]
-    s = {f: float(np.mean(strict[f])) for f in families}
-    p = {f: float(np.mean(partial[f])) for f in families}
-    return EvalReport(s, p, float(np.mean(list(s.values()))), float(np.mean(list(p.values()))), len(verdicts), verdicts)
+    verdicts = [verify_edit(render_pair(spec)[0], image, spec) for image, spec in zip(images, specs, strict=True)]
+    return report(verdicts, [s.family for s in specs], EDIT_FAMILIES)
 
 
 def evaluate_edit_pipeline(pipe, specs: Sequence[EditSpec] | None = None, *, images_per_edit: int = 4, seed: int = 0,

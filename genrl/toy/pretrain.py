@@ -492,6 +492,16 @@ def truncate_log(log_path: Path | None, size: int) -> None:
             fh.truncate(size)
 
 
+def strip_local_paths(folder: Path) -> None:
+    """Drop ``_name_or_path`` (the local folder a model was loaded from) from a saved pipeline's JSON configs:
+    shipped weights should not carry the path of the machine that made them."""
+    for path in folder.rglob("*.json"):
+        config = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(config, dict) and "_name_or_path" in config:
+            del config["_name_or_path"]
+            path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def save_atomically(pipe, out_dir: str | Path) -> None:
     """``save_pretrained`` into a temporary sibling directory, then swap it into place."""
     out = Path(out_dir)
@@ -499,6 +509,7 @@ def save_atomically(pipe, out_dir: str | Path) -> None:
     old = out.with_name(out.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     pipe.save_pretrained(tmp, safe_serialization=True)
+    strip_local_paths(tmp)
     if out.exists():
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
