@@ -40,7 +40,7 @@ def test_a_short_motionnft_run_raises_the_edit_reward(tmp_path):
     trainer = Trainer(load_config(CONFIGS / "toy_edit_motionnft.yaml", [f"{k}={v}" for k, v in values.items()]))
     trainer.train()
     records = trainer.metrics_log.records()
-    score = lambda r: 0.5 * r["eval/partial"] + 0.5 * r["eval/motion"]  # noqa: E731 (the training reward's mix)
+    score = lambda r: 0.5 * r["eval/partial"] + 0.5 * r["eval/motion"]
     assert score(records[-1]) > score(records[0]) + 0.01, (records[0], records[-1])
     assert (tmp_path / "run" / "grids").is_dir()
 
