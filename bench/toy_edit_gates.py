@@ -20,15 +20,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import shutil
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
-from genrl.config import load_config_or_exit
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("toy_gates", ROOT / "bench" / "toy_gates.py")
@@ -69,7 +65,7 @@ def training_sampler_success(trainer, samples: int) -> list[dict]:
     for i, (prompt, meta) in enumerate(zip(trainer.train_set.prompts, trainer.train_set.metadata, strict=True)):
         batch = trainer.rollouts.sample_batch(epoch=0, iteration=i, indices=[i] * samples)
         edits = batch.media.as_float().tensor.permute(0, 2, 3, 1).numpy()
-        source = meta["image"].permute(1, 2, 0).numpy()
+        source = np.asarray(meta["image"])
         strict = [verify_edit(source, edit, meta["spec"]).strict for edit in edits]
         rows.append({"prompt": prompt, "family": meta["spec"].family, "p": float(np.mean(strict))})
     return rows
@@ -88,19 +84,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     if min(args.samples, args.images_per_edit) < 1:
         parser.error("--samples and --images-per-edit must be >= 1")
-    model = [f"model.pretrained={args.model}"] if args.model else []
-    scratch = tempfile.mkdtemp(prefix="toy_edit_gates-")
-    try:
-        cfg = load_config_or_exit(args.config, [*args.overrides, *model, f"data.train_prompts=toyedit:{args.split}",
-                                                f"data.test_prompts=toyedit:{args.split}", "sample.same_latent=false",
-                                                "log.log_with=[]", f"log.output_dir={scratch}"])
+    with toy_gates.gates_trainer(args.config, args.overrides, args.model, f"toyedit:{args.split}") as trainer:
         import torch
 
         from genrl.toy.evaluate_edit import generate_edits, score_edits
-        from genrl.trainer import Trainer
         from rewards.toyedit import edit_split, render_pair
 
-        trainer = Trainer(cfg)
         pipe, specs = trainer.models.pipe, list(edit_split(args.split))
         expanded = [s for s in specs for _ in range(args.images_per_edit)]
         with torch.no_grad():
@@ -109,8 +98,6 @@ def main(argv: list[str]) -> int:
         report = score_edits(edits, expanded)
         rates = requirement_rates([render_pair(s)[0] for s in expanded], edits, expanded)
         rows = training_sampler_success(trainer, args.samples)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     table = toy_gates.success_table(rows, args.samples)
     print(f"## Standard evaluation ({args.images_per_edit} images per edit, split {args.split})")
     print(report.table())

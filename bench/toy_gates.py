@@ -28,6 +28,8 @@ import shutil
 import sys
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +120,22 @@ def _markdown(table: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+@contextmanager
+def gates_trainer(config: str, overrides: list[str], model: str | None, prompts: str) -> Iterator:
+    """A trainer of ``config`` whose prompt sets are both ``prompts`` (one x_T per sample, no logs); its scratch
+    output folder is removed afterwards."""
+    from genrl.trainer import Trainer
+
+    scratch = tempfile.mkdtemp(prefix="toy_gates-")  # the trainer wants an output dir; nothing is kept
+    try:
+        cfg = load_config_or_exit(config, [*overrides, *([f"model.pretrained={model}"] if model else []),
+                                           f"data.train_prompts={prompts}", f"data.test_prompts={prompts}",
+                                           "sample.same_latent=false", "log.log_with=[]", f"log.output_dir={scratch}"])
+        yield Trainer(cfg)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "toy.yaml"), help="its sampler is the training sampler")
@@ -131,19 +149,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_intermixed_args(argv)
     if min(args.samples, args.images_per_prompt, args.single_images) < 1:
         parser.error("--samples, --images-per-prompt and --single-images must be >= 1")
-    model = [f"model.pretrained={args.model}"] if args.model else []
-    scratch = tempfile.mkdtemp(prefix="toy_gates-")  # the trainer wants an output dir; nothing is kept
-    try:
-        cfg = load_config_or_exit(args.config, [*args.overrides, *model, f"data.train_prompts=toy:{args.split}",
-                                                f"data.test_prompts=toy:{args.split}", "sample.same_latent=false",
-                                                "log.log_with=[]", f"log.output_dir={scratch}"])
+    with gates_trainer(args.config, args.overrides, args.model, f"toy:{args.split}") as trainer:
         import torch
 
         from genrl.toy.evaluate import evaluate_pipeline
-        from genrl.trainer import Trainer
         from rewards.toyworld.prompts import split
 
-        trainer = Trainer(cfg)
         pipe, specs = trainer.models.pipe, list(split(args.split))
         with torch.no_grad():
             gate1 = single_object_gate(pipe, specs, args.single_images)
@@ -154,8 +165,6 @@ def main(argv: list[str]) -> int:
         confusions = Counter(c for s, v in zip(expanded, report.verdicts, strict=True) if not v.strict
                              for c in [shape_confusion(s, v.detections)] if c)
         rows = training_sampler_success(trainer, args.samples)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     table = success_table(rows, args.samples)
     print(f"## Gate 1: single objects, deterministic sampler ({args.single_images} images per prompt)")
     for family, accs in gate1.items():

@@ -44,17 +44,16 @@ def _from_records(records: list[tuple[PromptSpec | str, dict]], source: str) -> 
 
 def toy_edit_dataset(name: str, source: str) -> PromptDataset:
     """A toy edit split: each edit's instruction, with its spec, rendered source (``image``) and ground-truth
-    edit (``target``) as ``(3, H, W)`` float tensors in [0, 1] in its metadata."""
-    import torch
+    edit (``target``) as PIL images in its metadata (what a prompt file's image paths load as)."""
+    from PIL import Image
 
     from rewards.toyedit.splits import edit_split
     from rewards.toyedit.world import render_pair
 
-    as_tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1).float() / 255.0
     metadata = []
     for spec in edit_split(name):
         source_image, target = render_pair(spec)
-        metadata.append({"spec": spec, "image": as_tensor(source_image), "target": as_tensor(target)})
+        metadata.append({"spec": spec, "image": Image.fromarray(source_image), "target": Image.fromarray(target)})
     return PromptDataset([m["spec"].instruction for m in metadata], metadata, source)
 
 
