@@ -4,7 +4,7 @@
     python -m genrl.toy.evaluate --images-per-prompt 16 --lora RUN/final/lora --json run.json
     python bench/plot_family_scores.py base.json run.json --labels "base" "Flow-GRPO" --out scores.png
 
-Each file is what ``genrl.toy.evaluate --json`` writes; the last group of bars is the family mean (GenEval's
+Each file is what ``genrl.toy.evaluate --json`` (or ``genrl.toy.evaluate_edit --json``, the edit world) writes; the last group of bars is the family mean (GenEval's
 overall score). ``--metric partial`` plots partial credit instead of strict accuracy.
 """
 
