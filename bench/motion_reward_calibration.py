@@ -9,7 +9,7 @@ the rendered target, the unedited source, the same object moved the other three 
 with ``--model``, ``--samples`` edits sampled from the pipeline. The table gives, per estimator, the Spearman
 rank correlation between the two scores, the mean reward of the true edits and of the unedited sources, the
 end-point error of the estimator's flow source -> target against the renderer's exact flow, and milliseconds per
-image pair on this machine.
+flow on this machine.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     edits = torch.stack([_tensor(c) for _, c, _ in rows])
     results = {}
     print(f"{len(rows)} candidate edits of {len(specs)} motion edits ({', '.join(f'{k}: {(kinds == k).sum()}' for k in dict.fromkeys(kinds))})")
-    print("| estimator | Spearman vs verifier partial | reward of true edits | of unedited sources | flow EPE (px) | ms per pair |")
+    print("| estimator | Spearman vs verifier partial | reward of true edits | of unedited sources | flow EPE (px) | ms per flow |")
     print("|---|---|---|---|---|---|")
     for name in args.estimators:
         weights = args.raft_weights if name.startswith("raft") else None
