@@ -47,9 +47,9 @@ def main(argv: list[str]) -> int:
         ax.bar([g + (i - (len(reports) - 1) / 2) * width for g in range(len(groups))], values, width, label=label)
     ax.set_xticks(range(len(groups)), groups, fontsize=8)
     ax.set_ylabel(f"held-out {args.metric} accuracy")
-    ax.set_ylim(0, 1.15)  # room for the legend above the bars
+    ax.set_ylim(0, 1.15 if len(reports) <= 4 else 1.3)  # room for the legend (one or two rows) above the bars
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=len(reports))
+    ax.legend(fontsize=7, ncol=min(len(reports), 4))
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out)
