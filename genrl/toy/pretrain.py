@@ -517,19 +517,26 @@ def save_atomically(pipe, out_dir: str | Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def start_run(run_class: type, cfg: Any, log_path: str | Path | None, settings: dict) -> tuple[Any, dict | None]:
+    """Set the threads and seed, build ``run_class(cfg, log_path)`` and load its resumable state; a fresh run
+    starts its log anew (one file, one run) with a ``config`` record of ``settings``."""
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    run = run_class(cfg, log_path)
+    saved = run.load_state()
+    if saved is None:
+        if log_path and Path(log_path).exists():
+            Path(log_path).unlink()
+        run.log({"stage": "config", **settings})
+    return run, saved
+
+
 def pretrain(cfg: PretrainConfig, log_path: str | Path | None = None) -> dict:
     """Train the VAE, then the denoiser, save the pipeline to ``cfg.out_dir`` and return the final evaluation.
 
     A run interrupted after a checkpoint continues from it when called again with the same settings.
     """
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    run = _Run(cfg, log_path)
-    saved = run.load_state()
-    if saved is None:
-        if log_path and Path(log_path).exists():
-            Path(log_path).unlink()  # a fresh run's log starts empty: one file, one run
-        run.log({"stage": "config", **asdict(cfg)})
+    run, saved = start_run(_Run, cfg, log_path, asdict(cfg))
     if saved is None or saved["stage"] == "vae":  # else the log already holds the VAE stage's end
         if cfg.init_from is None:
             run.train_vae(saved)

@@ -50,6 +50,7 @@ from .pretrain import (
     resume_dir,
     save_atomically,
     scenes_to_tensor,
+    start_run,
     truncate_log,
     write_atomically,
 )
@@ -211,14 +212,7 @@ def pretrain_edit(cfg: EditPretrainConfig, log_path: str | Path | None = None) -
 
     A run interrupted after a checkpoint continues from it when called again with the same settings.
     """
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    run = _EditRun(cfg, log_path)
-    saved = run.load_state()
-    if saved is None:
-        if log_path and Path(log_path).exists():
-            Path(log_path).unlink()
-        run.log({"stage": "config", **_recipe(cfg), "device": str(run.device)})
+    run, saved = start_run(_EditRun, cfg, log_path, _recipe(cfg))
     run.train(saved)
     train_s = run.elapsed()
     run.pipe.to("cpu")
