@@ -108,7 +108,7 @@ class MotionAlignmentReward(Reward):
         for i, meta in enumerate(metadata):
             source = image_from_metadata(meta["image"], "source", i)
             if self.ground_truth == "exact":
-                if "spec" not in meta or not hasattr(meta["spec"], "target_objects"):
+                if "spec" not in meta:
                     raise ValueError(f"motion_alignment: ground_truth='exact' needs a toy edit spec; sample {i} has none")
             else:
                 if "target" not in meta:
@@ -122,11 +122,11 @@ class MotionAlignmentReward(Reward):
         return torch.stack(sources), (torch.stack(targets) if targets else None)
 
     def _exact_flows(self, metadata: list[dict], size: tuple[int, int]) -> torch.Tensor:
-        from rewards.toyedit.world import exact_flow
+        from rewards.toyedit.world import as_edit_spec, exact_flow
 
         flows = []
-        for meta in metadata:
-            flow = torch.from_numpy(exact_flow(meta["spec"])).permute(2, 0, 1)
+        for i, meta in enumerate(metadata):
+            flow = torch.from_numpy(exact_flow(as_edit_spec(meta["spec"], i))).permute(2, 0, 1)
             h, w = flow.shape[-2:]
             if (h, w) != size:  # pixel displacements scale with the image
                 flow = _resized(flow, size) * torch.tensor([size[1] / w, size[0] / h]).view(2, 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rewards.toyedit.verifier import verify_edit
-from rewards.toyedit.world import EditSpec
+from rewards.toyedit.world import as_edit_spec
 
 from .base import Reward, RewardOutput
 from .motion_alignment import image_from_metadata
@@ -29,10 +29,7 @@ class ToyEditVerifierReward(Reward):
         edits = images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
         info: dict[str, list] = {"strict": [], "partial": [], "reason": []}
         for i, (edit, meta) in enumerate(zip(edits, metadata, strict=True)):
-            spec = meta["spec"]
-            spec = EditSpec.from_dict(spec) if isinstance(spec, dict) else spec
-            if not isinstance(spec, EditSpec):
-                raise TypeError(f"toy_edit_verifier: sample {i}'s metadata 'spec' is not a toy edit ({type(spec).__name__})")
+            spec = as_edit_spec(meta["spec"], i)
             source = image_from_metadata(meta["image"], "source", i).permute(1, 2, 0).numpy()
             v = verify_edit(source, edit, spec)
             info["strict"].append(v.strict)

@@ -115,6 +115,10 @@ def test_reward_on_toy_edits_prefers_the_true_edit():
     assert torch.all(true_edit == 1.0) and torch.all(unedited < 1.0)
     exact = MotionAlignmentReward(flow="toy_objects", ground_truth="exact")
     assert torch.equal(exact(targets, prompts, meta).scores, true_edit)
+    as_dicts = [{**m, "spec": m["spec"].to_dict()} for m in meta]  # a prompt file's spec
+    assert torch.equal(exact(targets, prompts, as_dicts).scores, true_edit)
+    with pytest.raises(TypeError, match="sample 0's metadata 'spec' is not a toy edit"):
+        exact(targets, prompts, [{**m, "spec": "move it"} for m in meta])
 
 
 def test_bad_input_is_named():

@@ -104,6 +104,16 @@ class EditSpec:
                    other=data.get("other"), instruction=data.get("instruction", ""))
 
 
+def as_edit_spec(value: Any, index: int) -> EditSpec:
+    """A sample's ``spec`` metadata as an :class:`EditSpec` (itself, or its :meth:`EditSpec.to_dict` form from a
+    prompt file); anything else is a ``TypeError`` naming the sample."""
+    if isinstance(value, dict):
+        return EditSpec.from_dict(value)
+    if not isinstance(value, EditSpec):
+        raise TypeError(f"sample {index}'s metadata 'spec' is not a toy edit ({type(value).__name__})")
+    return value
+
+
 def _centred_at(obj: PlacedObject, center: tuple[float, float]) -> PlacedObject:
     """``obj`` moved so its box centre is ``center`` (rounded to whole pixels)."""
     return replace(obj, left=round(center[0] - obj.size / 2), top=round(center[1] - obj.size / 2))
