@@ -57,18 +57,12 @@ def requirement_rates(sources: list[np.ndarray], edits: np.ndarray, specs) -> di
     return {kind: float(np.mean(held[kind])) for _, kind in REQUIREMENT_KINDS if kind in held}
 
 
-def training_sampler_success(trainer, samples: int) -> list[dict]:
-    """Per edit of the trainer's prompt set: the share of ``samples`` rollouts that the verifier passes."""
+def edit_strict(media, meta: dict) -> list[float]:
+    """The edit verifier's strict verdicts of one edit's samples."""
     from rewards.toyedit.verifier import verify_edit
 
-    rows = []
-    for i, (prompt, meta) in enumerate(zip(trainer.train_set.prompts, trainer.train_set.metadata, strict=True)):
-        batch = trainer.rollouts.sample_batch(epoch=0, iteration=i, indices=[i] * samples)
-        edits = batch.media.as_float().tensor.permute(0, 2, 3, 1).numpy()
-        source = np.asarray(meta["image"])
-        strict = [verify_edit(source, edit, meta["spec"]).strict for edit in edits]
-        rows.append({"prompt": prompt, "family": meta["spec"].family, "p": float(np.mean(strict))})
-    return rows
+    source = np.asarray(meta["image"])
+    return [verify_edit(source, edit, meta["spec"]).strict for edit in media.tensor.permute(0, 2, 3, 1).numpy()]
 
 
 def main(argv: list[str]) -> int:
@@ -97,7 +91,7 @@ def main(argv: list[str]) -> int:
             edits = generate_edits(pipe, expanded, list(range(len(expanded))))
         report = score_edits(edits, expanded)
         rates = requirement_rates([render_pair(s)[0] for s in expanded], edits, expanded)
-        rows = training_sampler_success(trainer, args.samples)
+        rows = toy_gates.training_sampler_success(trainer, args.samples, edit_strict)
     table = toy_gates.success_table(rows, args.samples)
     print(f"## Standard evaluation ({args.images_per_edit} images per edit, split {args.split})")
     print(report.table())

@@ -69,31 +69,46 @@ def single_object_gate(pipe, specs, images_per_prompt: int) -> dict:
     """Deterministic-sampler strict accuracy of single objects, per shape, and of the colours family per colour."""
     from genrl.toy.evaluate import evaluate_pipeline
 
+    return attribute_accuracy(lambda chosen: evaluate_pipeline(pipe, chosen, images_per_prompt=images_per_prompt,
+                                                                 seed=50_000),
+                              specs, images_per_prompt, {"single_object": lambda s: s.objects[0].shape,
+                                                         "colors": lambda s: s.objects[0].color})
+
+
+def attribute_accuracy(evaluate, specs, per_prompt: int, attributes: dict) -> dict[str, dict[str, float]]:
+    """For each ``family: attribute_of(spec)`` of ``attributes``: the strict accuracy of ``evaluate(chosen)``
+    (a report of ``per_prompt`` samples per spec, in order) on the family's specs, overall and per attribute value."""
     out: dict[str, dict[str, float]] = {}
-    for family, key in (("single_object", "shape"), ("colors", "color")):
+    for family, attribute_of in attributes.items():
         chosen = [s for s in specs if s.family == family]
         if not chosen:
             continue
-        report = evaluate_pipeline(pipe, chosen, images_per_prompt=images_per_prompt, seed=50_000)
+        report = evaluate(chosen)
         by: dict[str, list[float]] = defaultdict(list)
-        expanded = [s for s in chosen for _ in range(images_per_prompt)]
+        expanded = [s for s in chosen for _ in range(per_prompt)]
         for spec, verdict in zip(expanded, report.verdicts, strict=True):
-            by[getattr(spec.objects[0], key)].append(verdict.strict)
+            by[attribute_of(spec)].append(verdict.strict)
         out[family] = {"overall": report.strict[family], **{k: float(np.mean(v)) for k, v in sorted(by.items())}}
     return out
 
 
-def training_sampler_success(trainer, samples: int) -> list[dict]:
-    """Per prompt of the trainer's prompt set: the share of ``samples`` rollouts that are strictly right."""
-    from rewards.toyworld.verifier import verify
-
+def training_sampler_success(trainer, samples: int, strict_of=None) -> list[dict]:
+    """Per prompt of the trainer's prompt set: the share of ``samples`` rollouts that are strictly right;
+    ``strict_of(media, metadata)`` gives the strict verdicts of one prompt's samples (default: the toy verifier
+    on images)."""
+    strict_of = strict_of or _image_strict
     rows = []
     for i, (prompt, meta) in enumerate(zip(trainer.train_set.prompts, trainer.train_set.metadata, strict=True)):
         batch = trainer.rollouts.sample_batch(epoch=0, iteration=i, indices=[i] * samples)
-        images = batch.media.as_float().tensor.permute(0, 2, 3, 1).numpy()
-        strict = [verify(img, meta["spec"]).strict for img in images]
+        strict = strict_of(batch.media.as_float(), meta)
         rows.append({"prompt": prompt, "family": meta["spec"].family, "p": float(np.mean(strict))})
     return rows
+
+
+def _image_strict(media, meta: dict) -> list[float]:
+    from rewards.toyworld.verifier import verify
+
+    return [verify(img, meta["spec"]).strict for img in media.tensor.permute(0, 2, 3, 1).numpy()]
 
 
 def success_table(rows: list[dict], samples: int) -> dict[str, dict[str, float]]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from diffusers import DiffusionPipeline
 
 from genrl.config import (
+    TOY_AUDIO_MODEL_ALIASES,
     TOY_EDIT_MODEL_ALIASES,
     TOY_MODEL_ALIASES,
     is_local_model_path,
@@ -25,20 +26,18 @@ def resolve_model_path(model: str | os.PathLike | None) -> str:
     The rules are the config check's (:func:`genrl.config.local_pipeline_problem`), so a value
     ``model.pretrained`` accepts is one this loads.
     """
+    from genrl.toy.audio_pipeline import TOY_AUDIO_PIPELINE_DIR
+    from genrl.toy.edit_pipeline import TOY_EDIT_PIPELINE_DIR
     from genrl.toy.pipeline import TOY_PIPELINE_DIR
 
-    if model is None or str(model) in TOY_ALIASES:
-        if not (TOY_PIPELINE_DIR / "model_index.json").is_file():
-            raise FileNotFoundError(f"the toy pipeline is missing from {TOY_PIPELINE_DIR}; "
-                                    "recreate it with `python scripts/pretrain_toy.py`")
-        return str(TOY_PIPELINE_DIR)
-    if str(model) in TOY_EDIT_MODEL_ALIASES:
-        from genrl.toy.edit_pipeline import TOY_EDIT_PIPELINE_DIR
-
-        if not (TOY_EDIT_PIPELINE_DIR / "model_index.json").is_file():
-            raise FileNotFoundError(f"the toy edit pipeline is missing from {TOY_EDIT_PIPELINE_DIR}; "
-                                    "recreate it with `python scripts/pretrain_toy_edit.py`")
-        return str(TOY_EDIT_PIPELINE_DIR)
+    shipped = ((TOY_ALIASES, TOY_PIPELINE_DIR, "the toy pipeline", "pretrain_toy.py"),
+               (TOY_EDIT_MODEL_ALIASES, TOY_EDIT_PIPELINE_DIR, "the toy edit pipeline", "pretrain_toy_edit.py"),
+               (TOY_AUDIO_MODEL_ALIASES, TOY_AUDIO_PIPELINE_DIR, "the toy audio pipeline", "pretrain_toy_audio.py"))
+    for aliases, folder, name, script in shipped:
+        if model is None and folder == TOY_PIPELINE_DIR or str(model) in aliases:
+            if not (folder / "model_index.json").is_file():
+                raise FileNotFoundError(f"{name} is missing from {folder}; recreate it with `python scripts/{script}`")
+            return str(folder)
     text = str(model)
     problem = local_pipeline_problem(text)
     if problem:

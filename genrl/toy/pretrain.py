@@ -183,10 +183,15 @@ class RunBase:
     """What every pretraining run shares: its JSONL log, its training clock and the EMA training loop.
 
     A subclass sets ``cfg`` (with ``steps``, ``lr``, ``warmup_steps``, ``weight_decay``, ``ema_decay``,
-    ``eval_every`` and ``checkpoint_every``), ``device``, ``log_path``, ``start`` and ``elapsed_before``.
+    ``eval_every``, ``checkpoint_every``, ``out_dir`` and ``fresh``), ``pipe``, ``state_dir``, ``rng``, ``noise_gen``,
+    ``device``, ``log_path``, ``start`` and ``elapsed_before``.
     """
 
     cfg: Any
+    pipe: Any
+    state_dir: Path
+    rng: random.Random
+    noise_gen: torch.Generator
     device: torch.device
     log_path: Path | None
     start: float
@@ -202,13 +207,59 @@ class RunBase:
     def elapsed(self) -> float:
         return round(self.elapsed_before + time.time() - self.start, 1)
 
+    def write_run_state(self, modules: dict[str, torch.nn.Module], recipe: dict, step: int,
+                        opt: torch.optim.Optimizer | None, ema: EMAModel | None, **extra: Any) -> None:
+        """Write the resumable state (``modules``' weights, optimizer, EMA, every random stream, the log's length
+        and ``extra`` entries) atomically into ``state_dir``, so a kill leaves the previous one whole."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        state = {"recipe": recipe, "step": step, "elapsed_s": self.elapsed(),
+                 "modules": {k: m.state_dict() for k, m in modules.items()},
+                 "optimizer": opt.state_dict() if opt is not None else None,
+                 "ema": ema.state_dict() if ema is not None else None,
+                 **random_states(self.rng, self.noise_gen, self.device),
+                 "log_bytes": self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0, **extra}
+        write_atomically(state, self.state_dir / STATE_FILE)
+
+    def read_run_state(self, modules: dict[str, torch.nn.Module],
+                       recipes: Callable[[dict], tuple[dict, dict]]) -> dict | None:
+        """The state :meth:`write_run_state` left (None if there is none, or ``cfg.fresh``): refused by
+        :func:`check_recipe` when ``recipes(state)`` (saved, wanted) differ, else loaded into ``modules``, the
+        random streams, the log (cut back to the state) and the clock."""
+        state = read_state(self.state_dir, self.cfg.fresh)
+        if state is None:
+            return None
+        check_recipe(self.state_dir, *recipes(state))
+        for key, module in modules.items():
+            module.load_state_dict(state["modules"][key])
+        restore_random_states(state, self.rng, self.noise_gen, self.device)
+        truncate_log(self.log_path, state["log_bytes"])
+        self.elapsed_before = float(state["elapsed_s"])
+        self.log({"stage": "resume", **({"from_stage": state["stage"]} if "stage" in state else {}),
+                  "step": state["step"], "state": str(self.state_dir / STATE_FILE)})
+        return state
+
+    def finish(self, final_eval: int) -> dict:
+        """Save the trained pipeline to ``cfg.out_dir`` (atomically), drop the resumable state, then evaluate the
+        saved weights with ``final_eval`` samples per prompt (0: none) through the subclass's
+        ``evaluate(step, n)``; logs and returns the final record."""
+        train_s = self.elapsed()
+        self.pipe.to("cpu")
+        save_atomically(self.pipe, self.cfg.out_dir)
+        shutil.rmtree(self.state_dir, ignore_errors=True)  # the pipeline is complete: nothing left to resume
+        result = {"stage": "final", "train_seconds": train_s, "device": str(self.device)}
+        if final_eval:
+            result.update({k: v for k, v in self.evaluate("final", final_eval).items() if k not in ("stage", "step")})
+        self.log(result)
+        return result
+
     def fit_with_ema(self, modules: list[torch.nn.Module], loss_fn: Callable[[], torch.Tensor], saved: dict | None, *,
                      stage: str, evaluate: Callable[[int], None],
-                     checkpoint: Callable[[int, torch.optim.Optimizer, EMAModel], None]) -> None:
+                     checkpoint: Callable[[int, torch.optim.Optimizer, EMAModel], None], settings: Any = None) -> None:
         """AdamW on ``modules`` for ``cfg.steps`` steps of ``loss_fn()`` (cosine lr, grad clip 1) with an EMA that
         ``evaluate(step)`` sees every ``cfg.eval_every`` steps and that the modules hold at the end;
-        ``checkpoint(step, opt, ema)`` every ``cfg.checkpoint_every`` steps; continues from ``saved``."""
-        cfg = self.cfg
+        ``checkpoint(step, opt, ema)`` every ``cfg.checkpoint_every`` steps; continues from ``saved``.
+        ``settings`` replaces ``self.cfg`` as the source of those fields (a run with several such stages)."""
+        cfg = settings if settings is not None else self.cfg
         params = [p for m in modules for p in m.parameters()]
         for m in modules:
             m.train().requires_grad_(True)

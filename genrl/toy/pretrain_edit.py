@@ -16,7 +16,6 @@ A run is resumable as the image pipeline's is (``<out_dir>.resume/``, every ``ch
 from __future__ import annotations
 
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,20 +38,12 @@ from .edit_pipeline import (
 from .evaluate_edit import evaluate_edit_pipeline
 from .pipeline import TOY_PIPELINE_DIR
 from .pretrain import (
-    STATE_FILE,
     PretrainError,
     RunBase,
     _resolve_device,
-    check_recipe,
-    random_states,
-    read_state,
-    restore_random_states,
     resume_dir,
-    save_atomically,
     scenes_to_tensor,
     start_run,
-    truncate_log,
-    write_atomically,
 )
 
 #: Settings that only say how a run executes: they may change between a run and its resumption.
@@ -130,26 +121,10 @@ class _EditRun(RunBase):
         self.start, self.elapsed_before = time.time(), 0.0
 
     def save_state(self, step: int, opt: torch.optim.Optimizer, ema: EMAModel) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        state = {"recipe": _recipe(self.cfg), "step": step, "elapsed_s": self.elapsed(),
-                 "modules": {k: m.state_dict() for k, m in self.modules.items()},
-                 "optimizer": opt.state_dict(), "ema": ema.state_dict(),
-                 **random_states(self.rng, self.noise_gen, self.device),
-                 "log_bytes": self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0}
-        write_atomically(state, self.state_dir / STATE_FILE)
+        self.write_run_state(self.modules, _recipe(self.cfg), step, opt, ema)
 
     def load_state(self) -> dict | None:
-        state = read_state(self.state_dir, self.cfg.fresh)
-        if state is None:
-            return None
-        check_recipe(self.state_dir, state["recipe"], _recipe(self.cfg))
-        for key, module in self.modules.items():
-            module.load_state_dict(state["modules"][key])
-        restore_random_states(state, self.rng, self.noise_gen, self.device)
-        truncate_log(self.log_path, state["log_bytes"])
-        self.elapsed_before = float(state["elapsed_s"])
-        self.log({"stage": "resume", "step": state["step"], "state": str(self.state_dir / STATE_FILE)})
-        return state
+        return self.read_run_state(self.modules, lambda state: (state["recipe"], _recipe(self.cfg)))
 
     def batch(self) -> tuple[list[str], torch.Tensor, torch.Tensor]:
         """Instructions, packed source latents and packed target latents of a batch of fresh edits."""
@@ -214,13 +189,4 @@ def pretrain_edit(cfg: EditPretrainConfig, log_path: str | Path | None = None) -
     """
     run, saved = start_run(_EditRun, cfg, log_path, _recipe(cfg))
     run.train(saved)
-    train_s = run.elapsed()
-    run.pipe.to("cpu")
-    save_atomically(run.pipe, cfg.out_dir)
-    shutil.rmtree(run.state_dir, ignore_errors=True)
-    result = {"stage": "final", "train_seconds": train_s, "device": str(run.device)}
-    if cfg.final_eval_images_per_edit:
-        result.update({k: v for k, v in run.evaluate("final", cfg.final_eval_images_per_edit).items()
-                       if k not in ("stage", "step")})
-    run.log(result)
-    return result
+    return run.finish(cfg.final_eval_images_per_edit)

@@ -1,0 +1,309 @@
+"""Pretraining of the toy audio pipeline (Stable Audio Open architecture) on the toy audio world
+(used by ``scripts/pretrain_toy_audio.py``).
+
+Two stages, each an AdamW run with an EMA of the weights (:meth:`genrl.toy.pretrain.RunBase.fit_with_ema`):
+
+1. **VAE**: the Oobleck autoencoder learns to reconstruct random crops of freshly rendered clips (its
+   convolutions are local, so crops train it as well as whole clips at a fraction of the cost), with DAC's
+   multi-scale log-mel loss (seven window sizes), a small L1 waveform loss and a small penalty on the
+   latents' magnitude. (An exact-bin STFT loss with a strong waveform term left notes above ~500 Hz silent
+   after 4,000 steps: silence is the cheapest answer for a pitch the decoder cannot yet place.) It is trained as a plain autoencoder on the posterior mean
+   (a sampled posterior with its initial unit-scale noise drowned the latents). Then the per-channel standard deviation
+   of encoded clips is folded into its weights
+   (:func:`genrl.toy.audio_pipeline.normalise_vae_latents`), since Stable Audio's pipeline does not scale latents.
+2. **Denoiser**: the DiT, the T5 and the projection (seconds conditioners) learn Stable Audio's objective,
+   v-prediction on the cosine schedule: ``x_t = cos(pi t / 2) x0 + sin(pi t / 2) eps``, target
+   ``v = cos(pi t / 2) eps - sin(pi t / 2) x0``, uniform ``t`` (the DiT's timestep input, ``atan(sigma) 2 / pi``
+   of the scheduler), the context built as the pipeline builds it (T5 tokens masked and projected, then the start
+   and end seconds tokens; the global token both seconds tokens). A share ``prompt_dropout`` of the rows get the
+   all-zero context the pipeline uses as the unconditional branch of classifier-free guidance.
+
+Clips are rendered fresh from every prompt of the world (the RL splits are held out from RL, not from
+pretraining); the denoiser draws its batches from a pool of ``latent_pool`` clips encoded once. A run is resumable as the image pipeline's is (``<out_dir>.resume/``, every ``checkpoint_every``
+steps of either stage).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.models.embeddings import get_1d_rotary_pos_embed
+
+from rewards.toyaudio.prompts import pretraining_specs
+from rewards.toyaudio.render import render
+from rewards.toyaudio.world import DURATION_S, NUM_SAMPLES, SAMPLE_RATE
+
+from .audio_pipeline import (
+    TOY_AUDIO_PIPELINE_DIR,
+    build_toy_audio_pipeline,
+    load_toy_audio_pipeline,
+    normalise_vae_latents,
+)
+from .evaluate_audio import evaluate_audio_pipeline
+from .pretrain import (
+    PretrainError,
+    RunBase,
+    _resolve_device,
+    resume_dir,
+    start_run,
+)
+
+#: Settings that only say how a run executes: they may change between a run and its resumption.
+EXECUTION_FIELDS = frozenset({"threads", "device", "checkpoint_every", "eval_every", "eval_clips_per_prompt",
+                              "final_eval_clips_per_prompt", "fresh"})
+#: Settings only the denoiser stage reads: a run interrupted in its VAE stage may resume with others.
+DENOISER_FIELDS = frozenset({"latent_pool", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "prompt_dropout",
+                             "ema_decay"})
+#: (window, mel bands) of the VAE's spectral loss, from 4 ms to 256 ms windows at 8 kHz
+MEL_SCALES = ((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (2048, 320))
+
+
+@dataclass
+class AudioPretrainConfig:
+    """Settings of a toy audio pretraining run (defaults are the ones that produced the shipped weights)."""
+
+    seed: int = 0
+    threads: int = 2
+    device: str = "auto"
+    out_dir: str = str(TOY_AUDIO_PIPELINE_DIR)
+    init_from: str | None = None  # continue from a saved toy audio pipeline (VAE kept, its stage skipped)
+    checkpoint_every: int = 100
+    fresh: bool = False
+    # VAE stage
+    vae_steps: int = 3000
+    vae_batch_size: int = 16
+    vae_crop: int = 2048  # samples per training crop (a multiple of the VAE's hop)
+    vae_lr: float = 1e-3
+    vae_warmup_steps: int = 50
+    waveform_weight: float = 0.1  # weight of the L1 waveform loss against the mel loss
+    latent_penalty: float = 1e-3  # weight of mean(z^2), which keeps the latents' scale bounded
+    vae_ema_decay: float = 0.99
+    normalise_clips: int = 256  # clips whose encoded statistics are folded into the VAE
+    # denoiser stage
+    latent_pool: int = 8192  # clips rendered and encoded once at the stage's start; batches are drawn from them
+    steps: int = 2000
+    batch_size: int = 32
+    lr: float = 8e-4  # AdamW peak, cosine-decayed to 10 %
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    prompt_dropout: float = 0.1
+    ema_decay: float = 0.999
+    eval_every: int = 500
+    eval_clips_per_prompt: int = 1
+    final_eval_clips_per_prompt: int = 4
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.prompt_dropout < 1.0:
+            raise PretrainError(f"prompt_dropout={self.prompt_dropout} must be in [0, 1)")
+        for key in ("vae_steps", "steps", "checkpoint_every", "eval_every"):
+            if getattr(self, key) < 0:
+                raise PretrainError(f"{key}={getattr(self, key)} must be >= 0")
+        for key in ("vae_batch_size", "batch_size", "vae_crop", "normalise_clips", "latent_pool"):
+            if getattr(self, key) < 1:
+                raise PretrainError(f"{key}={getattr(self, key)} must be >= 1")
+
+
+@dataclass
+class _StageSettings:
+    """The fields :meth:`RunBase.fit_with_ema` reads, for the VAE stage."""
+
+    steps: int
+    lr: float
+    warmup_steps: int
+    weight_decay: float
+    ema_decay: float
+    eval_every: int
+    checkpoint_every: int
+
+
+@cache
+def _mel_filters(window: int, mels: int) -> torch.Tensor:
+    from transformers.audio_utils import mel_filter_bank
+
+    return torch.from_numpy(mel_filter_bank(num_frequency_bins=window // 2 + 1, num_mel_filters=mels, min_frequency=0.0,
+                                            max_frequency=SAMPLE_RATE / 2, sampling_rate=SAMPLE_RATE, norm="slaney",
+                                            mel_scale="slaney")).float()
+
+
+def multiscale_mel_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The sum over :data:`MEL_SCALES` (window, mel bands) that fit the clip of the L1 distance between
+    log10 mel magnitudes (floored at 1e-5; Hann windows, hop a quarter window, Slaney mels); ``(B, 1, T)``
+    waveforms. Coarse scales reward energy near the right pitch, which an exact-bin spectral loss does not."""
+    total = recon.new_zeros(())
+    for window, mels in MEL_SCALES:
+        if window > target.shape[-1]:
+            continue
+        hann = torch.hann_window(window, device=recon.device)
+        filters = _mel_filters(window, mels).to(recon.device)
+        logs = [torch.einsum("bft,fm->bmt", torch.stft(w[:, 0], window, window // 4, window=hann,
+                                                        return_complex=True).abs(), filters).clamp_min(1e-5).log10()
+                for w in (recon, target)]
+        total = total + F.l1_loss(logs[0], logs[1])
+    return total
+
+
+class _AudioRun(RunBase):
+    """One audio pretraining run: the pipeline, its random streams, the log and the resumable state."""
+
+    def __init__(self, cfg: AudioPretrainConfig, log_path: str | Path | None) -> None:
+        self.cfg = cfg
+        self.device = _resolve_device(cfg.device)
+        self.rng = random.Random(cfg.seed)  # prompts and render seeds
+        self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)  # t, eps and dropout, drawn on the CPU
+        self.log_path = Path(log_path) if log_path else None
+        self.state_dir = resume_dir(cfg.out_dir)
+        self.specs = pretraining_specs()
+        self.pipe = load_toy_audio_pipeline(cfg.init_from) if cfg.init_from else build_toy_audio_pipeline(cfg.seed)
+        self.pipe.set_progress_bar_config(disable=True)
+        self.pipe.to(self.device)
+        hop = self.pipe.vae.hop_length
+        if cfg.vae_crop % hop or cfg.vae_crop > NUM_SAMPLES:
+            raise PretrainError(f"vae_crop={cfg.vae_crop} must be a multiple of the VAE's hop {hop} and at most "
+                                f"{NUM_SAMPLES} samples")
+        self.denoiser_modules = {"transformer": self.pipe.transformer, "text_encoder": self.pipe.text_encoder,
+                                 "projection_model": self.pipe.projection_model}
+        self.start, self.elapsed_before = time.time(), 0.0
+
+    # ------------------------------------------------------------------ resumable state
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"vae": self.pipe.vae, **self.denoiser_modules}
+
+    def save_state(self, stage: str, step: int, opt: torch.optim.Optimizer | None, ema) -> None:
+        if self.cfg.checkpoint_every:
+            self.write_run_state(self._modules(), _recipe(self.cfg), step, opt, ema, stage=stage)
+
+    def load_state(self) -> dict | None:
+        return self.read_run_state(self._modules(), lambda state: (_recipe(state["recipe"], state["stage"]),
+                                                                   _recipe(self.cfg, state["stage"])))
+
+    # ------------------------------------------------------------------ data
+    def clips(self, n: int, rng: random.Random | None = None) -> tuple[list[str], torch.Tensor]:
+        """``n`` fresh clips of random prompts: their prompts and ``(n, 1, NUM_SAMPLES)`` waveforms."""
+        rng = rng or self.rng
+        specs = [rng.choice(self.specs) for _ in range(n)]
+        audio = np.stack([render(s, rng.randrange(1 << 31)) for s in specs]).astype(np.float32)
+        return [s.prompt for s in specs], torch.from_numpy(audio)[:, None].to(self.device)
+
+    # ------------------------------------------------------------------ VAE stage
+    def vae_loss(self) -> torch.Tensor:
+        cfg, vae = self.cfg, self.pipe.vae
+        _, audio = self.clips(cfg.vae_batch_size)
+        hop = vae.hop_length
+        starts = [self.rng.randrange(0, NUM_SAMPLES - cfg.vae_crop + 1, hop) for _ in range(len(audio))]
+        x = torch.stack([a[:, s:s + cfg.vae_crop] for a, s in zip(audio, starts, strict=True)])
+        z = vae.encode(x).latent_dist.mean
+        recon = vae.decode(z).sample
+        return (multiscale_mel_loss(recon, x) + cfg.waveform_weight * F.l1_loss(recon, x)
+                + cfg.latent_penalty * z.pow(2).mean())
+
+    def train_vae(self, saved: dict | None) -> None:
+        cfg = self.cfg
+        settings = _StageSettings(cfg.vae_steps, cfg.vae_lr, cfg.vae_warmup_steps, 0.0, cfg.vae_ema_decay,
+                                  eval_every=0, checkpoint_every=cfg.checkpoint_every)
+        self.fit_with_ema([self.pipe.vae], self.vae_loss, saved, stage="vae", evaluate=lambda step: None,
+                          checkpoint=lambda step, opt, ema: self.save_state("vae", step, opt, ema), settings=settings)
+        self.normalise_latents(cfg.normalise_clips)
+
+    @torch.no_grad()
+    def normalise_latents(self, n: int) -> None:
+        """Fold the per-channel statistics of ``n`` encoded clips into the VAE; logs the reconstruction's
+        signal-to-noise ratio on them."""
+        _, audio = self.clips(n)
+        vae = self.pipe.vae
+        z = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in audio.split(32)])
+        mean, std = z.mean(dim=(0, 2)), z.std(dim=(0, 2))
+        normalise_vae_latents(vae, std)
+        recon = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mean).sample for chunk in audio.split(32)])
+        snr = 10 * math.log10(audio.pow(2).mean().item() / (recon - audio).pow(2).mean().item())
+        self.log({"stage": "vae_done", "elapsed_s": self.elapsed(), "reconstruction_snr_db": round(snr, 2),
+                  "latent_std_before": [round(v, 3) for v in std.tolist()],
+                  "latent_mean_after": [round(v, 3) for v in (mean / std).tolist()]})
+
+    # ------------------------------------------------------------------ denoiser stage
+    def context(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention context and global token of ``prompts``, built as ``StableAudioPipeline`` builds them."""
+        pipe, n = self.pipe, len(prompts)
+        text = pipe.encode_prompt(prompts, self.device, False)
+        start, end = pipe.encode_duration(0.0, DURATION_S, self.device, False, n)
+        return torch.cat([text, start, end], dim=1), torch.cat([start, end], dim=2)
+
+    @torch.no_grad()
+    def build_latent_pool(self) -> None:
+        """Render and encode ``cfg.latent_pool`` clips once (encoding a batch costs half a denoiser step); drawn
+        from their own seeded stream, so a resumed run rebuilds the same pool."""
+        pool_rng = random.Random(self.cfg.seed + 7)
+        prompts, latents = [], []
+        for start in range(0, self.cfg.latent_pool, 64):
+            chunk_prompts, audio = self.clips(min(64, self.cfg.latent_pool - start), pool_rng)
+            prompts += chunk_prompts
+            latents.append(self.pipe.vae.encode(audio).latent_dist.mean.cpu())
+        self.pool_prompts, self.pool_latents = prompts, torch.cat(latents)
+        self.log({"stage": "latent_pool", "clips": len(prompts), "elapsed_s": self.elapsed(),
+                  "latent_mean": round(self.pool_latents.mean().item(), 4),
+                  "latent_std": round(self.pool_latents.std().item(), 4)})
+
+    def denoiser_loss(self) -> torch.Tensor:
+        cfg, pipe = self.cfg, self.pipe
+        index = [self.rng.randrange(len(self.pool_prompts)) for _ in range(cfg.batch_size)]
+        prompts = [self.pool_prompts[i] for i in index]
+        x0 = self.pool_latents[index].to(self.device)
+        n = x0.shape[0]
+        t = torch.rand(n, generator=self.noise_gen).to(self.device)
+        eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
+        keep = (torch.rand(n, generator=self.noise_gen) >= cfg.prompt_dropout).float().to(self.device)
+        alpha, sigma = torch.cos(math.pi / 2 * t).view(-1, 1, 1), torch.sin(math.pi / 2 * t).view(-1, 1, 1)
+        context, global_token = self.context(prompts)
+        context = context * keep.view(-1, 1, 1)  # the pipeline's unconditional branch: an all-zero context
+        rotary = get_1d_rotary_pos_embed(pipe.rotary_embed_dim, x0.shape[-1] + 1, use_real=True,
+                                         repeat_interleave_real=False)
+        pred = pipe.transformer(alpha * x0 + sigma * eps, t, encoder_hidden_states=context,
+                                global_hidden_states=global_token,
+                                rotary_embedding=tuple(r.to(self.device) for r in rotary), return_dict=False)[0]
+        return F.mse_loss(pred, alpha * eps - sigma * x0)
+
+    def train_denoiser(self, saved: dict | None) -> None:
+        self.pipe.vae.eval().requires_grad_(False)
+        self.build_latent_pool()
+        self.fit_with_ema(list(self.denoiser_modules.values()), self.denoiser_loss, saved, stage="denoiser",
+                          evaluate=lambda step: self.evaluate(step, self.cfg.eval_clips_per_prompt),
+                          checkpoint=lambda step, opt, ema: self.save_state("denoiser", step, opt, ema))
+
+    def evaluate(self, step: int | str, clips_per_prompt: int) -> dict:
+        modules = list(self.denoiser_modules.values())
+        training = [m.training for m in modules]
+        for m in modules:
+            m.eval()
+        with torch.no_grad():
+            report = evaluate_audio_pipeline(self.pipe, clips_per_prompt=clips_per_prompt, seed=10_000)
+        for m, was in zip(modules, training, strict=True):
+            m.train(was)
+        record = {"stage": "eval", "step": step, **report.to_dict()}
+        self.log(record)
+        return record
+
+
+def _recipe(cfg: AudioPretrainConfig, stage: str = "denoiser") -> dict:
+    """The settings that decide what a run computes up to the end of ``stage`` (a resumed run must match them)."""
+    ignored = EXECUTION_FIELDS | (DENOISER_FIELDS if stage == "vae" else frozenset())
+    settings = cfg if isinstance(cfg, dict) else asdict(cfg)
+    return {k: v for k, v in settings.items() if k not in ignored}
+
+
+def pretrain_audio(cfg: AudioPretrainConfig, log_path: str | Path | None = None) -> dict:
+    """Train the toy audio pipeline (VAE, then denoiser), save it to ``cfg.out_dir`` and return the final held-out
+    evaluation. A run interrupted after a checkpoint continues from it when called again with the same settings."""
+    run, saved = start_run(_AudioRun, cfg, log_path, asdict(cfg))
+    if cfg.init_from is None and (saved is None or saved["stage"] == "vae"):
+        run.train_vae(saved)
+        saved = None
+        run.save_state("denoiser", 0, None, None)  # the VAE stage is done: a resume starts the denoiser
+    run.train_denoiser(saved)
+    return run.finish(cfg.final_eval_clips_per_prompt)

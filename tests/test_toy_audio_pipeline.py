@@ -1,0 +1,127 @@
+"""The toy audio pipeline (Stable Audio Open architecture): construction, stock loading, the VAE's latent
+normalisation, the pretraining losses and an interrupted pretraining's resumption."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from diffusers import StableAudioPipeline
+
+from genrl.toy import pretrain_audio as pretrain_audio_module
+from genrl.toy.audio_pipeline import (
+    LATENT_CHANNELS,
+    LATENT_LENGTH,
+    TOY_AUDIO_PIPELINE_DIR,
+    build_toy_audio_pipeline,
+    normalise_vae_latents,
+)
+from genrl.toy.pretrain import PretrainError, resume_dir
+from genrl.toy.pretrain_audio import AudioPretrainConfig, multiscale_mel_loss, pretrain_audio
+from rewards.toyaudio import NUM_SAMPLES, SAMPLE_RATE, render, split
+
+TINY = dict(vae_steps=4, vae_batch_size=2, vae_warmup_steps=1, normalise_clips=4, latent_pool=8, steps=4, batch_size=4,
+            warmup_steps=1, eval_every=0, final_eval_clips_per_prompt=0, checkpoint_every=2, device="cpu")
+
+
+def test_a_saved_toy_audio_pipeline_loads_and_generates_with_the_stock_pipeline(tmp_path):
+    build_toy_audio_pipeline(seed=0).save_pretrained(tmp_path)
+    pipe = StableAudioPipeline.from_pretrained(tmp_path, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(["a drum hit", "a high sine note"], num_inference_steps=2,
+               generator=[torch.Generator().manual_seed(i) for i in range(2)]).audios
+    assert out.shape == (2, 1, NUM_SAMPLES) and not torch.allclose(out[0], out[1])
+    assert pipe.vae.config.sampling_rate == SAMPLE_RATE and pipe.vae.hop_length * LATENT_LENGTH == NUM_SAMPLES
+    assert pipe.transformer.config.in_channels == LATENT_CHANNELS
+
+
+def test_folding_the_latent_statistics_into_the_vae_keeps_its_reconstructions():
+    vae = build_toy_audio_pipeline(seed=0).vae.eval()
+    x = torch.from_numpy(np.stack([render(s, i) for i, s in enumerate(split("test")[:3])]).astype(np.float32))[:, None]
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean
+        recon = vae.decode(z).sample
+        std = z.std(dim=(0, 2))
+        normalise_vae_latents(vae, std)
+        z_new = vae.encode(x).latent_dist.mean
+        recon_new = vae.decode(z_new).sample
+    torch.testing.assert_close(z_new, z / std.view(1, -1, 1), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(recon_new, recon, atol=1e-5, rtol=1e-4)
+    assert (z_new.std(dim=(0, 2)) - 1).abs().max() < 1e-4
+
+
+def _numpy_log_mel(wave: np.ndarray, window: int, mels: int) -> np.ndarray:
+    """log10 mel magnitudes by framing by hand: reflect padding by half a window, Hann (periodic), hop window/4."""
+    from transformers.audio_utils import mel_filter_bank
+
+    padded = np.pad(wave, window // 2, mode="reflect")
+    hann = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)
+    frames = np.stack([padded[i:i + window] * hann for i in range(0, len(padded) - window + 1, window // 4)])
+    mags = np.abs(np.fft.rfft(frames, axis=1))  # (frames, bins)
+    filters = mel_filter_bank(num_frequency_bins=window // 2 + 1, num_mel_filters=mels, min_frequency=0.0,
+                              max_frequency=SAMPLE_RATE / 2, sampling_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney")
+    return np.log10(np.maximum(mags @ filters, 1e-5))
+
+
+def test_the_mel_loss_equals_a_framing_by_hand_and_is_zero_for_identical_clips():
+    from genrl.toy.pretrain_audio import MEL_SCALES
+
+    x = render(split("train")[0], 0).astype(np.float64)[:2048]
+    y = render(split("train")[5], 1).astype(np.float64)[:2048]
+    expected = sum(np.abs(_numpy_log_mel(x, w, m) - _numpy_log_mel(y, w, m)).mean() for w, m in MEL_SCALES)
+    as_tensor = [torch.from_numpy(a).float().view(1, 1, -1) for a in (x, y)]
+    assert multiscale_mel_loss(*as_tensor).item() == pytest.approx(expected, rel=1e-4)
+    assert multiscale_mel_loss(as_tensor[0], as_tensor[0]).item() == 0.0
+
+
+def _weights(path):
+    pipe = StableAudioPipeline.from_pretrained(path, local_files_only=True)
+    return {f"{name}.{k}": v for name in ("vae", "transformer", "text_encoder", "projection_model")
+            for k, v in getattr(pipe, name).state_dict().items()}
+
+
+@pytest.mark.parametrize("die_in", ["vae", "denoiser"])
+def test_an_interrupted_audio_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, die_in):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    pretrain_audio(AudioPretrainConfig(out_dir=str(straight), **TINY), log_path=tmp_path / "straight.jsonl")
+    original = pretrain_audio_module._AudioRun.save_state
+
+    def save_then_die(self, stage, step, opt, ema):
+        original(self, stage, step, opt, ema)
+        if stage == die_in and step > 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(pretrain_audio_module._AudioRun, "save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pretrain_audio(AudioPretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
+    assert (resume_dir(resumed) / "state.pt").is_file() and not resumed.exists()
+    with pytest.raises(PretrainError, match=r"other settings \(vae_lr\).*fresh=true"):
+        pretrain_audio(AudioPretrainConfig(out_dir=str(resumed), **{**TINY, "vae_lr": 5e-4}))
+    monkeypatch.setattr(pretrain_audio_module._AudioRun, "save_state", original)
+    pretrain_audio(AudioPretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = [json.loads(line) for line in (tmp_path / "resumed.jsonl").read_text().splitlines()]
+    straight_log = [json.loads(line) for line in (tmp_path / "straight.jsonl").read_text().splitlines()]
+    assert [r["stage"] for r in log].count("resume") == 1 and log[-1]["stage"] == "final"
+    assert [(r["stage"], r["step"], r["loss"]) for r in log if "loss" in r] == \
+        [(r["stage"], r["step"], r["loss"]) for r in straight_log if "loss" in r]
+    assert not resume_dir(resumed).exists()
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(PretrainError, match="prompt_dropout"):
+        AudioPretrainConfig(prompt_dropout=1.0)
+    with pytest.raises(PretrainError, match="vae_crop=1000 must be a multiple of the VAE's hop 32"):
+        pretrain_audio(AudioPretrainConfig(out_dir="/nonexistent/x", **{**TINY, "vae_crop": 1000}))
+
+
+@pytest.mark.skipif(not (TOY_AUDIO_PIPELINE_DIR / "model_index.json").is_file(), reason="toy audio weights not built")
+def test_the_shipped_audio_pipeline_loads_plainly_and_plays_notes():
+    from genrl.toy.evaluate_audio import evaluate_audio_pipeline
+
+    pipe = StableAudioPipeline.from_pretrained(TOY_AUDIO_PIPELINE_DIR)  # the stock loader, no arguments
+    pipe.set_progress_bar_config(disable=True)
+    singles = [s for s in split("test") if s.family == "single_note"]
+    report = evaluate_audio_pipeline(pipe, singles, clips_per_prompt=2)
+    assert report.strict["single_note"] >= 0.75
