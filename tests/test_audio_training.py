@@ -3,12 +3,14 @@ the ``ddim`` step (Stable Audio's first-order update), scored by a tiny CLAP, wi
 LoRA export and a merged pipeline the stock class loads."""
 
 import pytest
+import torch
 from diffusers import StableAudioPipeline
 from helpers.tiny_models import save_tiny_clap
 from helpers.tiny_pipelines import tiny_stable_audio_pipeline
 from scipy.io import wavfile
 
 from genrl.config import ConfigError, load_config
+from genrl.models.loading import load_pipeline
 from genrl.trainer import Trainer
 
 PROMPTS = ["a low drone", "two short beeps", "a rising tone", "rain on a window"]
@@ -52,6 +54,15 @@ def test_stable_audio_trains_with_a_clap_reward_and_writes_wav_sheets(audio_worl
     assert (final / "lora" / "adapter_config.json").is_file()  # peft's format: the DiT has no diffusers loader
     merged = StableAudioPipeline.from_pretrained(final / "pipeline")
     assert not any("lora_" in name for name, _ in merged.transformer.named_parameters())
+    # the peft-format LoRA loads through genrl's loader (what `evaluate_audio --lora` uses) and equals the merge
+    with_lora = load_pipeline(str(audio_world / "tiny-audio"), lora=final / "lora")
+    x, t = torch.randn(1, 3, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0.5])
+    context, global_token = torch.randn(1, 3, 4), torch.randn(1, 1, 8)
+    base = load_pipeline(str(audio_world / "tiny-audio"))
+    outputs = [pipe.transformer(x, t, encoder_hidden_states=context, global_hidden_states=global_token,
+                                rotary_embedding=None, return_dict=False)[0] for pipe in (with_lora, merged, base)]
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-5, rtol=1e-4)
+    assert (outputs[2] - outputs[1]).abs().max() > 1e-3  # training moved it: the comparison can fail
 
 
 def test_a_reward_of_another_modality_or_rate_is_a_config_error(audio_world):

@@ -71,9 +71,12 @@ def load_pipeline(model: str | os.PathLike | None = None, *, lora: str | os.Path
     be reached the error names the id and how to make it available offline. ``lora`` is a directory
     holding a diffusers-format adapter (a training run's ``final/lora``), loaded on top.
     """
-    if lora is not None and not (Path(lora) / LORA_WEIGHTS_NAME).is_file():
-        raise FileNotFoundError(f"LoRA directory {str(lora)!r} has no {LORA_WEIGHTS_NAME} "
-                                "(pass a training run's final/lora or a checkpoint's lora directory)")
+    from .lora import PEFT_LORA_WEIGHTS
+
+    if lora is not None and not any((Path(lora) / name).is_file() for name in (LORA_WEIGHTS_NAME, PEFT_LORA_WEIGHTS)):
+        raise FileNotFoundError(f"LoRA directory {str(lora)!r} has no {LORA_WEIGHTS_NAME} (nor peft's "
+                                f"{PEFT_LORA_WEIGHTS}); pass a training run's final/lora or a checkpoint's lora "
+                                "directory")
     pipe = _load(resolve_model_path(model), trust_remote_code, kwargs)
     if lora is not None:
         from .base import adapter_class, served_family
