@@ -1,6 +1,6 @@
 """Pretrain the embedded toy audio pipeline (Stable Audio Open architecture) on the toy audio world.
 
-    python scripts/pretrain_toy_audio.py                   # reproduces the shipped weights (a GPU is used if present)
+    python scripts/pretrain_toy_audio.py                   # the shipped weights' recipe (a GPU is used if present)
     python scripts/pretrain_toy_audio.py vae_steps=100 steps=100 out_dir=/tmp/audio eval_every=0   # a quick trial
     python scripts/pretrain_toy_audio.py init_from=/tmp/audio steps=1000 out_dir=/tmp/audio2   # continue training
 

@@ -68,7 +68,8 @@ MEL_SCALES = ((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (
 
 @dataclass
 class AudioPretrainConfig:
-    """Settings of a toy audio pretraining run (defaults are the ones that produced the shipped weights)."""
+    """Settings of a toy audio pretraining run (defaults: the shipped weights' recipe, which ran its two stages as
+    two commands, the second with ``init_from``: docs/toy-audio-world.md)."""
 
     seed: int = 0
     threads: int = 2
@@ -78,7 +79,7 @@ class AudioPretrainConfig:
     checkpoint_every: int = 100
     fresh: bool = False
     # VAE stage
-    vae_steps: int = 3000
+    vae_steps: int = 6000
     vae_batch_size: int = 16
     vae_crop: int = 2048  # samples per training crop (a multiple of the VAE's hop)
     vae_lr: float = 1e-3
@@ -89,7 +90,7 @@ class AudioPretrainConfig:
     normalise_clips: int = 256  # clips whose encoded statistics are folded into the VAE
     # denoiser stage
     latent_pool: int = 8192  # clips rendered and encoded once at the stage's start; batches are drawn from them
-    steps: int = 2000
+    steps: int = 2500
     batch_size: int = 32
     lr: float = 8e-4  # AdamW peak, cosine-decayed to 10 %
     warmup_steps: int = 100
