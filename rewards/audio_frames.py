@@ -66,19 +66,11 @@ class ClapFrames:
 
 class VaeFrames:
     """The posterior means of a diffusers audio VAE (``AutoencoderOobleck``; ``pipeline``: a pipeline folder with a
-    ``vae`` subfolder, the VAE's own folder, or ``"toy_audio"``: genrl's shipped toy audio pipeline), one frame per
-    latent time step (``(T', latent channels)``)."""
+    ``vae`` subfolder, or the VAE's own folder), one frame per latent time step (``(T', latent channels)``)."""
 
     def __init__(self, sample_rate: int, pipeline: str, device: str | torch.device = "cpu") -> None:
         from diffusers import AutoencoderOobleck
 
-        if pipeline == "toy_audio":
-            try:
-                from genrl.toy.audio_pipeline import TOY_AUDIO_PIPELINE_DIR
-            except ImportError as err:
-                raise ValueError("pipeline 'toy_audio' is genrl's shipped toy audio pipeline: install genrl, or "
-                                 "pass a pipeline folder") from err
-            pipeline = str(TOY_AUDIO_PIPELINE_DIR)
         root = Path(pipeline).expanduser()
         folder = root / "vae" if (root / "vae" / "config.json").is_file() else root
         if not (folder / "config.json").is_file():
