@@ -49,6 +49,9 @@ class ModelConfig:
     # video batches and large images, at the same result up to the tiles' blending
     vae_slicing: bool = False
     vae_tiling: bool = False
+    # frozen components kept in host memory, each moved to the device only while it runs (e.g. [text_encoder_3]:
+    # SD3's T5-XXL; [text_encoder, vae]); see genrl.models.offload
+    cpu_offload: list[str] = field(default_factory=list)
     # options of the model family's adapter beyond the ones above (Wan: num_frames, negative_prompt),
     # checked by the adapter by name
     options: dict[str, Any] = field(default_factory=dict)
@@ -111,6 +114,7 @@ class TrainConfig:
     ema: bool = True
     ema_decay: float = 0.9
     ema_update_every: int = 8  # optimizer steps between EMA updates
+    ema_on_cpu: bool = False  # keep the EMA weights in host memory, on the device only for their update
 
 
 @dataclass
@@ -257,12 +261,14 @@ REPLACED_MAPPINGS = ("reward.weights", "reward.options", "reward.eval")
 #: ``model.attention`` is a kernel choice (results equal up to rounding); ``model.gradient_checkpointing``
 #: trades memory for time; ``sample.eval_batch_size`` only batches the evaluation, whose noise is
 #: seeded per prompt and image; ``model.vae_slicing`` and ``sample.cache_prompt_embeddings`` change how the
-#: same decode and embeddings are computed; ``sample.overlap_scoring`` only when the same scores are computed.
+#: same decode and embeddings are computed; ``sample.overlap_scoring`` only when the same scores are computed;
+#: ``model.cpu_offload`` and ``train.ema_on_cpu`` only where weights wait between uses.
 #: Everything else (learning rate, batch and group sizes, seed, rewards
 #: and their options, evaluation settings, mixed precision) must match the run being continued.
 RESUME_FREE_KEYS = ("resume", "epochs", "time_budget_minutes", "cpu_threads", "log.", "model.attention",
                     "model.gradient_checkpointing", "model.trust_remote_code", "sample.eval_batch_size",
-                    "model.vae_slicing", "sample.cache_prompt_embeddings", "sample.overlap_scoring")
+                    "model.vae_slicing", "sample.cache_prompt_embeddings", "sample.overlap_scoring",
+                    "model.cpu_offload", "train.ema_on_cpu")
 
 #: Keys earlier versions had, which this one no longer reads: key -> (the value that matches what the
 #: trainer does, why it went). A config that sets one to that value (a run's saved ``config.yaml``) still

@@ -12,6 +12,7 @@ OPTIONAL_PACKAGES: dict[str, tuple[str, str]] = {
     "wandb": ("wandb", "wandb"),
     "av": ("av", "video"),
     "cv2": ("opencv-python-headless", "flow"),
+    "deepspeed": ("deepspeed", "deepspeed"),
 }
 
 

@@ -325,6 +325,31 @@ def test_a_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path):
     assert plan_run(run, "latest", False, same).resume_from == checkpoint_dir(run / "checkpoints", 1)
 
 
+def test_a_resume_on_another_number_of_processes_must_keep_each_iterations_images(tmp_path):
+    from genrl.config import load_config, to_yaml
+
+    run = fake_run(tmp_path / "run", epochs=(1,))
+    (run / "config.yaml").write_text(to_yaml(load_config(None, [f"log.output_dir={run}", "sample.batch_size=4"])))
+    ckpt = checkpoint_dir(run / "checkpoints", 1)
+    torch.save({"train_state": {"epoch": 1, "num_processes": 2, "batch_size": 4}}, ckpt / "trainer_state.pt")
+    write_manifest(ckpt)
+
+    def plan(processes, batch):
+        return plan_run(run, "latest", False, load_config(None, [f"log.output_dir={run}",
+                                                                 f"sample.batch_size={batch}"]), processes)
+
+    assert plan(2, 4).notes == []  # the processes that wrote it
+    assert "sample.batch_size 4 -> 8 keeps 8 images per sampling iteration" in plan(1, 8).notes[0]
+    assert "4 -> 2" in plan(4, 2).notes[0]
+    with pytest.raises(ConfigError, match=r"written by 2 processes x sample.batch_size=4 = 8 images per sampling "
+                                          r"iteration; on 1 processes set sample.batch_size=8"):
+        plan(1, 4)
+    with pytest.raises(ConfigError, match="on 3 processes use a number of processes that divides 8"):
+        plan(3, 4)
+    with pytest.raises(ConfigError, match=r"sample.batch_size \(4 -> 8\) on the same 2 processes"):
+        plan(2, 8)
+
+
 # ----------------------------------------------------------------------------------- signals
 def test_the_first_signal_asks_to_stop_and_a_second_one_aborts(caplog):
     previous = signal.getsignal(signal.SIGINT)

@@ -508,6 +508,33 @@ def test_cached_prompt_embeddings_sample_what_encoding_each_batch_samples(tmp_pa
 
 
 
+def test_offloaded_frozen_components_run_one_at_a_time_and_the_run_is_the_same(tmp_path):
+    offloaded = ["text_encoder", "text_encoder_2", "vae"]
+    plain = make_trainer(tmp_path / "plain", **{"train.ema": True, "train.ema_update_every": 1})
+    off = make_trainer(tmp_path / "off", **{"model.cpu_offload": f"[{','.join(offloaded)}]", "train.ema": True,
+                                           "train.ema_update_every": 1, "train.ema_on_cpu": True})
+    pipe, offload = off.models.pipe, off.models.offload
+    seen = []  # (component running, the one on the device) while each runs
+    for name in ("text_encoder", "text_encoder_2"):
+        getattr(pipe, name).register_forward_hook(lambda m, a, o, name=name: seen.append((name, offload.resident)))
+    pipe.vae.decoder.register_forward_hook(lambda m, a, o: seen.append(("vae", offload.resident)))
+    (a,), _ = sample_and_score(plain)
+    (b,), _ = sample_and_score(off)
+    assert {name for name, _ in seen} == set(offloaded) and all(name == on for name, on in seen), seen
+    assert offload.resident is None  # nothing stays on the device once the adapter call returns
+    torch.testing.assert_close(b.trajectory.final, a.trajectory.final)
+    torch.testing.assert_close(b.rewards, a.rewards)
+    plain.train()
+    off.train()
+    assert off.models.ema_device == torch.device("cpu")
+    assert all(t.device.type == "cpu" for t in off.models.ema.shadow_params)
+    for p, q in zip(plain.models.ema.shadow_params, off.models.ema.shadow_params, strict=True):
+        torch.testing.assert_close(q, p)
+    with pytest.raises(ConfigError, match=r"model.cpu_offload: 'transformer' is not a frozen component of this "
+                                          r"model family \(choose from vae, text_encoder, text_encoder_2"):
+        make_trainer(tmp_path / "bad", **{"model.cpu_offload": "[transformer]"})
+
+
 def test_vae_slicing_and_tiling_are_switched_on_and_slicing_decodes_the_same(tmp_path):
     trainer = make_trainer(tmp_path / "a", **{"model.vae_slicing": True, "model.vae_tiling": True})
     vae = trainer.models.pipe.vae

@@ -101,13 +101,14 @@ def has_manifest(folder: str | Path) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
 
-def save_atomically(accelerator, root: str | Path, epoch: int, keep: int) -> Path:
+def save_atomically(accelerator, root: str | Path, epoch: int, keep: int, **save_kwargs) -> Path:
     """``accelerator.save_state`` into a temporary directory, renamed into place once complete.
 
     Every process must call this (accelerate saves per-process RNG states). The manifest is written
     last, by the main process, once every process has written its files. Once the new one is in
     place, checkpoints older than it are removed beyond the newest ``keep`` (this one included);
-    newer ones (left by a run resumed from before them) are never counted or removed.
+    newer ones (left by a run resumed from before them) are never counted or removed. ``save_kwargs`` go to
+    ``save_state`` (DeepSpeed's ``save_checkpoint`` arguments).
     """
     root = Path(root)
     final = checkpoint_dir(root, epoch)
@@ -116,7 +117,7 @@ def save_atomically(accelerator, root: str | Path, epoch: int, keep: int) -> Pat
         root.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    accelerator.save_state(str(tmp), **save_kwargs)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         follow_umask(tmp)  # safetensors writes 0600 files

@@ -9,6 +9,7 @@ succeeded, so a run that fails to start changes nothing a user had.
 from __future__ import annotations
 
 import logging
+import pickle
 import shutil
 import signal
 import threading
@@ -17,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
+import torch
+
 from genrl.config import ConfigError, ExperimentConfig, resume_changes
 from genrl.utils.files import LOCK_FILE
 
-from .checkpoints import checkpoint_epoch, choose_checkpoint, list_checkpoints
+from .checkpoints import TRAINER_STATE_FILE, checkpoint_epoch, choose_checkpoint, list_checkpoints
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +54,14 @@ def _names(paths: list[Path], limit: int = 4) -> str:
 
 
 def plan_run(output_dir: str | Path, resume: str | None, overwrite: bool,
-             config: ExperimentConfig | None = None) -> RunPlan:
+             config: ExperimentConfig | None = None, num_processes: int = 1) -> RunPlan:
     """Decide how a run uses ``output_dir``; a :class:`ConfigError` (one line naming the folder and the
     choices) when it would mix with, or silently replace, a run already there.
 
     With ``config``, a resumed run must also be the run it continues: its settings (but those of
-    :data:`~genrl.config.RESUME_FREE_KEYS`) must match the ``config.yaml`` of the checkpoint's run.
+    :data:`~genrl.config.RESUME_FREE_KEYS`) must match the ``config.yaml`` of the checkpoint's run, except
+    that on another number of processes ``sample.batch_size`` (per process) changes so that each sampling
+    iteration keeps its images (``num_processes`` x ``sample.batch_size``; see :func:`_check_world_size`).
     """
     output_dir = Path(output_dir)
     entries = [p for p in output_dir.iterdir() if p.name != LOCK_FILE] if output_dir.is_dir() else []
@@ -67,7 +72,7 @@ def plan_run(output_dir: str | Path, resume: str | None, overwrite: bool,
     if resume:
         plan = _plan_resume(output_dir, resume, records)
         if config is not None:
-            plan.notes += _check_same_run(plan.resume_from, config)
+            plan.notes += _check_same_run(plan.resume_from, config, num_processes)
         return plan
     if not entries:
         return RunPlan()
@@ -106,21 +111,63 @@ def _plan_resume(output_dir: Path, resume: str, records: list[Path]) -> RunPlan:
     return RunPlan(resume_from=path, notes=notes)
 
 
-def _check_same_run(checkpoint: Path, config: ExperimentConfig) -> list[str]:
+def _check_same_run(checkpoint: Path, config: ExperimentConfig, num_processes: int = 1) -> list[str]:
     """Refuse a resume whose config differs from the checkpoint's run's ``config.yaml``; the notes to log."""
+    checked, notes = _check_world_size(checkpoint, config, num_processes)
     saved = checkpoint.parent.parent / "config.yaml" if checkpoint.parent.name == "checkpoints" else None
     if saved is None or not saved.is_file():
-        return [f"{checkpoint} has no config.yaml of its run beside it, so the config cannot be compared with it"]
+        return [f"{checkpoint} has no config.yaml of its run beside it, so the config cannot be compared with it",
+                *notes]
     try:
         changes = resume_changes(saved.read_text(encoding="utf-8"), config)
     except (OSError, UnicodeDecodeError, ConfigError) as err:
         raise ConfigError(f"resume: cannot read {saved}: {err}") from None
+    if checked:  # the per-process batch was checked against the checkpoint's own record
+        changes = [c for c in changes if not c.startswith("sample.batch_size ")]
     if changes:
         raise ConfigError(f"resume: the config differs from the run's {saved} in {'; '.join(changes)}; a resumed "
                           "run continues that run, so set them back, or start a new run in a new log.output_dir "
                           "(only keys that say how it runs, such as epochs, time_budget_minutes and log.*, may "
                           "change: genrl.config.RESUME_FREE_KEYS)")
-    return []
+    return notes
+
+
+def checkpoint_world(checkpoint: Path) -> tuple[int, int] | None:
+    """(processes, per-process ``sample.batch_size``) that wrote ``checkpoint``; None when it does not say (a
+    checkpoint that predates the record, or whose trainer state the resume itself will report as unreadable)."""
+    try:
+        state = torch.load(checkpoint / TRAINER_STATE_FILE, map_location="cpu", weights_only=True)["train_state"]
+        return int(state["num_processes"]), int(state["batch_size"])
+    except (OSError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _check_world_size(checkpoint: Path, config: ExperimentConfig, num_processes: int) -> tuple[bool, list[str]]:
+    """A resume on another number of processes must keep each sampling iteration's images (processes x
+    ``sample.batch_size``), so that the prompt sampler draws the same prompts and groups, and the optimizer
+    steps average the same number of images. Returns whether the checkpoint records its processes and batch
+    (then ``sample.batch_size`` was checked here) and the note to log; a :class:`ConfigError` when they do not fit."""
+    written = checkpoint_world(checkpoint)
+    if written is None:
+        return False, []
+    processes, batch = written
+    per_process, leftover = divmod(processes * batch, num_processes)
+    if processes == num_processes and config.sample.batch_size != batch:
+        raise ConfigError(f"resume: the config differs from {checkpoint}'s run in sample.batch_size ({batch} -> "
+                          f"{config.sample.batch_size}) on the same {processes} processes; a resumed run continues "
+                          "that run, so set it back, or start a new run in a new log.output_dir")
+    if processes == num_processes:
+        return True, []
+    if leftover or config.sample.batch_size != per_process:
+        advice = (f"set sample.batch_size={per_process}" if not leftover else
+                  f"use a number of processes that divides {processes * batch}")
+        raise ConfigError(f"resume: {checkpoint} was written by {processes} processes x sample.batch_size={batch} "
+                          f"= {processes * batch} images per sampling iteration; on {num_processes} processes "
+                          f"{advice} so that the iterations keep their images")
+    note = (f"resuming {processes} processes' checkpoint on {num_processes}: sample.batch_size {batch} -> "
+            f"{per_process} keeps {processes * batch} images per sampling iteration (the same prompts; other noise, "
+            "so not bit-identical)")
+    return True, [note]
 
 
 def set_aside_damaged(paths: list[Path]) -> None:

@@ -31,6 +31,7 @@ from rewards import WeightedSum
 from rewards.media import Media
 
 from .checkpoints import save_atomically
+from .deepspeed_zero import accelerator_kwargs, check_deepspeed_run, deepspeed_launch
 from .evaluation import Evaluator
 from .lifecycle import RunInterrupted, RunPlan, StopSignals, clear_run_records, plan_run, set_aside_damaged
 from .metrics import MetricsLog, TrainingProgress, plot_reward_curve
@@ -65,8 +66,12 @@ class Trainer:
         self.units_per_batch = self.algorithm.num_train_units()
         # before accelerate reads its launch settings: an FSDP launch is genrl's own FSDP2 (see resolve_sharding)
         self.sharding, sharding_note = resolve_sharding(cfg.model.sharding)
+        self.deepspeed = deepspeed_launch()  # ZeRO-2 through accelerate (genrl/trainer/deepspeed_zero.py)
+        if self.deepspeed:
+            check_deepspeed_run(cfg, self.sharding, self.algorithm.many_forwards_per_backward,
+                                accumulation=cfg.train.gradient_accumulation_steps * self.units_per_batch)
         self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),  # lets `accelerate launch --multi_gpu` run gloo processes on a CPU
+            **accelerator_kwargs(self.deepspeed),
             mixed_precision=cfg.mixed_precision,
             gradient_accumulation_steps=cfg.train.gradient_accumulation_steps * self.units_per_batch,
             log_with=list(cfg.log.log_with) or None,
@@ -94,12 +99,12 @@ class Trainer:
         if acc.is_main_process:
             try:
                 if not self.output_dir.exists():  # refuse (say, --resume with nothing to resume) before the lock creates it
-                    plan_run(self.output_dir, self.cfg.resume, self.cfg.log.overwrite, self.cfg)
+                    plan_run(self.output_dir, self.cfg.resume, self.cfg.log.overwrite, self.cfg, acc.num_processes)
                 previous = self._lock.acquire()
                 if previous:
                     logger.info("took over the lock of %s, left by %s, which is no longer running",
                                 self.output_dir, previous)
-                plan = plan_run(self.output_dir, self.cfg.resume, self.cfg.log.overwrite, self.cfg)
+                plan = plan_run(self.output_dir, self.cfg.resume, self.cfg.log.overwrite, self.cfg, acc.num_processes)
             except FolderLocked as err:
                 error = ConfigError(f"log.output_dir={self.output_dir}: {err}; wait for that run to end, or "
                                     "choose another log.output_dir")
@@ -122,7 +127,7 @@ class Trainer:
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             local = int(os.environ.get("LOCAL_WORLD_SIZE", acc.num_processes))
             torch.set_num_threads(cfg.cpu_threads or max(1, cores // max(1, local)))
-        self.state = TrainState()
+        self.state = TrainState(acc.num_processes, cfg.sample.batch_size)
         self.metrics_log = MetricsLog(self.output_dir / "metrics.jsonl")
         self._setup_data()
         self.models = ModelState(cfg, acc, self.algorithm, sharded=self.sharding == "fsdp")
@@ -274,7 +279,7 @@ class Trainer:
             self._log(record, grid)
             if done or stopping or (cfg.log.save_every and self.state.epoch % cfg.log.save_every == 0):
                 saved = save_atomically(acc, self.output_dir / "checkpoints", self.state.epoch,
-                                        cfg.log.keep_checkpoints)
+                                        cfg.log.keep_checkpoints, **self.checkpoints.save_kwargs)
             if "reward/mean" in record:  # an algorithm with its own epoch may not gather rewards
                 shown.update({"reward": f"{record['reward/mean']:.3f}"})
             shown.update({f"eval_{k[5:]}": f"{v:.3f}" for k, v in record.items() if k.startswith("eval/")

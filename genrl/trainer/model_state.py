@@ -13,15 +13,17 @@ from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 
 from genrl.algorithms import Algorithm
-from genrl.config import ExperimentConfig
+from genrl.config import ConfigError, ExperimentConfig
 from genrl.models import AUTO_FAMILY, adapter_class, place_module
 from genrl.models.from_config import adapter_from_config, config_check
 from genrl.models.loading import load_pipeline
 from genrl.models.lora import ReferencePolicy, add_lora, add_second_adapter, lora_config
+from genrl.models.offload import FrozenOffload, check_offload_names
 from genrl.utils.files import replace_dir_atomically
 from genrl.utils.quiet import quiet_hub_libraries
 from rewards.optional import require
 
+from .deepspeed_zero import configure_deepspeed, load_checkpoints_weights_only, zero_stage
 from .sharding import broadcast_initial_weights, full_lora_state_dict, full_state_dict, shard_denoiser
 
 logger = logging.getLogger(__name__)
@@ -61,6 +63,9 @@ class ModelState:
                 config_check(lambda lever=lever: enable_vae_lever(self.pipe, lever), f"model.vae_{lever}")
         self.adapter = adapter_from_config(cfg, self.pipe)
         self.adapter.place_frozen(acc.device, dtype)
+        self.offload = None  # the frozen components in host memory between uses (model.cpu_offload)
+        if m.cpu_offload:
+            self.offload = config_check(lambda: self._offload_frozen(m.cpu_offload), "model.cpu_offload")
         transformer = self.adapter.transformer
         if cfg.lora.enabled:
             place_module(transformer, acc.device, stored)
@@ -88,20 +93,38 @@ class ModelState:
         optimizer = torch.optim.AdamW(params, lr=t.learning_rate, betas=(t.adam_beta1, t.adam_beta2),
                                       weight_decay=t.adam_weight_decay, eps=t.adam_epsilon)
         scheduler = get_scheduler("constant", optimizer)
+        self.zero_stage = zero_stage(acc)  # None unless the launch is DeepSpeed's
         if sharded:
             self.model, self.optimizer, self.lr_scheduler = transformer, optimizer, scheduler
         else:
+            if self.zero_stage is not None:
+                configure_deepspeed(acc, cfg, micro_batch=cfg.sample.batch_size)
             self.model, self.optimizer, self.lr_scheduler = acc.prepare(transformer, optimizer, scheduler)
         # the bare transformer under accelerate's wrappers, unwrapped once: unwrap_model walks the module
         # tree, and the rollouts call the model on every step
         self.unwrapped: torch.nn.Module = acc.unwrap_model(self.model)
+        if self.zero_stage is not None:
+            load_checkpoints_weights_only(self.model)
         self.params = params
         # the decay diffusers computes from optimization_step is (1 + s) / (10 + s), capped at ema_decay, only
         # with these three settings (their defaults, spelled out because ema_step relies on them)
         self.ema = (EMAModel(params, decay=t.ema_decay, min_decay=0.0, update_after_step=0, use_ema_warmup=False)
                     if t.ema else None)
+        if t.ema_on_cpu and sharded:
+            raise ConfigError("train.ema_on_cpu: a sharded denoiser's EMA is sharded with it (1/N of the weights per "
+                              "process) and stays on the device; leave it false under model.sharding=fsdp")
+        #: where the EMA weights live: the host with train.ema_on_cpu (on the device only for their update)
+        self.ema_device = torch.device("cpu") if t.ema_on_cpu else acc.device
         if self.ema is not None:
-            self.ema.to(acc.device)
+            self.ema.to(self.ema_device)
+            if t.ema_on_cpu and acc.device.type == "cuda":
+                self.ema.pin_memory()  # faster, asynchronous copies to and from the GPU
+
+    def _offload_frozen(self, names: list[str]) -> FrozenOffload:
+        check_offload_names(names, self.adapter.frozen_components)
+        offload = FrozenOffload(self.pipe, names, self.accelerator.device)
+        offload.wrap_adapter(self.adapter)
+        return offload
 
     def _load_base(self):
         m = self.cfg.model
@@ -110,8 +133,14 @@ class ModelState:
 
     def after_optimizer_step(self, global_step: int) -> None:
         """The EMA's update after optimizer step ``global_step`` (on its schedule; nothing without EMA)."""
-        if self.ema is not None:
-            ema_step(self.ema, self.params, global_step, self.cfg.train.ema_update_every)
+        if self.ema is None:
+            return
+        on_host = self.ema_device != self.accelerator.device
+        if on_host and (global_step + 1) % self.cfg.train.ema_update_every == 0:
+            # diffusers' offload_ema: the shadow weights visit the device for their update, then go back
+            self.ema.to(self.accelerator.device, non_blocking=True)
+        if ema_step(self.ema, self.params, global_step, self.cfg.train.ema_update_every) and on_host:
+            self.ema.to(self.ema_device, non_blocking=True)
 
     @contextlib.contextmanager
     def ema_weights(self):

@@ -18,6 +18,8 @@ from genrl.config import ConfigError
 from genrl.models.lora import load_lora_state_dict, lora_state_dict
 
 from .checkpoints import TRAINER_STATE_FILE
+from .deepspeed_zero import DEEPSPEED_LATEST_FILE, LOAD_STATE_KWARGS, SAVE_STATE_KWARGS
+from .lifecycle import checkpoint_world
 from .model_state import ModelState
 from .sharding import load_sharded, save_sharded
 
@@ -27,17 +29,21 @@ SHARDED_DIR = "sharded"  # a sharded denoiser's and optimizer's torch distribute
 
 
 class TrainState:
-    """Epochs completed, optimizer steps taken, images generated and training time; checkpointed with the rest."""
+    """Epochs completed, optimizer steps taken, images generated and training time; checkpointed with the rest,
+    with the processes and per-process batch that wrote the checkpoint (a resume on another number of processes
+    checks them: :func:`genrl.trainer.lifecycle.checkpoint_world`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, num_processes: int = 1, batch_size: int = 1) -> None:
         self.epoch = 0
         self.global_step = 0
         self.samples = 0  # training images generated, all processes
         self.train_seconds = 0.0  # wall time of sampling, rewards and updates (evaluation excluded)
+        self.num_processes, self.batch_size = num_processes, batch_size  # this run's, never loaded
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "global_step": self.global_step, "samples": self.samples,
-                "train_seconds": self.train_seconds}
+                "train_seconds": self.train_seconds, "num_processes": self.num_processes,
+                "batch_size": self.batch_size}
 
     def load_state_dict(self, state: dict) -> None:
         self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
@@ -58,6 +64,10 @@ class CheckpointedState:
         if models.sharded:  # not prepared by accelerate, so not in its states
             self.objects["lr_scheduler"] = models.lr_scheduler
         self.loading: str | None = None  # the checkpoint file being loaded, which a resume error names
+        deepspeed = models.zero_stage is not None
+        #: what ``accelerator.save_state`` / ``load_state`` are called with for this run's checkpoints
+        self.save_kwargs = dict(SAVE_STATE_KWARGS) if deepspeed else {}
+        self.load_kwargs = dict(LOAD_STATE_KWARGS) if deepspeed else {}
         accelerator.register_save_state_pre_hook(self._save_hook)
         accelerator.register_load_state_pre_hook(self._load_hook)
 
@@ -84,7 +94,7 @@ class CheckpointedState:
             return
         if not self.models.cfg.lora.enabled:
             return
-        model = acc.unwrap_model(models[0])
+        model = self.models.unwrapped
         if acc.is_main_process:
             for adapter in model.peft_config:  # every adapter, e.g. DiffusionNFT's old policy too
                 save_file(lora_state_dict(model, adapter), os.path.join(output_dir, self.lora_file(adapter)))
@@ -105,7 +115,7 @@ class CheckpointedState:
         for name, obj in self.objects.items():
             obj.load_state_dict(states[name])
         if self.models.ema is not None:
-            self.models.ema.to(self.accelerator.device)
+            self.models.ema.to(self.models.ema_device)
         if self.models.sharded:
             path = self.loading = os.path.join(input_dir, SHARDED_DIR)
             if not os.path.isdir(path):
@@ -115,11 +125,28 @@ class CheckpointedState:
         elif os.path.isdir(os.path.join(input_dir, SHARDED_DIR)):
             raise FileNotFoundError(f"{input_dir} holds a sharded denoiser (model.sharding=fsdp); resume it sharded")
         elif self.models.cfg.lora.enabled:
-            model = self.accelerator.unwrap_model(models.pop())
+            if models:  # accelerate would load the model's full weights next (DeepSpeed's engine is not listed)
+                models.pop()
+            model = self.models.unwrapped
             for adapter in model.peft_config:
                 path = self.loading = os.path.join(input_dir, self.lora_file(adapter))
-                load_lora_state_dict(model, load_file(path, device=str(self.accelerator.device)), adapter)
+                load_lora_state_dict(model, load_file(path), adapter)  # copied onto the weights' device
         self.loading = None  # accelerate loads the optimizer, scheduler and RNG states next
+
+    def _check_deepspeed_checkpoint(self, path: Path) -> None:
+        """A DeepSpeed checkpoint resumes only under DeepSpeed, on the processes that wrote it (ZeRO partitions the
+        optimizer state per process, and DeepSpeed does not re-partition it); another checkpoint not under it.
+        Checked before ``load_state``, which hands the engine its files before genrl's hook runs."""
+        written_by_deepspeed = (path / DEEPSPEED_LATEST_FILE).is_file()
+        if written_by_deepspeed != (self.models.zero_stage is not None):
+            how = "under DeepSpeed" if written_by_deepspeed else "without DeepSpeed"
+            raise ConfigError(f"cannot resume from {path}: it was written {how}; resume it with the accelerate "
+                              "config it was written with")
+        world = checkpoint_world(path)
+        if written_by_deepspeed and world is not None and world[0] != self.accelerator.num_processes:
+            raise ConfigError(f"cannot resume from {path}: it was written by {world[0]} DeepSpeed processes and ZeRO "
+                              f"partitions the optimizer state per process; resume it on {world[0]} (DDP and FSDP2 "
+                              "checkpoints resume on any number)")
 
     def _sharded_ema(self) -> dict[str, torch.Tensor]:
         """The EMA's shadow weights by position, for the sharded checkpoint (loaded in place)."""
@@ -128,8 +155,9 @@ class CheckpointedState:
 
     def resume(self, path: Path) -> None:
         """Load a verified checkpoint; a :class:`ConfigError` naming the file when its contents do not fit."""
+        self._check_deepspeed_checkpoint(path)
         try:
-            self.accelerator.load_state(str(path))
+            self.accelerator.load_state(str(path), **self.load_kwargs)
         except Exception as err:
             # its files are intact (or predate manifests), so an error about its contents means it does
             # not fit this run; anything else (out of memory, a device error) is not about the checkpoint

@@ -39,8 +39,10 @@ class Updater:
         ctx = LossContext(models.adapter, models.unwrapped if manual_sync else models.model, models.reference)
         sums: dict[str, list[float]] = {}
         first_ratio_dev = None
-        # on one process a batch whose samples are all masked can skip its forward passes
-        skip_allowed = acc.num_processes == 1 and self.algorithm.masked_samples_carry_no_loss
+        # on one process a batch whose samples are all masked can skip its forward passes (not under DeepSpeed,
+        # whose engine takes its optimizer step inside the cycle's last backward)
+        skip_allowed = (acc.num_processes == 1 and self.algorithm.masked_samples_carry_no_loss
+                        and models.zero_stage is None)
         models.model.train()
         for _ in range(cfg.train.num_inner_epochs):
             backward_in_cycle = False
