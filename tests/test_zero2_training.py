@@ -1,5 +1,5 @@
 """DeepSpeed ZeRO-2 through accelerate, on two gloo processes (DeepSpeed's CPU accelerator): the shipped config's
-run equals the same run under DDP (records, exported LoRA), its checkpoint holds only the trainable weights and
+run equals the same run under DDP (records, exported LoRA; also with the optimizer state offloaded), its checkpoint holds only the trainable weights and
 resumes to the same result; a resume on another number of processes works for DDP (the per-process batch
 doubled) and is refused in one line for ZeRO-2; what ZeRO-2 cannot run is refused naming the key."""
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers.trainer_launch import COMMON, LORA, launch, rank_reports, records
+from helpers.trainer_launch import COMMON, LORA, ROOT, launch, rank_reports, records
 from safetensors.torch import load_file
 
 from genrl.config import ConfigError, load_config
@@ -43,6 +43,16 @@ def test_a_zero2_run_is_the_ddp_run_resumes_and_checkpoints_only_the_trainable_w
     assert a.keys() == b.keys() and any(v.abs().sum() > 0 for k, v in a.items() if "lora_B" in k)
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4)  # Adam at lr 1e-2 magnifies rounding
+
+    # with the optimizer state offloaded to host memory (ZeRO-Offload) the same run again
+    offload = tmp_path / "offload.yaml"
+    offload.write_text((ROOT / "configs" / "accelerate" / "deepspeed_zero2.yaml").read_text().replace(
+        "offload_optimizer_device: none", "offload_optimizer_device: cpu"))
+    launch(tmp_path / "offload", str(offload), 29556, *common, "epochs=2",
+           f"log.output_dir={tmp_path / 'offload' / 'run'}")
+    c = load_file(str(tmp_path / "offload" / "run" / LORA))
+    for k in a:
+        torch.testing.assert_close(c[k], a[k], rtol=1e-3, atol=1e-4)
 
     # the engine's checkpoint: the LoRA weights only (not the frozen base) and one optimizer partition per process
     ckpt = zero / "run" / "checkpoints" / "checkpoint-000001"
