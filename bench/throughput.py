@@ -3,6 +3,7 @@
     python bench/throughput.py                                              # the toy config, one process
     accelerate launch --multi_gpu --num_processes 2 bench/throughput.py     # 2 processes (gloo on a CPU)
     accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 2 bench/throughput.py
+    accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml --num_processes 2 bench/throughput.py
     python bench/throughput.py --config configs/sd3.5m_pickscore.yaml model.pretrained=/tmp/sd35m-random
 
 Rollout time is ``sample_epoch`` (the denoising steps, decoding and scoring each batch); update time is
@@ -71,6 +72,7 @@ def main(argv: list[str]) -> int:
                   else f"cpu x{torch.get_num_threads()} threads per process")
         print(json.dumps({
             "config": args.config, "device": device, "processes": acc.num_processes, "sharding": trainer.sharding,
+            "deepspeed_zero_stage": trainer.models.zero_stage,
             "rollout_images_per_s_per_process": round(images / rollout, 2),
             "update_images_per_s_per_process": round(images / update, 2),
             "epoch_images_per_s_total": round(acc.num_processes * images / (rollout + update), 2),
