@@ -41,7 +41,9 @@ class ModelConfig:
     height: int | None = None  # None: the transformer's native size
     width: int | None = None
     gradient_checkpointing: bool = False
-    attention: str = "sdpa"  # "sdpa" (torch scaled_dot_product_attention) or "xformers" (extra, GPU)
+    # "sdpa" (torch scaled_dot_product_attention), "xformers" (extra, GPU) or a backend of diffusers' attention
+    # dispatcher for the families whose attention goes through it (FLUX, Wan, Qwen-Image): flash, _native_cudnn, ...
+    attention: str = "sdpa"
     # "auto" (FSDP2 when the accelerate launch config asks for FSDP, else none), "none" (the denoiser replicated on
     # every process, DDP) or "fsdp" (FSDP2: the denoiser sharded per transformer block across processes)
     sharding: str = "auto"
@@ -388,7 +390,7 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (s.step_type in ("sde", "wan_sde", "cps", "ddim"), "sample.step_type must be 'sde', 'wan_sde', 'cps' or 'ddim'"),
         (s.solver in ("euler", "dpm2"), "sample.solver must be 'euler' or 'dpm2'"),
         (s.eval_solver in (None, "euler", "dpm2"), "sample.eval_solver must be 'euler', 'dpm2' or null (sample.solver)"),
-        (cfg.model.attention in ("sdpa", "xformers"), "model.attention must be 'sdpa' or 'xformers'"),
+        (bool(cfg.model.attention), "model.attention must name a kernel: sdpa, xformers or a diffusers backend"),
         (cfg.model.sharding in ("auto", "none", "fsdp"), "model.sharding must be 'auto', 'none' or 'fsdp'"),
         (s.num_steps >= 2, "sample.num_steps must be >= 2"),
         (0 <= s.noise_level, "sample.noise_level must be >= 0"),

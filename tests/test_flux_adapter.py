@@ -93,3 +93,29 @@ def test_kontext_attends_to_the_source_image_and_refuses_a_batch_without_one():
         adapter.encode(PROMPTS, conditions=[{"image": images[0]}, {"mask": images[1]}])
     with pytest.raises(ValueError, match="text-only and takes no conditions"):
         FluxAdapter(tiny_flux_pipeline()).encode(PROMPTS, conditions=[{"image": images[0]}, {}])
+
+
+def test_a_dispatcher_backend_reaches_flux_attention_and_an_unusable_one_is_refused():
+    from genrl.models.attention import dispatched_attention, set_attention
+
+    pipe = tiny_flux_pipeline()
+    adapter = build_adapter("flux", pipe, guidance_scale=3.5, max_sequence_length=16, height=32, width=32)
+    cond = adapter.encode(PROMPTS)
+    x = adapter.initial_noise(_gens())
+    sdpa = adapter.velocity(x, 0.7, cond)
+    assert dispatched_attention(pipe.transformer)
+    set_attention(pipe.transformer, "_native_math")  # torch's reference kernel, through the dispatcher
+    processors = {type(m.processor).__name__: m.processor._attention_backend.value
+                  for m in pipe.transformer.modules() if hasattr(getattr(m, "processor", None), "_attention_backend")}
+    assert processors and set(processors.values()) == {"_native_math"}
+    torch.testing.assert_close(adapter.velocity(x, 0.7, cond), sdpa, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="'flash_hub' downloads and runs a kernel from the hub"):
+        set_attention(pipe.transformer, "flash_hub")
+    with pytest.raises(ValueError, match="unknown attention 'fast'; choose sdpa, xformers or a diffusers backend"):
+        set_attention(pipe.transformer, "fast")
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="'flash' is not usable here"):
+            set_attention(pipe.transformer, "flash")
+    set_attention(pipe.transformer, "native")  # back to torch SDPA for the other tests of this process

@@ -275,8 +275,11 @@ def test_evaluation_reports_geneval_family_means(tmp_path):
 
 
 def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
-    with pytest.raises(ConfigError, match="model.attention"):
-        load_config(None, ["model.attention=flash"])
+    with pytest.raises(ConfigError, match="model.attention must name a kernel"):
+        load_config(None, ["model.attention=''"])
+    with pytest.raises(ConfigError, match="model.attention: SD3Transformer2DModel's attention does not go through "
+                                          "diffusers' dispatcher, so 'flash' would not reach it"):
+        make_trainer(tmp_path / "flash", **{"model.attention": "flash"})
     try:
         import xformers  # noqa: F401
     except ImportError:

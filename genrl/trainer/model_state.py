@@ -15,13 +15,13 @@ from diffusers.training_utils import EMAModel
 from genrl.algorithms import Algorithm
 from genrl.config import ConfigError, ExperimentConfig
 from genrl.models import AUTO_FAMILY, adapter_class, place_module
+from genrl.models.attention import set_attention
 from genrl.models.from_config import adapter_from_config, config_check
 from genrl.models.loading import load_pipeline
 from genrl.models.lora import ReferencePolicy, add_lora, add_second_adapter, lora_config
 from genrl.models.offload import FrozenOffload, check_offload_names
 from genrl.utils.files import replace_dir_atomically
 from genrl.utils.quiet import quiet_hub_libraries
-from rewards.optional import require
 
 from .deepspeed_zero import configure_deepspeed, load_checkpoints_weights_only, zero_stage
 from .sharding import broadcast_initial_weights, full_lora_state_dict, full_state_dict, shard_denoiser
@@ -80,9 +80,7 @@ class ModelState:
             params = [p for p in transformer.parameters() if p.requires_grad]
         if m.gradient_checkpointing:
             transformer.enable_gradient_checkpointing()
-        if m.attention == "xformers":
-            require("xformers")  # names the extra when it is missing
-            transformer.enable_xformers_memory_efficient_attention()
+        config_check(lambda: set_attention(transformer, m.attention), "model.attention")
         # a full fine-tune's reference is a frozen copy, taken before sharding (LoRA's is the disabled adapter)
         self.reference = ReferencePolicy(transformer) if algorithm.needs_reference() else None
         if sharded:
