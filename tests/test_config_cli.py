@@ -37,7 +37,8 @@ def _last_line(stderr: str) -> str:
     return stderr.strip().splitlines()[-1]
 
 
-BENCH = ["build_random_sd3", "compare", "gradient_snr", "overhead", "reward_throughput", "reward_variance"]
+BENCH = ["build_random_sd3", "compare", "gradient_snr", "overhead", "reward_throughput", "reward_variance",
+         "throughput"]
 
 
 @pytest.mark.parametrize("script", [ROOT / "bench" / f"{name}.py" for name in BENCH]
