@@ -9,10 +9,11 @@ from rewards.toyworld.prompts import load_prompt_records, split
 from rewards.toyworld.world import PromptSpec
 
 #: ``toy:<split>`` selects a split of the embedded toy world, ``toyedit:<split>`` one of the toy edit world,
-#: ``toyaudio:<split>`` one of the toy audio world.
+#: ``toyaudio:<split>`` one of the toy audio world, ``toyvideo:<split>`` one of the toy video world.
 TOY_PREFIX = "toy:"
 TOY_EDIT_PREFIX = "toyedit:"
 TOY_AUDIO_PREFIX = "toyaudio:"
+TOY_VIDEO_PREFIX = "toyvideo:"
 
 
 @dataclass
@@ -61,8 +62,8 @@ def toy_edit_dataset(name: str, source: str) -> PromptDataset:
 
 def load_prompts(source: str) -> PromptDataset:
     """``toy:train`` / ``toy:test`` / ``toy:test_ood`` (toy splits, with their specs as metadata), ``toyedit:train`` /
-    ``toyedit:test`` (toy edit triples), ``toyaudio:train`` / ``toyaudio:test`` (toy audio prompts with their
-    specs), or a ``.txt``/``.jsonl`` file (every other JSONL field of a prompt is kept in its metadata, e.g. an
+    ``toyedit:test`` (toy edit triples), ``toyaudio:train`` / ``toyaudio:test`` and ``toyvideo:train`` /
+    ``toyvideo:test`` (toy audio and video prompts with their specs), or a ``.txt``/``.jsonl`` file (every other JSONL field of a prompt is kept in its metadata, e.g. an
     editing family's ``image``)."""
     if source.startswith(TOY_EDIT_PREFIX):
         return toy_edit_dataset(source[len(TOY_EDIT_PREFIX):], source)
@@ -71,6 +72,11 @@ def load_prompts(source: str) -> PromptDataset:
 
         specs = audio_split(source[len(TOY_AUDIO_PREFIX):])
         return PromptDataset([s.prompt for s in specs], [{"spec": s} for s in specs], source)
+    if source.startswith(TOY_VIDEO_PREFIX):
+        from rewards.toyvideo.prompts import split as video_split
+
+        specs = video_split(source[len(TOY_VIDEO_PREFIX):])
+        return PromptDataset([s.prompt for s in specs], [{"spec": s} for s in specs], source)
     if source.startswith(TOY_PREFIX):
         return _from_records([(spec, {}) for spec in split(source[len(TOY_PREFIX):])], source)
     path = Path(source).expanduser()
@@ -78,10 +84,11 @@ def load_prompts(source: str) -> PromptDataset:
 
 
 def prompt_family(metadata: dict) -> str | None:
-    """The evaluation family of a prompt (a toy spec's GenEval family, a toy edit's edit family, a toy audio
-    prompt's family), or None."""
+    """The evaluation family of a prompt (a toy spec's GenEval family, a toy edit's edit family, a toy audio or
+    video prompt's family), or None."""
     from rewards.toyaudio.world import AudioSpec
     from rewards.toyedit.world import EditSpec
+    from rewards.toyvideo.world import VideoSpec
 
     spec = metadata.get("spec")
-    return spec.family if isinstance(spec, PromptSpec | EditSpec | AudioSpec) else None
+    return spec.family if isinstance(spec, PromptSpec | EditSpec | AudioSpec | VideoSpec) else None

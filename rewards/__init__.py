@@ -47,6 +47,7 @@ _EXPORTS = {
     "ToyAudioVerifierReward": "toy_audio_verifier",
     "ToyEditVerifierReward": "toy_edit_verifier",
     "ToyVerifierReward": "toy_verifier",
+    "ToyVideoVerifierReward": "toy_video_verifier",
     "VLMJudgeReward": "vlm_judge",
     "VendiReward": "set_rewards",
     "WeightedSum": "combine",

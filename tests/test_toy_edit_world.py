@@ -16,8 +16,7 @@ from rewards.toyedit import (
     sample_edit,
     verify_edit,
 )
-from rewards.toyedit.world import _fits
-from rewards.toyworld.render import PlacedObject
+from rewards.toyworld.render import PlacedObject, scene_fits
 
 
 def _edits(n_per_family: int, seed: int = 0) -> list[EditSpec]:
@@ -43,7 +42,7 @@ def test_the_wrong_edit_of_the_same_scene_fails():
             wrong = EditSpec("resize", spec.objects, spec.subject)
         else:
             continue
-        if not _fits(wrong.target_objects(), 32):
+        if not scene_fits(wrong.target_objects(), 32):
             continue
         _, wrong_target = render_pair(wrong)
         assert verify_edit(source, wrong_target, spec).strict == 0.0, (spec.instruction, wrong.instruction)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import random
-from functools import lru_cache
+
+from rewards.toyworld.catalogue import PromptCatalogue, held_out_split
 
 from .world import CONTOURS, DRUM, PITCHED, REGISTERS, AudioSpec, EventSpec
 
@@ -43,47 +44,12 @@ def _attributes(spec: AudioSpec) -> set[tuple[str, object]]:
     return named
 
 
-@lru_cache(maxsize=1)
 def _splits() -> dict[str, tuple[AudioSpec, ...]]:
-    rng = random.Random(SPLIT_SEED)
-    splits: dict[str, list[AudioSpec]] = {name: [] for name in SPLITS}
-    for family, specs in all_specs().items():
-        if family == "single_note":
-            for name in SPLITS:
-                splits[name] += specs
-            continue
-        n_test = max(1, round(TEST_FRACTION * len(specs)))
-        while True:  # redraw until RL trains on everything the test prompts name
-            test = set(rng.sample(range(len(specs)), n_test))
-            train = [s for i, s in enumerate(specs) if i not in test]
-            seen = set().union(*map(_attributes, train))
-            if all(_attributes(s) <= seen for i, s in enumerate(specs) if i in test):
-                break
-        splits["test"] += [s for i, s in enumerate(specs) if i in test]
-        splits["train"] += train
-    return {name: tuple(v) for name, v in splits.items()}
+    return held_out_split(all_specs(), _attributes, random.Random(SPLIT_SEED),
+                          lambda family, n: max(1, round(TEST_FRACTION * n)), in_both=("single_note",))
 
 
-def split(name: str) -> tuple[AudioSpec, ...]:
-    """The prompts of the ``"train"`` or ``"test"`` split."""
-    if name not in SPLITS:
-        raise ValueError(f"unknown toy audio split {name!r}; expected one of {SPLITS}")
-    return _splits()[name]
-
-
-def pretraining_specs() -> tuple[AudioSpec, ...]:
-    """Every prompt of the world: what the base pipeline is pretrained on."""
-    return tuple(s for specs in all_specs().values() for s in specs)
-
-
-@lru_cache(maxsize=1)
-def _by_prompt() -> dict[str, AudioSpec]:
-    return {s.prompt: s for s in pretraining_specs()}
-
-
-def spec_from_prompt(prompt: str) -> AudioSpec:
-    """The spec of a toy audio prompt given as text (``KeyError`` naming the prompt if it is not one)."""
-    try:
-        return _by_prompt()[prompt.strip().lower()]
-    except KeyError:
-        raise KeyError(f"{prompt!r} is not a toy audio prompt (see rewards.toyaudio.prompts.all_specs())") from None
+_CATALOGUE = PromptCatalogue("toy audio", all_specs, _splits, "rewards.toyaudio.prompts.all_specs()")
+split = _CATALOGUE.split
+pretraining_specs = _CATALOGUE.pretraining_specs
+spec_from_prompt = _CATALOGUE.spec_from_prompt

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from rewards.toyworld.render import MIN_GAP, PlacedObject, render_objects, shape_coverage
+from rewards.toyworld.render import PlacedObject, render_objects, scene_fits, shape_coverage
 from rewards.toyworld.world import COLORS, IMAGE_SIZE, SHAPES
 
 EDIT_FAMILIES: tuple[str, ...] = ("move", "swap", "resize", "recolor")
@@ -140,18 +140,6 @@ def edit_vocabulary() -> list[str]:
     return sorted({"move", "the", "make", "bigger", "turn", "swap", "and"} | set(DIRECTIONS) | set(COLORS) | set(SHAPES))
 
 
-def _fits(objects: tuple[PlacedObject, ...], size: int) -> bool:
-    """Inside the canvas and pairwise at least ``MIN_GAP`` apart."""
-    for i, a in enumerate(objects):
-        if a.left < 0 or a.top < 0 or a.left + a.size > size or a.top + a.size > size:
-            return False
-        for b in objects[i + 1:]:
-            if not (a.left + a.size + MIN_GAP <= b.left or b.left + b.size + MIN_GAP <= a.left
-                    or a.top + a.size + MIN_GAP <= b.top or b.top + b.size + MIN_GAP <= a.top):
-                return False
-    return True
-
-
 def sample_edit(family: str, rng: random.Random, n_objects: int | None = None, size: int = IMAGE_SIZE,
                 max_tries: int = 1000) -> EditSpec:
     """A random edit of ``family`` on a random scene of 1-2 objects (2 for swap) whose source and target both fit."""
@@ -175,7 +163,7 @@ def sample_edit(family: str, rng: random.Random, n_objects: int | None = None, s
         elif family == "swap":
             subject, kwargs["other"] = 0, 1
         spec = EditSpec(family, objects, subject, **kwargs)
-        if _fits(objects, size) and _fits(spec.target_objects(), size):
+        if scene_fits(objects, size) and scene_fits(spec.target_objects(), size):
             return spec
     raise RuntimeError(f"could not sample a {family} edit in {max_tries} tries")
 

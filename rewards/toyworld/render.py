@@ -66,6 +66,13 @@ def _overlaps(a: PlacedObject, b: PlacedObject) -> bool:
                 or a.top + a.size + MIN_GAP <= b.top or b.top + b.size + MIN_GAP <= a.top)
 
 
+def scene_fits(objects, size: int = IMAGE_SIZE) -> bool:
+    """Whether every object lies inside the ``size`` canvas and the objects are pairwise ``MIN_GAP`` px apart."""
+    objects = list(objects)
+    inside = all(o.left >= 0 and o.top >= 0 and o.left + o.size <= size and o.top + o.size <= size for o in objects)
+    return inside and not any(_overlaps(a, b) for i, a in enumerate(objects) for b in objects[i + 1:])
+
+
 def _relation_holds_clearly(a: PlacedObject, b: PlacedObject, relation: str) -> bool:
     dx, dy = RELATIONS[relation]
     ox, oy = a.center[0] - b.center[0], a.center[1] - b.center[1]

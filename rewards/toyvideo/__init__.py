@@ -1,0 +1,12 @@
+"""The toy video world: 9-frame 32 x 32 clips of the image world's shapes moving (``world``), prompts in five
+families and their splits (``prompts``), the renderer (``render``) and the tracking verifier (``verifier``).
+numpy and scipy only, like :mod:`rewards.toyworld`."""
+
+from .prompts import all_specs, spec_from_prompt, split
+from .render import Track, layout_clip, render_batch, render_clip, render_tracks
+from .verifier import clip_requirements, verify_clip
+from .world import FPS, NUM_FRAMES, VIDEO_FAMILIES, MoverSpec, VideoSpec, video_vocabulary
+
+__all__ = ["FPS", "NUM_FRAMES", "VIDEO_FAMILIES", "MoverSpec", "Track", "VideoSpec", "all_specs", "clip_requirements",
+           "layout_clip", "render_batch", "render_clip", "render_tracks", "spec_from_prompt", "split", "verify_clip",
+           "video_vocabulary"]
