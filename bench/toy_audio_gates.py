@@ -16,12 +16,9 @@ The third gate is ``bench/gradient_snr.py --config configs/toy_audio.yaml``.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
-import json
 import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,47 +61,23 @@ def audio_strict(media, meta: dict) -> list[float]:
     return [verify(clip, meta["spec"]).strict for clip in media.tensor.mean(dim=1).numpy()]
 
 
+def evaluate_specs(pipe, specs, clips_per_prompt: int):
+    """The standard evaluation of ``specs`` (the split's prompts)."""
+    from genrl.toy.evaluate_audio import evaluate_audio_pipeline
+
+    return evaluate_audio_pipeline(pipe, specs, clips_per_prompt=clips_per_prompt)
+
+
+def every_prompt_singles(pipe, single_clips: int) -> dict[str, dict[str, float]]:
+    from rewards.toyaudio.prompts import all_specs
+
+    return single_attribute_gate(pipe, [s for specs in all_specs().values() for s in specs], single_clips)
+
+
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "toy_audio.yaml"),
-                        help="its sampler is the training sampler")
-    parser.add_argument("--model", default=None, help="pipeline directory (default: the config's model.pretrained)")
-    parser.add_argument("--split", default="test", choices=["train", "test"])
-    parser.add_argument("--samples", type=int, default=16, help="training-sampler samples per prompt")
-    parser.add_argument("--clips-per-prompt", type=int, default=4, help="deterministic evaluation, per prompt")
-    parser.add_argument("--single-clips", type=int, default=8, help="deterministic clips per single-attribute prompt")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_intermixed_args(argv)
-    if min(args.samples, args.clips_per_prompt, args.single_clips) < 1:
-        parser.error("--samples, --clips-per-prompt and --single-clips must be >= 1")
-    with toy_gates.gates_trainer(args.config, args.overrides, args.model, f"toyaudio:{args.split}") as trainer:
-        import torch
-
-        from genrl.toy.evaluate_audio import evaluate_audio_pipeline
-        from rewards.toyaudio.prompts import all_specs, split
-
-        pipe = trainer.models.pipe
-        pipe.set_progress_bar_config(disable=True)
-        with torch.no_grad():
-            singles = single_attribute_gate(pipe, [s for specs in all_specs().values() for s in specs],
-                                            args.single_clips)
-            report = evaluate_audio_pipeline(pipe, split(args.split), clips_per_prompt=args.clips_per_prompt)
-        failures = Counter(failure_kind(v.reason) for v in report.verdicts if not v.strict)
-        rows = toy_gates.training_sampler_success(trainer, args.samples, audio_strict)
-    table = toy_gates.success_table(rows, args.samples)
-    print(f"## Single attributes ({args.single_clips} clips per prompt, every prompt of the family)")
-    for family, scores in singles.items():
-        print(f"{family}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
-    print(f"\n## Standard evaluation ({args.clips_per_prompt} clips per prompt, split {args.split})")
-    print(report.table())
-    print("first failed check: " + ", ".join(f"{k} {n}" for k, n in failures.most_common()))
-    print(f"\n## Training sampler, {args.samples} samples per prompt")
-    print(toy_gates._markdown(table))
-    if args.json:
-        args.json.write_text(json.dumps({"single_attributes": singles, "standard": report.to_dict(),
-                                         "failures": dict(failures), "per_prompt": rows, "success": table}, indent=2))
-    return 0
+    return toy_gates.clip_world_gates_main(
+        argv, __doc__, config=str(ROOT / "configs" / "toy_audio.yaml"), prefix="toyaudio", singles=every_prompt_singles,
+        evaluate=evaluate_specs, failure_kind=failure_kind, strict_of=audio_strict)
 
 
 if __name__ == "__main__":

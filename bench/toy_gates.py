@@ -151,6 +151,50 @@ def gates_trainer(config: str, overrides: list[str], model: str | None, prompts:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def clip_world_gates_main(argv: list[str], doc: str, *, config: str, prefix: str, singles, evaluate, failure_kind,
+                          strict_of, unit: str = "clips") -> int:
+    """The gates command of a toy world whose samples are clips (audio, video): ``--config`` (its sampler is the
+    training sampler), ``--model``, ``--split``, ``--samples``, ``--clips-per-prompt``, ``--single-clips``,
+    ``--json`` and overrides. ``singles(pipe, n)`` gives the single-attribute table, ``evaluate(pipe, specs,
+    clips_per_prompt)`` the standard evaluation's report, ``failure_kind(reason)`` the kind of a failed check,
+    ``strict_of(media, metadata)`` one prompt's strict verdicts under the training sampler."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=config, help="its sampler is the training sampler")
+    parser.add_argument("--model", default=None, help="pipeline directory (default: the config's model.pretrained)")
+    parser.add_argument("--split", default="test", choices=["train", "test"])
+    parser.add_argument("--samples", type=int, default=16, help="training-sampler samples per prompt")
+    parser.add_argument("--clips-per-prompt", type=int, default=4, help="deterministic evaluation, per prompt")
+    parser.add_argument("--single-clips", type=int, default=8, help="deterministic clips per single-attribute prompt")
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = parser.parse_intermixed_args(argv)
+    if min(args.samples, args.clips_per_prompt, args.single_clips) < 1:
+        parser.error("--samples, --clips-per-prompt and --single-clips must be >= 1")
+    with gates_trainer(args.config, args.overrides, args.model, f"{prefix}:{args.split}") as trainer:
+        import torch
+
+        pipe = trainer.models.pipe
+        pipe.set_progress_bar_config(disable=True)
+        with torch.no_grad():
+            single = singles(pipe, args.single_clips)
+            report = evaluate(pipe, [m["spec"] for m in trainer.train_set.metadata], args.clips_per_prompt)
+        failures = Counter(failure_kind(v.reason) for v in report.verdicts if not v.strict)
+        rows = training_sampler_success(trainer, args.samples, strict_of)
+    table = success_table(rows, args.samples)
+    print(f"## Single attributes ({args.single_clips} {unit} per prompt, every prompt of the family)")
+    for family, scores in single.items():
+        print(f"{family}: " + ", ".join(f"{k} {v:.2f}" for k, v in scores.items()))
+    print(f"\n## Standard evaluation ({args.clips_per_prompt} {unit} per prompt, split {args.split})")
+    print(report.table())
+    print("first failed check: " + ", ".join(f"{k} {n}" for k, n in failures.most_common()))
+    print(f"\n## Training sampler, {args.samples} samples per prompt")
+    print(_markdown(table))
+    if args.json:
+        args.json.write_text(json.dumps({"single_attributes": single, "standard": report.to_dict(),
+                                         "failures": dict(failures), "per_prompt": rows, "success": table}, indent=2))
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "toy.yaml"), help="its sampler is the training sampler")

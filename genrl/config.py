@@ -288,6 +288,8 @@ TOY_MODEL_ALIASES = frozenset({"toy", "genrl/sd3-toy"})
 TOY_EDIT_MODEL_ALIASES = frozenset({"toy_edit", "genrl/kontext-toy"})
 #: ``model.pretrained`` values that name the shipped toy audio pipeline (Stable Audio Open architecture)
 TOY_AUDIO_MODEL_ALIASES = frozenset({"toy_audio", "genrl/stable-audio-toy"})
+#: ``model.pretrained`` values that name the shipped toy video pipeline (Wan2.1 architecture)
+TOY_VIDEO_MODEL_ALIASES = frozenset({"toy_video", "genrl/wan-toy"})
 
 
 class ConfigError(ValueError):
@@ -510,7 +512,7 @@ def load_prompt_set(key: str, source: str):
 def is_local_model_path(model: str) -> bool:
     """Whether a model value names a local directory rather than the toy pipeline or a hub id: it
     exists, starts with ``.``, ``/`` or ``~``, or has more than one ``/`` (``org/name`` is a hub id)."""
-    if model in TOY_MODEL_ALIASES | TOY_EDIT_MODEL_ALIASES | TOY_AUDIO_MODEL_ALIASES:
+    if model in TOY_MODEL_ALIASES | TOY_EDIT_MODEL_ALIASES | TOY_AUDIO_MODEL_ALIASES | TOY_VIDEO_MODEL_ALIASES:
         return False
     return Path(model).expanduser().exists() or model.startswith((".", "/", "~")) or model.count("/") > 1
 

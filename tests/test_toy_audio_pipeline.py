@@ -1,12 +1,12 @@
 """The toy audio pipeline (Stable Audio Open architecture): construction, stock loading, the VAE's latent
 normalisation, the pretraining losses and an interrupted pretraining's resumption."""
 
-import json
 
 import numpy as np
 import pytest
 import torch
 from diffusers import StableAudioPipeline
+from helpers.pretrain_resume import check_resumes_to_the_uninterrupted_run
 
 from genrl.toy import pretrain_audio as pretrain_audio_module
 from genrl.toy.audio_pipeline import (
@@ -16,7 +16,7 @@ from genrl.toy.audio_pipeline import (
     build_toy_audio_pipeline,
     normalise_vae_latents,
 )
-from genrl.toy.pretrain import PretrainError, resume_dir
+from genrl.toy.pretrain import PretrainError
 from genrl.toy.pretrain_audio import AudioPretrainConfig, multiscale_mel_loss, pretrain_audio
 from rewards.toyaudio import NUM_SAMPLES, SAMPLE_RATE, render, split
 
@@ -82,31 +82,9 @@ def _weights(path):
 
 @pytest.mark.parametrize("die_in", ["vae", "denoiser"])
 def test_an_interrupted_audio_pretraining_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch, die_in):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    pretrain_audio(AudioPretrainConfig(out_dir=str(straight), **TINY), log_path=tmp_path / "straight.jsonl")
-    original = pretrain_audio_module._AudioRun.save_state
-
-    def save_then_die(self, stage, step, opt, ema):
-        original(self, stage, step, opt, ema)
-        if stage == die_in and step > 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(pretrain_audio_module._AudioRun, "save_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        pretrain_audio(AudioPretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
-    assert (resume_dir(resumed) / "state.pt").is_file() and not resumed.exists()
-    with pytest.raises(PretrainError, match=r"other settings \(vae_lr\).*fresh=true"):
-        pretrain_audio(AudioPretrainConfig(out_dir=str(resumed), **{**TINY, "vae_lr": 5e-4}))
-    monkeypatch.setattr(pretrain_audio_module._AudioRun, "save_state", original)
-    pretrain_audio(AudioPretrainConfig(out_dir=str(resumed), **TINY), log_path=tmp_path / "resumed.jsonl")
-    a, b = _weights(straight), _weights(resumed)
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    log = [json.loads(line) for line in (tmp_path / "resumed.jsonl").read_text().splitlines()]
-    straight_log = [json.loads(line) for line in (tmp_path / "straight.jsonl").read_text().splitlines()]
-    assert [r["stage"] for r in log].count("resume") == 1 and log[-1]["stage"] == "final"
-    assert [(r["stage"], r["step"], r["loss"]) for r in log if "loss" in r] == \
-        [(r["stage"], r["step"], r["loss"]) for r in straight_log if "loss" in r]
-    assert not resume_dir(resumed).exists()
+    check_resumes_to_the_uninterrupted_run(
+        tmp_path, monkeypatch, run_class=pretrain_audio_module._AudioRun, pretrain=pretrain_audio, weights=_weights,
+        config=lambda **kw: AudioPretrainConfig(**{**TINY, **kw}), die_in=die_in, changed=("vae_lr", 5e-4))
 
 
 def test_bad_settings_are_named():

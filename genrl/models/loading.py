@@ -12,6 +12,7 @@ from genrl.config import (
     TOY_AUDIO_MODEL_ALIASES,
     TOY_EDIT_MODEL_ALIASES,
     TOY_MODEL_ALIASES,
+    TOY_VIDEO_MODEL_ALIASES,
     is_local_model_path,
     local_pipeline_problem,
 )
@@ -29,10 +30,12 @@ def resolve_model_path(model: str | os.PathLike | None) -> str:
     from genrl.toy.audio_pipeline import TOY_AUDIO_PIPELINE_DIR
     from genrl.toy.edit_pipeline import TOY_EDIT_PIPELINE_DIR
     from genrl.toy.pipeline import TOY_PIPELINE_DIR
+    from genrl.toy.video_pipeline import TOY_VIDEO_PIPELINE_DIR
 
     shipped = ((TOY_ALIASES, TOY_PIPELINE_DIR, "the toy pipeline", "pretrain_toy.py"),
                (TOY_EDIT_MODEL_ALIASES, TOY_EDIT_PIPELINE_DIR, "the toy edit pipeline", "pretrain_toy_edit.py"),
-               (TOY_AUDIO_MODEL_ALIASES, TOY_AUDIO_PIPELINE_DIR, "the toy audio pipeline", "pretrain_toy_audio.py"))
+               (TOY_AUDIO_MODEL_ALIASES, TOY_AUDIO_PIPELINE_DIR, "the toy audio pipeline", "pretrain_toy_audio.py"),
+               (TOY_VIDEO_MODEL_ALIASES, TOY_VIDEO_PIPELINE_DIR, "the toy video pipeline", "pretrain_toy_video.py"))
     for aliases, folder, name, script in shipped:
         if model is None and folder == TOY_PIPELINE_DIR or str(model) in aliases:
             if not (folder / "model_index.json").is_file():

@@ -139,14 +139,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _argument_problem(args: argparse.Namespace) -> str | None:
-    """What is wrong with the command line's numbers, paths and directories, or None."""
+def _argument_problem(args: argparse.Namespace, count_flag: str = "--images-per-prompt") -> str | None:
+    """What is wrong with the command line's numbers, paths and directories, or None (``count_flag``: the option
+    giving the samples per prompt)."""
     from pathlib import Path
 
     from genrl.config import local_pipeline_problem
 
-    if args.images_per_prompt < 1 or args.steps < 1:
-        return f"--images-per-prompt and --steps must be >= 1, got {args.images_per_prompt} and {args.steps}"
+    count = getattr(args, count_flag.lstrip("-").replace("-", "_"))
+    if count < 1 or args.steps < 1:
+        return f"{count_flag} and --steps must be >= 1, got {count} and {args.steps}"
     problem = local_pipeline_problem(args.model) if args.model is not None else None
     if problem:
         return f"--model {args.model!r}: {problem}"
@@ -155,6 +157,39 @@ def _argument_problem(args: argparse.Namespace) -> str | None:
     if args.json and not Path(args.json).absolute().parent.is_dir():
         return f"--json {args.json!r}: directory {Path(args.json).absolute().parent} not found"
     return None
+
+
+def clip_evaluation_main(argv: Sequence[str] | None, doc: str, *, default_model: str, splits: Sequence[str],
+                         split, evaluate, steps: int, guidance: float) -> int:
+    """The command line of a toy world whose samples are clips (audio, video): ``--model``, ``--lora``,
+    ``--split``, ``--clips-per-prompt``, ``--steps``, ``--guidance``, ``--seed``, ``--json``; ``evaluate(pipe,
+    specs, clips_per_prompt=, seed=, num_inference_steps=, guidance_scale=)`` returns the report it prints."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=default_model, help="hub id or local pipeline dir (default: the shipped "
+                                                               "toy pipeline)")
+    parser.add_argument("--lora", default=None, help="a LoRA directory to load on top (e.g. a run's final/lora)")
+    parser.add_argument("--split", default="test", choices=list(splits))
+    parser.add_argument("--clips-per-prompt", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--guidance", type=float, default=guidance)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    args = parser.parse_args(argv)
+    problem = _argument_problem(args, count_flag="--clips-per-prompt")
+    if problem:
+        parser.error(problem)
+
+    from genrl.models.loading import load_pipeline
+
+    pipe = load_pipeline(args.model, lora=args.lora)
+    pipe.set_progress_bar_config(disable=True)
+    result = evaluate(pipe, split(args.split), clips_per_prompt=args.clips_per_prompt, seed=args.seed,
+                      num_inference_steps=args.steps, guidance_scale=args.guidance)
+    print(result.table())
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(result.to_dict(), fh, indent=2)
+    return 0
 
 
 if __name__ == "__main__":

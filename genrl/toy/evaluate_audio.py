@@ -13,8 +13,6 @@ its clips, the overall score the mean over families (GenEval's way, as the image
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +23,7 @@ from rewards.toyaudio.verifier import verify
 from rewards.toyaudio.world import FAMILIES, AudioSpec
 
 from .audio_pipeline import TOY_AUDIO_GUIDANCE_SCALE, TOY_AUDIO_NUM_INFERENCE_STEPS
-from .evaluate import EvalReport, report
+from .evaluate import EvalReport, clip_evaluation_main, report
 
 
 def generate_clips(pipe, prompts: Sequence[str], seeds: Sequence[int], *,
@@ -70,35 +68,9 @@ def evaluate_audio_pipeline(pipe, specs: Sequence[AudioSpec] | None = None, *, c
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: prints the per-family table (and optionally writes JSON)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="toy_audio", help="hub id or local pipeline dir (default: the shipped toy "
-                                                             "audio pipeline)")
-    parser.add_argument("--lora", default=None, help="a LoRA directory to load on top (e.g. a run's final/lora)")
-    parser.add_argument("--split", default="test", choices=list(SPLITS))
-    parser.add_argument("--clips-per-prompt", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=TOY_AUDIO_NUM_INFERENCE_STEPS)
-    parser.add_argument("--guidance", type=float, default=TOY_AUDIO_GUIDANCE_SCALE)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
-    args = parser.parse_args(argv)
-    from .evaluate import _argument_problem
-
-    args.images_per_prompt = args.clips_per_prompt  # the image evaluator's checks of numbers and paths
-    problem = _argument_problem(args)
-    if problem:
-        parser.error(problem.replace("--images-per-prompt", "--clips-per-prompt"))
-
-    from genrl.models.loading import load_pipeline
-
-    pipe = load_pipeline(args.model, lora=args.lora)
-    pipe.set_progress_bar_config(disable=True)
-    result = evaluate_audio_pipeline(pipe, split(args.split), clips_per_prompt=args.clips_per_prompt, seed=args.seed,
-                                     num_inference_steps=args.steps, guidance_scale=args.guidance)
-    print(result.table())
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump(result.to_dict(), fh, indent=2)
-    return 0
+    return clip_evaluation_main(argv, __doc__, default_model="toy_audio", splits=SPLITS, split=split,
+                                evaluate=evaluate_audio_pipeline, steps=TOY_AUDIO_NUM_INFERENCE_STEPS,
+                                guidance=TOY_AUDIO_GUIDANCE_SCALE)
 
 
 if __name__ == "__main__":

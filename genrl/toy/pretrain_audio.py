@@ -113,8 +113,8 @@ class AudioPretrainConfig:
 
 
 @dataclass
-class _StageSettings:
-    """The fields :meth:`RunBase.fit_with_ema` reads, for the VAE stage."""
+class StageSettings:
+    """The fields :meth:`RunBase.fit_with_ema` reads, for a stage other than the config's own (the VAE's)."""
 
     steps: int
     lr: float
@@ -207,7 +207,7 @@ class _AudioRun(RunBase):
 
     def train_vae(self, saved: dict | None) -> None:
         cfg = self.cfg
-        settings = _StageSettings(cfg.vae_steps, cfg.vae_lr, cfg.vae_warmup_steps, 0.0, cfg.vae_ema_decay,
+        settings = StageSettings(cfg.vae_steps, cfg.vae_lr, cfg.vae_warmup_steps, 0.0, cfg.vae_ema_decay,
                                   eval_every=0, checkpoint_every=cfg.checkpoint_every)
         self.fit_with_ema([self.pipe.vae], self.vae_loss, saved, stage="vae", evaluate=lambda step: None,
                           checkpoint=lambda step, opt, ema: self.save_state("vae", step, opt, ema), settings=settings)
@@ -291,11 +291,16 @@ class _AudioRun(RunBase):
         return record
 
 
-def _recipe(cfg: AudioPretrainConfig, stage: str = "denoiser") -> dict:
-    """The settings that decide what a run computes up to the end of ``stage`` (a resumed run must match them)."""
-    ignored = EXECUTION_FIELDS | (DENOISER_FIELDS if stage == "vae" else frozenset())
+def stage_recipe(cfg, ignored: frozenset[str]) -> dict:
+    """A run's settings (a config dataclass or its saved dict) but the ``ignored`` ones: what a resumed run must
+    match."""
     settings = cfg if isinstance(cfg, dict) else asdict(cfg)
     return {k: v for k, v in settings.items() if k not in ignored}
+
+
+def _recipe(cfg: AudioPretrainConfig, stage: str = "denoiser") -> dict:
+    """The settings that decide what a run computes up to the end of ``stage`` (a resumed run must match them)."""
+    return stage_recipe(cfg, EXECUTION_FIELDS | (DENOISER_FIELDS if stage == "vae" else frozenset()))
 
 
 def pretrain_audio(cfg: AudioPretrainConfig, log_path: str | Path | None = None) -> dict:
