@@ -13,7 +13,7 @@ from genrl.toy.video_pipeline import LATENT_CHANNELS, build_toy_video_pipeline, 
 from rewards.toyvideo import NUM_FRAMES
 
 TINY = dict(vae_steps=4, vae_batch_size=2, vae_warmup_steps=1, normalise_clips=4, latent_pool=8, steps=4, batch_size=4,
-            warmup_steps=1, eval_every=0, final_eval_clips_per_prompt=0, checkpoint_every=2, device="cpu")
+            warmup_steps=1, eval_every=0, final_eval_clips_per_prompt=0, checkpoint_every=2, device="cpu", threads=1)
 
 
 def test_a_saved_toy_video_pipeline_loads_and_generates_with_the_stock_pipeline(tmp_path):
@@ -56,6 +56,21 @@ def test_the_vae_stage_writes_the_latent_statistics_the_pipeline_applies(tmp_pat
     normalised = run.normalised(z)
     # WanPipeline decodes latents / (1 / std) + mean: the inverse of what the transformer is trained on
     torch.testing.assert_close(normalised / (1.0 / std.view(1, -1, 1, 1, 1)) + mean.view(1, -1, 1, 1, 1), z)
+
+
+def test_init_from_keeps_the_vae_unless_asked_to_continue_it(tmp_path):
+    base = tmp_path / "base"
+    build_toy_video_pipeline(seed=3).save_pretrained(base)
+    no_vae_stage = {**TINY, "steps": 1}
+    pretrain_video(VideoPretrainConfig(out_dir=str(tmp_path / "kept"), init_from=str(base), **no_vae_stage))
+    pretrain_video(VideoPretrainConfig(out_dir=str(tmp_path / "trained"), init_from=str(base), continue_vae=True,
+                                       **no_vae_stage))
+    vaes = {name: WanPipeline.from_pretrained(tmp_path / name, local_files_only=True).vae
+            for name in ("base", "kept", "trained")}
+    weights = {name: vae.state_dict() for name, vae in vaes.items()}
+    assert all(torch.equal(weights["kept"][k], weights["base"][k]) for k in weights["base"])
+    assert any(not torch.equal(weights["trained"][k], weights["base"][k]) for k in weights["base"])
+    assert vaes["trained"].config.latents_std != vaes["base"].config.latents_std  # measured again
 
 
 def test_bad_settings_are_named():

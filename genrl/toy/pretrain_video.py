@@ -16,7 +16,8 @@ Two stages, each an AdamW run with an EMA of the weights (:meth:`genrl.toy.pretr
 Clips are rendered fresh from every prompt of the world (the RL splits are held out from RL, not from
 pretraining); the denoiser draws its batches from a pool of ``latent_pool`` clips encoded once. A run is
 resumable as the other toy pipelines' are (``<out_dir>.resume/``, every ``checkpoint_every`` steps of either
-stage), and continues from a saved pipeline with ``init_from`` (VAE kept, its stage skipped).
+stage), and continues from a saved pipeline with ``init_from`` (VAE kept and its stage skipped, or trained further
+with ``continue_vae``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class VideoPretrainConfig:
     device: str = "auto"
     out_dir: str = str(TOY_VIDEO_PIPELINE_DIR)
     init_from: str | None = None  # continue from a saved toy video pipeline (VAE kept, its stage skipped)
+    continue_vae: bool = False  # with init_from: train the loaded VAE further (its stage runs) before the denoiser
     checkpoint_every: int = 100
     fresh: bool = False
     # VAE stage
@@ -244,7 +246,7 @@ def pretrain_video(cfg: VideoPretrainConfig, log_path: str | Path | None = None)
     """Train the toy video pipeline (VAE, then denoiser), save it to ``cfg.out_dir`` and return the final held-out
     evaluation. A run interrupted after a checkpoint continues from it when called again with the same settings."""
     run, saved = start_run(_VideoRun, cfg, log_path, asdict(cfg))
-    if cfg.init_from is None and (saved is None or saved["stage"] == "vae"):
+    if (cfg.init_from is None or cfg.continue_vae) and (saved is None or saved["stage"] == "vae"):
         run.train_vae(saved)
         saved = None
         run.save_state("denoiser", 0, None, None)  # the VAE stage is done: a resume starts the denoiser

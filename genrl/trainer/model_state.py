@@ -115,8 +115,6 @@ class ModelState:
         self.ema_device = torch.device("cpu") if t.ema_on_cpu else acc.device
         if self.ema is not None:
             self.ema.to(self.ema_device)
-            if t.ema_on_cpu and acc.device.type == "cuda":
-                self.ema.pin_memory()  # faster, asynchronous copies to and from the GPU
 
     def _offload_frozen(self, names: list[str]) -> FrozenOffload:
         check_offload_names(names, self.adapter.frozen_components)
@@ -135,10 +133,11 @@ class ModelState:
             return
         on_host = self.ema_device != self.accelerator.device
         if on_host and (global_step + 1) % self.cfg.train.ema_update_every == 0:
-            # diffusers' offload_ema: the shadow weights visit the device for their update, then go back
-            self.ema.to(self.accelerator.device, non_blocking=True)
+            # diffusers' offload_ema: the shadow weights visit the device for their update, then go back (a
+            # blocking copy: a checkpoint may read them right after)
+            self.ema.to(self.accelerator.device)
         if ema_step(self.ema, self.params, global_step, self.cfg.train.ema_update_every) and on_host:
-            self.ema.to(self.ema_device, non_blocking=True)
+            self.ema.to(self.ema_device)
 
     @contextlib.contextmanager
     def ema_weights(self):
