@@ -108,6 +108,12 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     clip_range: float = 1e-4
     adv_clip_max: float = 5.0
+    #: flow_grpo / adv_grpo: each reward's own group advantage (clipped), summed with its weight, instead of the
+    #: advantage of the weighted sum (PISCES's GRPO with R_Q and R_S)
+    per_reward_advantages: bool = False
+    #: flow_grpo / adv_grpo: train only each group's best_and_worst // 2 highest and lowest rewards, the advantages
+    #: taken within that subset (DanceGRPO's and PISCES's bestofn; 0: every sample)
+    best_and_worst: int = 0
     beta: float = 0.0  # KL weight against the reference policy (adapter disabled)
     kl_convention: str = "code"  # "code" (the released code: no dt factor) or "paper"
     timestep_fraction: float = 0.99  # share of each rollout's steps that is trained (first ones); a window trains all its steps
@@ -402,6 +408,10 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (s.window_range is None or len(s.window_range) == 2, "sample.window_range must be [start, end]"),
         (0 < t.timestep_fraction <= 1, "train.timestep_fraction must be in (0, 1]"),
         (t.clip_range > 0, "train.clip_range must be > 0"),
+        (t.best_and_worst == 0 or (t.best_and_worst >= 2 and t.best_and_worst % 2 == 0),
+         "train.best_and_worst must be 0 (off) or an even number >= 2"),
+        (not (t.per_reward_advantages or t.best_and_worst) or t.algorithm in ("flow_grpo", "adv_grpo"),
+         f"train.per_reward_advantages and train.best_and_worst apply to flow_grpo and adv_grpo, not {t.algorithm!r}"),
         (cfg.nft.beta > 0, "nft.beta must be > 0"),
         (cfg.nft.old_decay_type in (1, 2), "nft.old_decay_type must be 1 or 2"),
         (cfg.dragon.demonstrations in ("paired", "unpaired"), "dragon.demonstrations must be 'paired' or 'unpaired'"),

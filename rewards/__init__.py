@@ -35,6 +35,8 @@ _EXPORTS = {
     "PARReward": "transforms",
     "PerSongFrechetReward": "set_rewards",
     "PickScoreAdversarialReward": "adversarial",
+    "PiscesQualityReward": "pisces_rewards",
+    "PiscesSemanticReward": "pisces_rewards",
     "PickScoreReward": "pickscore",
     "ReferenceImages": "references",
     "ReferenceRewards": "transforms",

@@ -183,3 +183,62 @@ def test_flow_grpo_trains_every_window_step_and_a_fraction_without_a_window(over
 
     cfg = load_config(None, ["train.timestep_fraction=0.99", *overrides])
     assert FlowGRPO(cfg).num_train_units() == trained
+
+
+def test_per_reward_advantages_sum_each_rewards_own_group_z_score():
+    from genrl.algorithms.advantages import per_reward_advantages
+
+    rng = np.random.default_rng(3)
+    q, s = rng.normal(size=(3, 8)), rng.uniform(size=(3, 8))
+    s[1] = 0.5  # the second reward is constant in group 1: only the first reward speaks there
+    ids = [g for g in range(3) for _ in range(8)]
+    out = per_reward_advantages(torch.tensor(np.stack([q.ravel(), s.ravel()], 1)), [1.0, 0.5], ids,
+                                global_std=False, clip=100.0)
+
+    def z(r):
+        sd = r.std(axis=1, keepdims=True)
+        return np.where(sd > 0, (r - r.mean(axis=1, keepdims=True)) / (sd + 1e-4), 0.0)
+    np.testing.assert_allclose(out.advantages.numpy().reshape(3, 8), z(q) + 0.5 * z(s), rtol=1e-5, atol=1e-6)
+    assert out.keep.all() and out.stats["zero_std_ratio"] == 0
+    # differs from the advantage of the weighted sum
+    summed = group_advantages(torch.tensor((q + 0.5 * s).ravel()), ids, global_std=False, clip=100.0)
+    assert not torch.allclose(summed.advantages, out.advantages, atol=1e-3)
+    # a non-finite component drops its sample; clipping applies per reward before the sum
+    q[0, 0] = np.nan
+    out = per_reward_advantages(torch.tensor(np.stack([q.ravel(), s.ravel()], 1)), [1.0, 1.0], ids, clip=0.1)
+    assert not out.keep[0] and out.advantages[0] == 0 and out.advantages.abs().max() <= 0.2 + 1e-6
+
+
+def test_best_and_worst_keeps_each_groups_extremes():
+    from genrl.algorithms.advantages import best_and_worst
+
+    rewards = torch.tensor([5.0, 1.0, 3.0, 4.0, 2.0, 0.0, float("nan"), 9.0, 8.0, 7.0])
+    ids = ["a"] * 6 + ["b"] * 4
+    keep = best_and_worst(rewards, ids, 4)
+    # a: the two lowest (0, 1) and two highest (4, 5); b: its three finite rewards are kept whole
+    assert keep.tolist() == [True, True, False, True, False, True, False, True, True, True]
+    with pytest.raises(ValueError, match="even count"):
+        best_and_worst(rewards, ids, 3)
+
+
+def test_flow_grpo_with_best_and_worst_takes_advantages_within_the_subset():
+    from genrl.algorithms.flow_grpo import FlowGRPO
+    from genrl.config import load_config
+
+    algo = FlowGRPO(load_config(None, ["train.best_and_worst=2", "sample.global_std=false"]))
+    algo.reward_weights = {"r": 1.0}
+    rewards = torch.tensor([0.0, 1.0, 2.0, 10.0])
+    out = algo.compute_advantages(rewards, ["p"] * 4)
+    assert out.keep.tolist() == [True, False, False, True]
+    np.testing.assert_allclose(out.advantages.numpy(), [-5 / (5 + 1e-4), 0, 0, 5 / (5 + 1e-4)], atol=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.best_and_worst=3"], "even number"),
+    (["train.algorithm=tp_grpo", "train.per_reward_advantages=true"], "apply to flow_grpo and adv_grpo, not 'tp_grpo'"),
+])
+def test_pisces_grpo_options_are_checked(overrides, message):
+    from genrl.config import ConfigError, load_config, validate
+
+    with pytest.raises(ConfigError, match=message):
+        validate(load_config(None, overrides))

@@ -52,6 +52,7 @@ class AdvGRPO(FlowGRPO):
         self.generator_epochs = 0
 
     def setup(self, trainer) -> None:
+        super().setup(trainer)
         found = {n: r for n, r in trainer.reward_fn.components.items() if isinstance(r, AdversarialReward)}
         if len(found) != 1:
             raise ValueError("train.algorithm=adv_grpo needs exactly one adversarial reward in reward.weights "

@@ -73,3 +73,45 @@ def group_advantages(rewards: torch.Tensor, group_ids: Sequence[Hashable], *, gl
     stats = {"nonfinite": float((~finite).sum()), "num_groups": float(len(index)),
              "zero_std_ratio": zero_std_groups / len(index), "group_size_one": single_groups / len(index)}
     return Advantages(adv.float(), keep, stats)
+
+
+def per_reward_advantages(components: torch.Tensor, weights: Sequence[float], group_ids: Sequence[Hashable], *,
+                          global_std: bool = True, eps: float = 1e-4, clip: float = 5.0) -> Advantages:
+    """PISCES's GRPO advantages: each reward's own group advantage (:func:`group_advantages`, clipped), summed
+    with the rewards' weights. ``components`` is ``(N, K)``, one column per reward in the order of ``weights``.
+
+    A sample trains when every reward of it is finite and at least one reward's group carries signal (a group
+    where one reward is constant still learns from the others)."""
+    components = components.detach().to(torch.float64)
+    if components.ndim != 2 or components.shape[1] != len(weights):
+        raise ValueError(f"got reward components of shape {tuple(components.shape)} for {len(weights)} weights")
+    parts = [group_advantages(components[:, k], group_ids, global_std=global_std, eps=eps, clip=clip)
+             for k in range(components.shape[1])]
+    finite = torch.isfinite(components).all(1)
+    advantages = sum(w * p.advantages.double() for w, p in zip(weights, parts, strict=True))
+    keep = finite & torch.stack([p.keep for p in parts]).any(0)
+    groups: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        groups.setdefault(g, []).append(i)
+    silent = sum(1 for members in groups.values() if len(members) > 1 and not keep[members].any())
+    stats = {"nonfinite": float((~finite).sum()), "num_groups": float(len(groups)),
+             "zero_std_ratio": silent / len(groups), "group_size_one": parts[0].stats["group_size_one"]}
+    return Advantages(torch.where(keep, advantages, 0.0).float(), keep, stats)
+
+
+def best_and_worst(rewards: torch.Tensor, group_ids: Sequence[Hashable], count: int) -> torch.Tensor:
+    """The mask of each group's ``count // 2`` highest and ``count // 2`` lowest finite rewards (DanceGRPO's and
+    PISCES's ``bestofn`` subsampling); a group of at most ``count`` finite samples is kept whole."""
+    if count < 2 or count % 2:
+        raise ValueError(f"the best-and-worst subset needs an even count of at least 2, got {count}")
+    rewards = rewards.detach().flatten()
+    chosen = torch.zeros(rewards.numel(), dtype=torch.bool)
+    groups: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        groups.setdefault(g, []).append(i)
+    for members in groups.values():
+        finite = [i for i in members if torch.isfinite(rewards[i])]
+        ranked = sorted(finite, key=lambda i: float(rewards[i]))
+        picked = ranked if len(ranked) <= count else ranked[:count // 2] + ranked[-(count // 2):]
+        chosen[picked] = True
+    return chosen

@@ -9,7 +9,7 @@ import torch
 from genrl.sampling.rollout import sde_window
 from genrl.sampling.steps import flow_step
 
-from .advantages import Advantages, group_advantages
+from .advantages import Advantages, best_and_worst, group_advantages, per_reward_advantages
 from .base import Algorithm, LossContext, RolloutBatch, register_algorithm
 from .losses import ppo_clip_loss, step_kl
 
@@ -24,7 +24,10 @@ class FlowGRPO(Algorithm):
       order, so with the default fraction 0.99 the last, near-deterministic step is never trained.
       With a window (Flow-GRPO-Fast) every one of its ``sample.window_size`` steps is trained and the
       fraction does not apply, as the reference's ``num_train_timesteps = sde_window_size``.
-    - Advantages: per-prompt groups, global or group std, clipped; zero-std groups masked.
+    - Advantages: per-prompt groups, global or group std, clipped; zero-std groups masked. With
+      ``train.per_reward_advantages`` each reward's advantage is taken alone and the advantages are summed with
+      the rewards' weights (PISCES); with ``train.best_and_worst = n`` only each group's n/2 best and n/2 worst
+      samples train, their advantages taken among themselves.
     - Loss: PPO-clip on the mean-over-dimensions log-prob + ``beta`` x the step KL to the reference
       (``train.kl_convention``: the released code's, without the dt factor, or the paper's).
       For CPS, whose log-prob drops its constants, the KL is always the exact Gaussian one.
@@ -46,8 +49,36 @@ class FlowGRPO(Algorithm):
         window_range = tuple(s.window_range) if s.window_range is not None else None
         return sde_window(num_steps, s.window_size, window_range, generator=generator)
 
-    def compute_advantages(self, rewards: torch.Tensor, group_ids: Sequence[Hashable]) -> Advantages:
-        return group_advantages(rewards, group_ids, global_std=self.sample.global_std, clip=self.train.adv_clip_max)
+    def setup(self, trainer) -> None:
+        super().setup(trainer)
+        self.reward_weights = dict(trainer.reward_fn.weights)
+
+    def advantage_inputs(self, batches: list[RolloutBatch]) -> torch.Tensor | None:
+        """With ``train.per_reward_advantages``: each sample's unweighted reward components ``(N, K)``."""
+        if not self.train.per_reward_advantages:
+            return None
+        return torch.cat([torch.stack([b.extras["reward_components"][name].to(b.rewards.device, torch.float32)
+                                       for name in self.reward_weights], 1) for b in batches])
+
+    def compute_advantages(self, rewards: torch.Tensor, group_ids: Sequence[Hashable],
+                           extra: torch.Tensor | None = None) -> Advantages:
+        ids = list(group_ids)
+        chosen = (best_and_worst(rewards, ids, self.train.best_and_worst) if self.train.best_and_worst
+                  else torch.ones(rewards.numel(), dtype=torch.bool))
+        index = chosen.nonzero().squeeze(1)
+        picked = [ids[i] for i in index.tolist()]
+        options = {"global_std": self.sample.global_std, "clip": self.train.adv_clip_max}
+        if self.train.per_reward_advantages:
+            if extra is None:
+                raise ValueError("train.per_reward_advantages needs the reward components (advantage_inputs)")
+            adv = per_reward_advantages(extra[index], list(self.reward_weights.values()), picked, **options)
+        else:
+            adv = group_advantages(rewards[index], picked, **options)
+        if bool(chosen.all()):
+            return adv
+        advantages, keep = torch.zeros(rewards.numel()), torch.zeros(rewards.numel(), dtype=torch.bool)
+        advantages[index], keep[index] = adv.advantages, adv.keep
+        return Advantages(advantages, keep, {**adv.stats, "best_and_worst_kept": float(chosen.float().mean())})
 
     def train_positions(self, batch: RolloutBatch) -> list[int]:
         return list(range(min(self.num_train_units(), len(batch.trajectory.steps))))

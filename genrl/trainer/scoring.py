@@ -93,8 +93,9 @@ class RewardService:
         metrics = {"reward/mean": all_rewards[finite].mean().item(), "reward/std": all_rewards[finite].std().item(),
                    "reward/nonfinite": adv.stats["nonfinite"], "zero_std_ratio": adv.stats["zero_std_ratio"],
                    "kept_fraction": adv.keep.float().mean().item()}
-        if "banned_prompts" in adv.stats:
-            metrics["banned_prompts"] = adv.stats["banned_prompts"]
+        for key in ("banned_prompts", "best_and_worst_kept"):
+            if key in adv.stats:
+                metrics[key] = adv.stats[key]
         for name, values in components.items():
             gathered = acc.gather(torch.cat(values))
             good = gathered[torch.isfinite(gathered)]
