@@ -151,6 +151,30 @@ def gates_trainer(config: str, overrides: list[str], model: str | None, prompts:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def gates_arguments(argv: list[str], doc: str, config: str, splits: list[str], per_prompt: tuple[str, int],
+                    singles: tuple[str, int, str]) -> argparse.Namespace:
+    """The gates commands' arguments: ``--config`` (its sampler is the training sampler), ``--model``, ``--split``
+    (of ``splits``), ``--samples``, ``--<unit>-per-prompt`` (``per_prompt``: the unit and its default), the
+    single-attribute count (``singles``: flag, default, help), ``--json`` and ``key=value`` overrides."""
+    unit, per_prompt_default = per_prompt
+    flag, singles_default, singles_help = singles
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=config, help="its sampler is the training sampler")
+    parser.add_argument("--model", default=None, help="pipeline directory (default: the config's model.pretrained)")
+    parser.add_argument("--split", default="test", choices=splits)
+    parser.add_argument("--samples", type=int, default=16, help="training-sampler samples per prompt")
+    parser.add_argument(f"--{unit}-per-prompt", type=int, default=per_prompt_default,
+                        help="deterministic evaluation, per prompt")
+    parser.add_argument(f"--{flag}", type=int, default=singles_default, help=singles_help)
+    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
+    args = parser.parse_intermixed_args(argv)
+    counts = (args.samples, getattr(args, f"{unit}_per_prompt"), getattr(args, flag.replace("-", "_")))
+    if min(counts) < 1:
+        parser.error(f"--samples, --{unit}-per-prompt and --{flag} must be >= 1")
+    return args
+
+
 def clip_world_gates_main(argv: list[str], doc: str, *, config: str, prefix: str, singles, evaluate, failure_kind,
                           strict_of, unit: str = "clips") -> int:
     """The gates command of a toy world whose samples are clips (audio, video): ``--config`` (its sampler is the
@@ -158,18 +182,8 @@ def clip_world_gates_main(argv: list[str], doc: str, *, config: str, prefix: str
     ``--json`` and overrides. ``singles(pipe, n)`` gives the single-attribute table, ``evaluate(pipe, specs,
     clips_per_prompt)`` the standard evaluation's report, ``failure_kind(reason)`` the kind of a failed check,
     ``strict_of(media, metadata)`` one prompt's strict verdicts under the training sampler."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=config, help="its sampler is the training sampler")
-    parser.add_argument("--model", default=None, help="pipeline directory (default: the config's model.pretrained)")
-    parser.add_argument("--split", default="test", choices=["train", "test"])
-    parser.add_argument("--samples", type=int, default=16, help="training-sampler samples per prompt")
-    parser.add_argument("--clips-per-prompt", type=int, default=4, help="deterministic evaluation, per prompt")
-    parser.add_argument("--single-clips", type=int, default=8, help="deterministic clips per single-attribute prompt")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_intermixed_args(argv)
-    if min(args.samples, args.clips_per_prompt, args.single_clips) < 1:
-        parser.error("--samples, --clips-per-prompt and --single-clips must be >= 1")
+    args = gates_arguments(argv, doc, config, ["train", "test"], ("clips", 4), ("single-clips", 8,
+                           "deterministic clips per single-attribute prompt"))
     with gates_trainer(args.config, args.overrides, args.model, f"{prefix}:{args.split}") as trainer:
         import torch
 
@@ -196,18 +210,8 @@ def clip_world_gates_main(argv: list[str], doc: str, *, config: str, prefix: str
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=str(ROOT / "configs" / "toy.yaml"), help="its sampler is the training sampler")
-    parser.add_argument("--model", default=None, help="pipeline directory (default: the config's model.pretrained)")
-    parser.add_argument("--split", default="test", choices=["train", "test", "test_ood"])
-    parser.add_argument("--samples", type=int, default=16, help="training-sampler samples per prompt")
-    parser.add_argument("--images-per-prompt", type=int, default=4, help="deterministic evaluation, per prompt")
-    parser.add_argument("--single-images", type=int, default=16, help="deterministic single-object images per prompt")
-    parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    args = parser.parse_intermixed_args(argv)
-    if min(args.samples, args.images_per_prompt, args.single_images) < 1:
-        parser.error("--samples, --images-per-prompt and --single-images must be >= 1")
+    args = gates_arguments(argv, __doc__, str(ROOT / "configs" / "toy.yaml"), ["train", "test", "test_ood"],
+                           ("images", 4), ("single-images", 16, "deterministic single-object images per prompt"))
     with gates_trainer(args.config, args.overrides, args.model, f"toy:{args.split}") as trainer:
         import torch
 

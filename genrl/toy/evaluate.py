@@ -78,6 +78,34 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], *, num_inferenc
     return np.concatenate(images)
 
 
+def generate_with_adapter(adapter, prompts: Sequence[str], seeds: Sequence[int], num_inference_steps: int,
+                          batch_size: int) -> list:
+    """One sample per (prompt, seed) with a model adapter's deterministic sampler, each from its own generator (so
+    the result does not depend on ``batch_size``): the media tensors of the batches, floats on the CPU."""
+    import torch
+
+    from genrl.generation import generate as generate_media
+
+    if len(prompts) != len(seeds):
+        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
+    sigmas = adapter.schedule(num_inference_steps)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start:start + batch_size])
+            generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
+            media = generate_media(adapter, chunk, [{}] * len(chunk), sigmas=sigmas, noise_generators=generators).media
+            out.append(media.tensor.float().cpu())
+    return out
+
+
+def evaluate_specs(specs: Sequence, per_prompt: int, seed: int, generate_fn, score_fn) -> EvalReport:
+    """``score_fn(generate_fn(prompts, seeds), expanded specs)`` with ``per_prompt`` samples of each spec, sample
+    ``j`` of spec ``i`` from seed ``seed + i * per_prompt + j``."""
+    expanded = [s for s in specs for _ in range(per_prompt)]
+    return score_fn(generate_fn([s.prompt for s in expanded], [seed + i for i in range(len(expanded))]), expanded)
+
+
 def report(verdicts: Sequence[Verdict], families: Sequence[str], order: Sequence[str] = FAMILIES) -> EvalReport:
     """Aggregate verdicts per family (listed in ``order``) and over families, GenEval's way."""
     strict: dict[str, list[float]] = defaultdict(list)

@@ -22,7 +22,7 @@ from rewards.toyvideo.prompts import SPLITS, split
 from rewards.toyvideo.verifier import verify_clip
 from rewards.toyvideo.world import VIDEO_FAMILIES, VideoSpec
 
-from .evaluate import EvalReport, clip_evaluation_main, report
+from .evaluate import EvalReport, clip_evaluation_main, evaluate_specs, generate_with_adapter, report
 from .video_pipeline import TOY_VIDEO_GUIDANCE_SCALE, TOY_VIDEO_NUM_INFERENCE_STEPS, adapter_options
 
 
@@ -31,23 +31,11 @@ def generate_videos(pipe, prompts: Sequence[str], seeds: Sequence[int], *,
                     guidance_scale: float = TOY_VIDEO_GUIDANCE_SCALE, batch_size: int = 32) -> np.ndarray:
     """One clip per (prompt, seed) with the deterministic sampler; ``(N, frames, 3, H, W)`` floats in [0, 1].
     Each clip has its own generator, so the result does not depend on ``batch_size``."""
-    import torch
-
-    from genrl.generation import generate
     from genrl.models.base import build_adapter
 
-    if len(prompts) != len(seeds):
-        raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
     adapter = build_adapter("wan", pipe, **{**adapter_options(), "guidance_scale": guidance_scale})
-    sigmas = adapter.schedule(num_inference_steps)
-    clips = []
-    with torch.no_grad():
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start:start + batch_size])
-            generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start:start + batch_size]]
-            media = generate(adapter, chunk, [{}] * len(chunk), sigmas=sigmas, noise_generators=generators).media
-            clips.append(media.tensor.float().cpu().numpy())
-    return np.concatenate(clips)
+    return np.concatenate([t.numpy() for t in generate_with_adapter(adapter, prompts, seeds, num_inference_steps,
+                                                                     batch_size)])
 
 
 def score_videos(clips: np.ndarray, specs: Sequence[VideoSpec]) -> EvalReport:
@@ -59,11 +47,8 @@ def score_videos(clips: np.ndarray, specs: Sequence[VideoSpec]) -> EvalReport:
 def evaluate_video_pipeline(pipe, specs: Sequence[VideoSpec] | None = None, *, clips_per_prompt: int = 4,
                             seed: int = 0, **generate_kwargs) -> EvalReport:
     """Generate ``clips_per_prompt`` clips for each spec (default: the toy video test split) and score them."""
-    specs = list(specs if specs is not None else split("test"))
-    expanded = [s for s in specs for _ in range(clips_per_prompt)]
-    clips = generate_videos(pipe, [s.prompt for s in expanded], [seed + i for i in range(len(expanded))],
-                            **generate_kwargs)
-    return score_videos(clips, expanded)
+    return evaluate_specs(list(specs if specs is not None else split("test")), clips_per_prompt, seed,
+                          lambda prompts, seeds: generate_videos(pipe, prompts, seeds, **generate_kwargs), score_videos)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,8 +27,7 @@ from __future__ import annotations
 
 import math
 import random
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -48,20 +47,9 @@ from .audio_pipeline import (
     normalise_vae_latents,
 )
 from .evaluate_audio import evaluate_audio_pipeline
-from .pretrain import (
-    PretrainError,
-    RunBase,
-    _resolve_device,
-    resume_dir,
-    start_run,
-)
+from .pretrain import PretrainError
+from .pretrain_media import TwoStageRun, check_two_stage_settings, pretrain_two_stage
 
-#: Settings that only say how a run executes: they may change between a run and its resumption.
-EXECUTION_FIELDS = frozenset({"threads", "device", "checkpoint_every", "eval_every", "eval_clips_per_prompt",
-                              "final_eval_clips_per_prompt", "fresh"})
-#: Settings only the denoiser stage reads: a run interrupted in its VAE stage may resume with others.
-DENOISER_FIELDS = frozenset({"latent_pool", "steps", "batch_size", "lr", "warmup_steps", "weight_decay", "prompt_dropout",
-                             "ema_decay"})
 #: (window, mel bands) of the VAE's spectral loss, from 4 ms to 256 ms windows at 8 kHz
 MEL_SCALES = ((32, 5), (64, 10), (128, 20), (256, 40), (512, 80), (1024, 160), (2048, 320))
 
@@ -102,27 +90,7 @@ class AudioPretrainConfig:
     final_eval_clips_per_prompt: int = 4
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.prompt_dropout < 1.0:
-            raise PretrainError(f"prompt_dropout={self.prompt_dropout} must be in [0, 1)")
-        for key in ("vae_steps", "steps", "checkpoint_every", "eval_every"):
-            if getattr(self, key) < 0:
-                raise PretrainError(f"{key}={getattr(self, key)} must be >= 0")
-        for key in ("vae_batch_size", "batch_size", "vae_crop", "normalise_clips", "latent_pool"):
-            if getattr(self, key) < 1:
-                raise PretrainError(f"{key}={getattr(self, key)} must be >= 1")
-
-
-@dataclass
-class StageSettings:
-    """The fields :meth:`RunBase.fit_with_ema` reads, for a stage other than the config's own (the VAE's)."""
-
-    steps: int
-    lr: float
-    warmup_steps: int
-    weight_decay: float
-    ema_decay: float
-    eval_every: int
-    checkpoint_every: int
+        check_two_stage_settings(self, ("vae_crop",))
 
 
 @cache
@@ -151,47 +119,33 @@ def multiscale_mel_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return total
 
 
-class _AudioRun(RunBase):
-    """One audio pretraining run: the pipeline, its random streams, the log and the resumable state."""
+class _AudioRun(TwoStageRun):
+    """One audio pretraining run (:class:`~genrl.toy.pretrain_media.TwoStageRun` on the toy audio world)."""
 
     def __init__(self, cfg: AudioPretrainConfig, log_path: str | Path | None) -> None:
-        self.cfg = cfg
-        self.device = _resolve_device(cfg.device)
-        self.rng = random.Random(cfg.seed)  # prompts and render seeds
-        self.noise_gen = torch.Generator().manual_seed(cfg.seed + 1)  # t, eps and dropout, drawn on the CPU
-        self.log_path = Path(log_path) if log_path else None
-        self.state_dir = resume_dir(cfg.out_dir)
-        self.specs = pretraining_specs()
-        self.pipe = load_toy_audio_pipeline(cfg.init_from) if cfg.init_from else build_toy_audio_pipeline(cfg.seed)
-        self.pipe.set_progress_bar_config(disable=True)
-        self.pipe.to(self.device)
+        super().__init__(cfg, log_path)
         hop = self.pipe.vae.hop_length
         if cfg.vae_crop % hop or cfg.vae_crop > NUM_SAMPLES:
             raise PretrainError(f"vae_crop={cfg.vae_crop} must be a multiple of the VAE's hop {hop} and at most "
                                 f"{NUM_SAMPLES} samples")
-        self.denoiser_modules = {"transformer": self.pipe.transformer, "text_encoder": self.pipe.text_encoder,
-                                 "projection_model": self.pipe.projection_model}
-        self.start, self.elapsed_before = time.time(), 0.0
 
-    # ------------------------------------------------------------------ resumable state
-    def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"vae": self.pipe.vae, **self.denoiser_modules}
+    def pretraining_specs(self) -> list:
+        return pretraining_specs()
 
-    def save_state(self, stage: str, step: int, opt: torch.optim.Optimizer | None, ema) -> None:
-        if self.cfg.checkpoint_every:
-            self.write_run_state(self._modules(), _recipe(self.cfg), step, opt, ema, stage=stage)
+    def build_pipeline(self, seed: int):
+        return build_toy_audio_pipeline(seed)
 
-    def load_state(self) -> dict | None:
-        return self.read_run_state(self._modules(), lambda state: (_recipe(state["recipe"], state["stage"]),
-                                                                   _recipe(self.cfg, state["stage"])))
+    def load_pipeline(self, path: str):
+        return load_toy_audio_pipeline(path)
 
-    # ------------------------------------------------------------------ data
-    def clips(self, n: int, rng: random.Random | None = None) -> tuple[list[str], torch.Tensor]:
-        """``n`` fresh clips of random prompts: their prompts and ``(n, 1, NUM_SAMPLES)`` waveforms."""
-        rng = rng or self.rng
-        specs = [rng.choice(self.specs) for _ in range(n)]
+    def denoiser_components(self) -> dict[str, torch.nn.Module]:
+        return {"transformer": self.pipe.transformer, "text_encoder": self.pipe.text_encoder,
+                "projection_model": self.pipe.projection_model}
+
+    def render(self, specs: list, rng: random.Random) -> torch.Tensor:
+        """``(n, 1, NUM_SAMPLES)`` waveforms, each from its own render seed."""
         audio = np.stack([render(s, rng.randrange(1 << 31)) for s in specs]).astype(np.float32)
-        return [s.prompt for s in specs], torch.from_numpy(audio)[:, None].to(self.device)
+        return torch.from_numpy(audio)[:, None].to(self.device)
 
     # ------------------------------------------------------------------ VAE stage
     def vae_loss(self) -> torch.Tensor:
@@ -205,13 +159,8 @@ class _AudioRun(RunBase):
         return (multiscale_mel_loss(recon, x) + cfg.waveform_weight * F.l1_loss(recon, x)
                 + cfg.latent_penalty * z.pow(2).mean())
 
-    def train_vae(self, saved: dict | None) -> None:
-        cfg = self.cfg
-        settings = StageSettings(cfg.vae_steps, cfg.vae_lr, cfg.vae_warmup_steps, 0.0, cfg.vae_ema_decay,
-                                  eval_every=0, checkpoint_every=cfg.checkpoint_every)
-        self.fit_with_ema([self.pipe.vae], self.vae_loss, saved, stage="vae", evaluate=lambda step: None,
-                          checkpoint=lambda step, opt, ema: self.save_state("vae", step, opt, ema), settings=settings)
-        self.normalise_latents(cfg.normalise_clips)
+    def after_vae(self) -> None:
+        self.normalise_latents(self.cfg.normalise_clips)
 
     @torch.no_grad()
     def normalise_latents(self, n: int) -> None:
@@ -236,26 +185,9 @@ class _AudioRun(RunBase):
         start, end = pipe.encode_duration(0.0, DURATION_S, self.device, False, n)
         return torch.cat([text, start, end], dim=1), torch.cat([start, end], dim=2)
 
-    @torch.no_grad()
-    def build_latent_pool(self) -> None:
-        """Render and encode ``cfg.latent_pool`` clips once (encoding a batch costs half a denoiser step); drawn
-        from their own seeded stream, so a resumed run rebuilds the same pool."""
-        pool_rng = random.Random(self.cfg.seed + 7)
-        prompts, latents = [], []
-        for start in range(0, self.cfg.latent_pool, 64):
-            chunk_prompts, audio = self.clips(min(64, self.cfg.latent_pool - start), pool_rng)
-            prompts += chunk_prompts
-            latents.append(self.pipe.vae.encode(audio).latent_dist.mean.cpu())
-        self.pool_prompts, self.pool_latents = prompts, torch.cat(latents)
-        self.log({"stage": "latent_pool", "clips": len(prompts), "elapsed_s": self.elapsed(),
-                  "latent_mean": round(self.pool_latents.mean().item(), 4),
-                  "latent_std": round(self.pool_latents.std().item(), 4)})
-
     def denoiser_loss(self) -> torch.Tensor:
         cfg, pipe = self.cfg, self.pipe
-        index = [self.rng.randrange(len(self.pool_prompts)) for _ in range(cfg.batch_size)]
-        prompts = [self.pool_prompts[i] for i in index]
-        x0 = self.pool_latents[index].to(self.device)
+        prompts, x0 = self.pool_batch()
         n = x0.shape[0]
         t = torch.rand(n, generator=self.noise_gen).to(self.device)
         eps = torch.randn(x0.shape, generator=self.noise_gen).to(self.device)
@@ -270,46 +202,11 @@ class _AudioRun(RunBase):
                                 rotary_embedding=tuple(r.to(self.device) for r in rotary), return_dict=False)[0]
         return F.mse_loss(pred, alpha * eps - sigma * x0)
 
-    def train_denoiser(self, saved: dict | None) -> None:
-        self.pipe.vae.eval().requires_grad_(False)
-        self.build_latent_pool()
-        self.fit_with_ema(list(self.denoiser_modules.values()), self.denoiser_loss, saved, stage="denoiser",
-                          evaluate=lambda step: self.evaluate(step, self.cfg.eval_clips_per_prompt),
-                          checkpoint=lambda step, opt, ema: self.save_state("denoiser", step, opt, ema))
-
-    def evaluate(self, step: int | str, clips_per_prompt: int) -> dict:
-        modules = list(self.denoiser_modules.values())
-        training = [m.training for m in modules]
-        for m in modules:
-            m.eval()
-        with torch.no_grad():
-            report = evaluate_audio_pipeline(self.pipe, clips_per_prompt=clips_per_prompt, seed=10_000)
-        for m, was in zip(modules, training, strict=True):
-            m.train(was)
-        record = {"stage": "eval", "step": step, **report.to_dict()}
-        self.log(record)
-        return record
-
-
-def stage_recipe(cfg, ignored: frozenset[str]) -> dict:
-    """A run's settings (a config dataclass or its saved dict) but the ``ignored`` ones: what a resumed run must
-    match."""
-    settings = cfg if isinstance(cfg, dict) else asdict(cfg)
-    return {k: v for k, v in settings.items() if k not in ignored}
-
-
-def _recipe(cfg: AudioPretrainConfig, stage: str = "denoiser") -> dict:
-    """The settings that decide what a run computes up to the end of ``stage`` (a resumed run must match them)."""
-    return stage_recipe(cfg, EXECUTION_FIELDS | (DENOISER_FIELDS if stage == "vae" else frozenset()))
+    def evaluate_pipeline(self, clips_per_prompt: int, seed: int):
+        return evaluate_audio_pipeline(self.pipe, clips_per_prompt=clips_per_prompt, seed=seed)
 
 
 def pretrain_audio(cfg: AudioPretrainConfig, log_path: str | Path | None = None) -> dict:
     """Train the toy audio pipeline (VAE, then denoiser), save it to ``cfg.out_dir`` and return the final held-out
     evaluation. A run interrupted after a checkpoint continues from it when called again with the same settings."""
-    run, saved = start_run(_AudioRun, cfg, log_path, asdict(cfg))
-    if cfg.init_from is None and (saved is None or saved["stage"] == "vae"):
-        run.train_vae(saved)
-        saved = None
-        run.save_state("denoiser", 0, None, None)  # the VAE stage is done: a resume starts the denoiser
-    run.train_denoiser(saved)
-    return run.finish(cfg.final_eval_clips_per_prompt)
+    return pretrain_two_stage(_AudioRun, cfg, log_path)
