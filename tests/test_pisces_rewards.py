@@ -161,13 +161,17 @@ def test_the_ot_map_training_keeps_the_best_round_and_moves_toward_the_videos():
     text = torch.randn(600, 8, generator=g)
     video = F.normalize(text @ torch.randn(8, 8, generator=g) + 2.0, dim=-1)  # another region of the sphere
     log: list[dict] = []
-    T, record = train_ot_map(text[:500], video[:500], text[500:], video[500:],
-                             OTMapTrainConfig(rounds=60, eval_every=20, batch_size=64, lr=1e-3), log.append)
-    assert record["selected"]["mutual_knn"] == max(r["mutual_knn"] for r in log)
+    cfg = OTMapTrainConfig(rounds=60, eval_every=20, batch_size=64, lr=1e-3)
+    _, record = train_ot_map(text[:500], video[:500], text[500:], video[500:], cfg, log.append)
+    assert record["selected"]["mutual_knn"] == max(r["mutual_knn"] for r in log if r["round"] > 0)
+    assert record["selected"]["round"] > 0  # never the untrained map, however well it keeps neighbourhoods
     assert record["hidden"] == 16
+    # evaluated only at its end, the run returns its last map: it carries the texts toward their videos
+    cfg.rounds = cfg.eval_every = 200
+    T, _ = train_ot_map(text[:500], video[:500], text[500:], video[500:], cfg, log.append)
     before = map_metrics(OTMap(8, 16), text[500:], video[500:])
     after = map_metrics(T, text[500:], video[500:])
-    assert after["cos_paired"] > before["cos_paired"] + 0.1
+    assert after["cos_paired"] > before["cos_paired"] + 0.3
 
 
 def test_the_map_script_trains_from_features_and_the_reward_loads_its_map(model_dir, tmp_path):

@@ -90,6 +90,20 @@ def load_toy_video_pipeline(path: str | Path | None = None, **kwargs) -> WanPipe
     return WanPipeline.from_pretrained(path, local_files_only=True, **kwargs)
 
 
+def ship_toy_video_pipeline(source: str | Path, out_dir: str | Path = TOY_VIDEO_PIPELINE_DIR) -> None:
+    """Write the pipeline at ``source`` to ``out_dir`` (default: the package's) with its transformer and VAE weights
+    in float16: half the package data. diffusers loads them into float32 modules, so the shipped pipeline is the
+    trained one with its weights rounded to float16 (the text encoder, a transformers model, stays float32)."""
+    import torch
+
+    from .pretrain import save_atomically
+
+    pipe = load_toy_video_pipeline(source)
+    pipe.transformer.to(torch.float16)
+    pipe.vae.to(torch.float16)
+    save_atomically(pipe, out_dir)
+
+
 def adapter_options() -> dict:
     """The ``wan`` adapter's options for the toy video pipeline (``model.options`` of its configs)."""
     from .tokenizer import MODEL_MAX_LENGTH
