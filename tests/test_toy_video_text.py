@@ -28,7 +28,7 @@ def test_the_pisces_rewards_prefer_a_clips_own_prompt_to_another_of_its_family()
     rng = random.Random(3)
     others = [rng.choice([o for o in specs if o.family == s.family and not same_meaning(o, s)]) for s in specs]
     clips = render_clips(specs, random.Random(4))
-    T, config = load_ot_map(TOY_OT_MAP_DIR)
+    _, config = load_ot_map(TOY_OT_MAP_DIR)
     assert config["dim"] == 32 and config["embedder"] == "toy"
     for name in ("pisces_quality", "pisces_semantic"):
         reward = build_reward(name)
