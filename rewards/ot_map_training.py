@@ -62,6 +62,9 @@ def train_ot_map(text: torch.Tensor, video: torch.Tensor, held_text: torch.Tenso
                  cfg: OTMapTrainConfig, log: Callable[[dict], None] = print) -> tuple[OTMap, dict]:
     """Train a map from the distribution of ``text`` embeddings ``(N, D)`` to that of ``video`` ``(M, D)``;
     returns the selected map and its record (round, metrics, config). ``held_*`` are paired held-out rows."""
+    if cfg.rounds < 1 or cfg.eval_every < 1 or cfg.map_steps < 1 or cfg.batch_size < 1:
+        raise ValueError(f"rounds, eval_every, map_steps and batch_size must be >= 1; got {cfg.rounds}, "
+                         f"{cfg.eval_every}, {cfg.map_steps}, {cfg.batch_size}")
     if text.shape[1] != video.shape[1]:
         raise ValueError(f"text and video embeddings differ in size: {text.shape[1]} and {video.shape[1]}")
     torch.manual_seed(cfg.seed)

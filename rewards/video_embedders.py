@@ -98,7 +98,7 @@ class FrameClipEmbedder:
         self.size = tuple(cfg["size"]) if isinstance(cfg["size"], (tuple, list)) else (cfg["size"],) * 2
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
         self.device = torch.device(device)
-        self.dim = self.model.text_projection.shape[-1] if hasattr(self.model, "text_projection") else None
+        self.dim = self.model.visual.output_dim
 
     def embed_video(self, videos: torch.Tensor) -> torch.Tensor:
         pixels = resize_frames(videos.to(self.device), self.size, self.mean, self.std)

@@ -124,7 +124,7 @@ def test_the_quality_reward_is_the_cosine_with_the_mapped_text(model_dir, ot_map
     assert all(p.grad is None for p in reward.embedder.model.parameters())
 
 
-def test_the_rewards_refuse_bad_input_in_one_line(model_dir, ot_map_dir, tmp_path):
+def test_the_rewards_refuse_bad_input_naming_it(model_dir, ot_map_dir, tmp_path):
     quality = PiscesQualityReward(embedder=str(model_dir), ot_map=str(ot_map_dir))
     semantic = PiscesSemanticReward(model=str(model_dir))
     for reward in (quality, semantic):
