@@ -242,3 +242,23 @@ def test_pisces_grpo_options_are_checked(overrides, message):
 
     with pytest.raises(ConfigError, match=message):
         validate(load_config(None, overrides))
+
+
+def test_flow_grpo_hands_the_reward_components_in_the_weights_order():
+    from types import SimpleNamespace
+
+    from genrl.algorithms.base import RolloutBatch
+    from genrl.algorithms.flow_grpo import FlowGRPO
+    from genrl.config import load_config
+
+    algo = FlowGRPO(load_config(None, ["train.per_reward_advantages=true", "sample.global_std=false"]))
+    algo.setup(SimpleNamespace(reward_fn=SimpleNamespace(weights={"q": 1.0, "s": 2.0})))
+    batch = RolloutBatch.__new__(RolloutBatch)
+    batch.rewards = torch.zeros(4)
+    batch.extras = {"reward_components": {"s": torch.tensor([0.0, 1.0, 0.0, 1.0]),
+                                          "q": torch.tensor([1.0, 2.0, 3.0, 4.0])}}
+    components = algo.advantage_inputs([batch])
+    assert torch.equal(components, torch.tensor([[1.0, 0.0], [2.0, 1.0], [3.0, 0.0], [4.0, 1.0]]))
+    out = algo.compute_advantages(batch.rewards, ["a", "a", "b", "b"], extra=components)
+    # per group of two: q gives -1, +1 and s gives -1, +1 (weight 2): sums -3, +3
+    np.testing.assert_allclose(out.advantages.numpy(), [-3, 3, -3, 3], atol=1e-3)
