@@ -151,7 +151,9 @@ class PiscesSemanticReward(Reward):
         from .video_text import load_video_text_model
 
         if loader is not None:
-            self.model, self.tokenizer = load_user_model(loader)
+            model_, self.tokenizer = load_user_model(loader)
+            # frozen and on this reward's device, as the shipped model is: PISCES never trains its reward model
+            self.model = model_.to(device).eval().requires_grad_(False)
         else:
             self.model, self.tokenizer = load_video_text_model(None if model == "toy" else model, device)
         self.pot = pot

@@ -147,9 +147,13 @@ def test_the_rewards_refuse_bad_input_naming_it(model_dir, ot_map_dir, tmp_path)
 def test_a_user_loader_supplies_the_semantic_model(model_dir, tmp_path, monkeypatch):
     (tmp_path / "my_video_model.py").write_text(
         "from rewards.video_text import load_video_text_model\n"
-        f"def load():\n    return load_video_text_model({str(model_dir)!r})\n")
+        "def load():\n"
+        f"    model, tokenizer = load_video_text_model({str(model_dir)!r})\n"
+        "    return model.train().requires_grad_(True), tokenizer\n")  # as a user's loader may leave it
     monkeypatch.syspath_prepend(str(tmp_path))
-    by_loader = PiscesSemanticReward(loader="my_video_model:load")(_clips(), PROMPTS).scores
+    reward = PiscesSemanticReward(loader="my_video_model:load")
+    assert not reward.model.training and not any(p.requires_grad for p in reward.model.parameters())
+    by_loader = reward(_clips(), PROMPTS).scores
     by_path = PiscesSemanticReward(model=str(model_dir))(_clips(), PROMPTS).scores
     assert torch.equal(by_loader, by_path)
 

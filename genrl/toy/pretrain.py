@@ -52,6 +52,7 @@ from rewards.toyworld.world import FAMILIES, ObjectSpec, PromptSpec
 
 from .evaluate import evaluate_pipeline
 from .pipeline import TOY_MAX_SEQUENCE_LENGTH, TOY_PIPELINE_DIR, build_toy_pipeline, load_toy_pipeline
+from .runlog import emit_record
 
 #: Relations a flipped caption states instead.
 FLIPPED_RELATIONS = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -198,11 +199,7 @@ class RunBase:
     elapsed_before: float
 
     def log(self, record: dict) -> None:
-        line = json.dumps(record)
-        print(line, flush=True)
-        if self.log_path:
-            with open(self.log_path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+        emit_record(record, self.log_path or None)
 
     def elapsed(self) -> float:
         return round(self.elapsed_before + time.time() - self.start, 1)

@@ -16,7 +16,6 @@ level so the model meets the imperfect clips a generator draws; the ``test`` pro
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import shutil
@@ -35,6 +34,7 @@ from rewards.toyvideo.render import render_batch
 from rewards.toyvideo.world import FRAME_SIZE, NUM_FRAMES, VIDEO_FAMILIES, VideoSpec, video_vocabulary
 from rewards.video_text import VideoTextConfig, VideoTextModel
 
+from .runlog import emit_record
 from .tokenizer import MODEL_MAX_LENGTH, build_toy_tokenizer
 
 
@@ -60,11 +60,7 @@ def jsonl_logger(path: str | Path | None) -> Callable[[dict], None]:
         Path(path).write_text("")
 
     def log(record: dict) -> None:
-        line = json.dumps(record)
-        print(line, flush=True)
-        if path is not None:
-            with open(path, "a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+        emit_record(record, path)
     return log
 
 
