@@ -17,3 +17,14 @@ def toy_pipe():
     pipe = load_toy_pipeline()
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def video_text_model_dir(tmp_path_factory):
+    """A tiny randomly initialised toy video-text model (and its tokenizer) saved the way the shipped one is."""
+    from genrl.toy.video_text import build_video_text_model, save_video_text_model, video_text_tokenizer
+
+    path = tmp_path_factory.mktemp("video-text") / "model"
+    tokenizer = video_text_tokenizer()
+    save_video_text_model(build_video_text_model(tokenizer, seed=3), tokenizer, path)
+    return path

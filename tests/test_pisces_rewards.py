@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from genrl.toy.video_text import build_video_text_model, save_video_text_model, video_text_tokenizer
+from genrl.toy.video_text import video_text_tokenizer
 from rewards.pisces import OTMap, token_cost, unbalanced_sinkhorn, video_token_geometry
 from rewards.pisces_rewards import (
     PiscesQualityReward,
@@ -27,11 +27,8 @@ PROMPTS = ["a video of a red circle moving left", "a video of two blue squares m
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("video-text") / "model"
-    tokenizer = video_text_tokenizer()
-    save_video_text_model(build_video_text_model(tokenizer, seed=3), tokenizer, path)
-    return path
+def model_dir(video_text_model_dir):
+    return video_text_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -74,3 +74,14 @@ def test_grid_script_writes_gif_grids_for_video_and_wav_sheets_for_audio(tmp_pat
     assert np.array_equal(wavfile.read(tmp_path / "again" / "clip_002.wav")[1], clip)
     with pytest.raises(ValueError, match="--option applies to video and audio families"):
         grid.main(["--prompts", str(prompts), "--option", "num_frames=5", "--out", str(tmp_path / "g.png")])
+
+
+def test_grid_script_draws_the_toy_video_world_with_its_clip_shape_and_scores_its_specs(tmp_path):
+    grid = _script("sample_grid")
+    args = ["--model", "toy_video", "--prompts", "toyvideo:test", "--max-prompts", "2", "--steps", "2",
+            "--reward", "toy_video_verifier", "--out", str(tmp_path / "v.gif")]
+    assert grid.main(args) == 0  # the verifier needs each prompt's spec: it comes with the toyvideo split
+    from rewards.toyvideo.world import NUM_FRAMES
+
+    with Image.open(tmp_path / "v.gif") as gif:
+        assert gif.n_frames == NUM_FRAMES

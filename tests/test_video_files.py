@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from genrl.toy.video_text import build_video_text_model, save_video_text_model, video_text_tokenizer
 from rewards.pisces_rewards import PiscesQualityReward, load_ot_map
 from rewards.video_files import embed_caption_folder, read_caption_folder, read_video
 from rewards.video_text import load_video_text_model
@@ -36,11 +35,8 @@ def _as_tensor(frames: np.ndarray) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("video-text") / "model"
-    tokenizer = video_text_tokenizer()
-    save_video_text_model(build_video_text_model(tokenizer, seed=5), tokenizer, path)
-    return path
+def model_dir(video_text_model_dir):
+    return video_text_model_dir
 
 
 @pytest.fixture()
