@@ -158,7 +158,9 @@ class BackpropConfig:
     weighs its regulariser to the reference."""
 
     grad_steps: int = 1  # K: the last K sampling steps (and the decoder) keep gradients (DRaFT-1 by default)
-    truncation: str = "fixed"  # "fixed": K = grad_steps; "random": K uniform in [1, grad_steps] per batch (AlignProp)
+    truncation: str = "fixed"  # "fixed": K = grad_steps; "random": K uniform in [1, grad_steps] per batch (AlignProp);
+    # "one_step": the reward of a one-step prediction from a random step's state (ReFL; PISCES's direct backprop)
+    one_step_range: list[int] | None = None  # truncation=one_step: [start, end) of the step drawn (None: every step)
     checkpoint: bool = True  # recompute each kept step's (and the decoder's) activations in the backward pass
     loss_scale: float = 1.0  # the loss is -loss_scale * mean reward (AlignProp's loss_coeff)
 
@@ -422,7 +424,12 @@ def validate(cfg: ExperimentConfig, num_processes: int | None = None) -> None:
         (not (cfg.dragon.set_selection == "greedy" and cfg.dragon.demonstrations == "paired"),
          "dragon.set_selection=greedy chooses sets, not pairs: use dragon.demonstrations=unpaired"),
         (1 <= cfg.backprop.grad_steps <= s.num_steps, "backprop.grad_steps must be in [1, sample.num_steps]"),
-        (cfg.backprop.truncation in ("fixed", "random"), "backprop.truncation must be 'fixed' or 'random'"),
+        (cfg.backprop.truncation in ("fixed", "random", "one_step"),
+         "backprop.truncation must be 'fixed', 'random' or 'one_step'"),
+        (cfg.backprop.one_step_range is None or (len(cfg.backprop.one_step_range) == 2
+                                                 and 0 <= cfg.backprop.one_step_range[0]
+                                                 < cfg.backprop.one_step_range[1] <= s.num_steps),
+         "backprop.one_step_range must be [start, end) with 0 <= start < end <= sample.num_steps"),
         (cfg.backprop.loss_scale > 0, "backprop.loss_scale must be > 0"),
         (0 < cfg.ctrl_u.step <= 1, "ctrl_u.step must be in (0, 1]"),
         (0 < cfg.ctrl_u.t_max <= 1, "ctrl_u.t_max must be in (0, 1]"),

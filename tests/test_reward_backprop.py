@@ -72,6 +72,46 @@ def test_the_loss_gradient_is_the_truncated_chain_rule_through_decoder_and_rewar
     assert any(float(w.abs().max()) > 0 for w in want)
 
 
+def _hand_written_one_step_loss(adapter, num_steps: int, j: int) -> torch.Tensor:
+    """-mean brightness of ``x_j - sigma_j v(x_j)`` decoded, ``x_j`` from ``j`` Euler steps without a graph."""
+    cond = adapter.encode(PROMPTS)
+    sigmas = adapter.schedule(num_steps)
+    gens = [torch.Generator().manual_seed(derived_seed(*KEY, "init", b)) for b in range(2)]
+    z = adapter.initial_noise(gens)
+    with torch.no_grad():
+        for i in range(j):
+            z = ode_step(z, adapter.velocity(z, sigmas[i], cond), sigmas[i], sigmas[i + 1]).prev_sample
+    x0_hat = z - sigmas[j] * adapter.velocity(z, sigmas[j], cond)  # the flow schedules here end at 0
+    images = adapter.decode(x0_hat).float()
+    luma = (images * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1).mean((1, 2))
+    return -luma.mean()
+
+
+@pytest.mark.parametrize("j", [0, 2])
+def test_one_step_truncation_backpropagates_the_one_step_prediction_from_step_j(j):
+    adapter, params = _policy()
+    assert float(adapter.schedule(4)[-1]) == 0.0
+    algo = _algorithm(1, **{"backprop.truncation": "one_step", "backprop.one_step_range": f"[{j},{j + 1}]"})
+    loss, metrics = algo.loss(LossContext(adapter, adapter.transformer, None), _unit(adapter, 4), 0)
+    got = torch.autograd.grad(loss, params, allow_unused=True)
+    want = torch.autograd.grad(_hand_written_one_step_loss(adapter, 4, j), params, allow_unused=True)
+    assert metrics["one_step_index"] == j
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-8)
+    assert any(float(w.abs().max()) > 0 for w in want)
+
+
+def test_one_step_indices_cover_their_range_and_a_bad_range_is_refused_by_key():
+    from genrl.algorithms.reward_backprop import one_step_index
+
+    g = torch.Generator().manual_seed(0)
+    assert {one_step_index(10, [2, 5], g) for _ in range(200)} == {2, 3, 4}
+    assert {one_step_index(4, None, g) for _ in range(200)} == {0, 1, 2, 3}
+    base = ["train.algorithm=reward_backprop", "backprop.truncation=one_step", "sample.num_steps=10"]
+    with pytest.raises(ConfigError, match="backprop.one_step_range"):
+        load_config(CONFIGS / "toy_backprop.yaml", [*base, "backprop.one_step_range=[2,12]"])
+
+
 def test_with_every_step_kept_the_gradient_matches_finite_differences():
     adapter, params = _policy(3)
     algo = _algorithm(3, num_steps=3)

@@ -9,6 +9,13 @@ uniformly from 1 to ``backprop.grad_steps`` (AlignProp's randomised truncation, 
 The rollout follows ``sample.step_type`` at ``sample.noise_level`` on every step (noise 0: the deterministic
 sampler, as DRaFT; stochastic steps are differentiated through their reparameterised noise).
 
+``backprop.truncation=one_step`` backpropagates a one-step prediction instead (ReFL; PISCES's direct
+backpropagation scores one-step predictions too): per batch a step index ``j`` is drawn uniformly from
+``backprop.one_step_range`` (default every step), the sampler runs steps ``0 .. j-1`` without gradients, and the
+reward scores ``x0_hat = x_j - sigma_j * v_theta(x_j)`` (one Euler step to the schedule's end) decoded with
+gradients. Early ``j`` reach the steps where a sample's layout and motion are decided, which the last K steps of
+DRaFT-K do not; the prediction there is the blurry posterior mean, so the reward must still read it.
+
 ``train.beta > 0`` adds a regulariser to the reference (the adapter disabled): ``beta`` times the mean over the
 kept steps of ``mean((v_theta(x_j) - v_ref(x_j))^2)`` at the rollout's states, the per-step term of the KL
 between the two models' sampling paths (Girsanov: the drift difference squared), up to the noise scale.
@@ -27,7 +34,7 @@ from .advantages import Advantages
 from .base import Algorithm, LossContext, RolloutBatch, gathered_reward_stats, register_algorithm
 
 #: ``backprop.truncation`` values
-TRUNCATIONS = ("fixed", "random")
+TRUNCATIONS = ("fixed", "random", "one_step")
 
 
 def kept_steps(num_steps: int, grad_steps: int, truncation: str, generator: torch.Generator) -> int:
@@ -40,6 +47,22 @@ def kept_steps(num_steps: int, grad_steps: int, truncation: str, generator: torc
     if truncation == "random":
         return int(torch.randint(1, grad_steps + 1, (1,), generator=generator))
     raise ValueError(f"backprop.truncation={truncation!r} must be one of {TRUNCATIONS}")
+
+
+def one_step_index(num_steps: int, step_range: Sequence[int] | None, generator: torch.Generator) -> int:
+    """The step ``j`` whose state is predicted to the end in one step: uniform in ``step_range`` ``[lo, hi)``
+    (default ``[0, num_steps)``)."""
+    lo, hi = step_range if step_range is not None else (0, num_steps)
+    if not 0 <= lo < hi <= num_steps:
+        raise ValueError(f"backprop.one_step_range={list(step_range)} must satisfy 0 <= start < end <= "
+                         f"sample.num_steps={num_steps}")
+    return int(torch.randint(lo, hi, (1,), generator=generator))
+
+
+def one_step_schedule(sigmas: torch.Tensor, j: int) -> torch.Tensor:
+    """The schedule's first ``j + 1`` levels and its last: step ``j`` then jumps straight to the end, so a
+    deterministic Euler step there is the one-step prediction ``x_j + (sigma_end - sigma_j) v``."""
+    return torch.cat([sigmas[:j + 1], sigmas[-1:]])
 
 
 def velocity_regulariser(v: torch.Tensor, v_ref: torch.Tensor) -> torch.Tensor:
@@ -98,10 +121,17 @@ class RewardBackprop(Algorithm):
         device = batch.prompt_index.device
         gens = [torch.Generator(device=device).manual_seed(derived_seed(*key, "init", b)) for b in range(n)]
         step_gens = [torch.Generator(device=device).manual_seed(derived_seed(*key, "sde", b)) for b in range(n)]
-        k = kept_steps(s.num_steps, bp.grad_steps, bp.truncation,
-                       torch.Generator().manual_seed(derived_seed(*key, "truncation")))
-        grad_from = s.num_steps - k
+        draw = torch.Generator().manual_seed(derived_seed(*key, "truncation"))
         sigmas = batch.sigmas.to(device)
+        if bp.truncation == "one_step":
+            j = one_step_index(s.num_steps, bp.one_step_range, draw)
+            sigmas, grad_from, k = one_step_schedule(sigmas, j), j, 1
+            # stochastic steps (noise_level > 0) before j only: the jump itself is the deterministic prediction
+            window = (0, j) if s.noise_level > 0 else (0, 0)
+        else:
+            k = kept_steps(s.num_steps, bp.grad_steps, bp.truncation, draw)
+            grad_from = s.num_steps - k
+            window = self.rollout_window(s.num_steps, torch.Generator())
         kept: list[tuple[torch.Tensor, torch.Tensor]] = []
 
         def record(x: torch.Tensor, sigma: torch.Tensor) -> None:
@@ -112,8 +142,8 @@ class RewardBackprop(Algorithm):
 
         out = generate(ctx.adapter, batch.prompts, batch.metadata, sigmas=sigmas, noise_generators=gens,
                        model=ctx.model, step_type=s.step_type, noise_level=s.noise_level,
-                       window=self.rollout_window(s.num_steps, torch.Generator()), step_generators=step_gens,
-                       ode_solver=s.solver, grad_from=grad_from, checkpoint=bp.checkpoint,
+                       window=window, step_generators=step_gens,
+                       ode_solver="euler" if bp.truncation == "one_step" else s.solver, grad_from=grad_from, checkpoint=bp.checkpoint,
                        on_step=record if self.train.beta > 0 else None)
         scored = self.reward_fn(out.media, batch.prompts, batch.metadata)
         scores = scored.scores.to(device, torch.float32)
@@ -127,6 +157,8 @@ class RewardBackprop(Algorithm):
         reward = scores[finite].mean()
         loss = -bp.loss_scale * reward
         metrics = {"reward": reward.item(), "kept_steps": float(k)}
+        if bp.truncation == "one_step":
+            metrics["one_step_index"] = float(grad_from)
         if self.train.beta > 0:
             reg = torch.stack([self._regulariser(ctx, x, sigma, out.cond) for x, sigma in kept]).mean()
             loss = loss + self.train.beta * reg
