@@ -41,21 +41,38 @@ def _unit(adapter, num_steps: int) -> RolloutBatch:
                         extras={"seed_key": KEY})
 
 
+def _start(adapter, num_steps: int):
+    """The prompts' conditioning, the schedule and the algorithm's initial noise (its seeds, independent code)."""
+    gens = [torch.Generator().manual_seed(derived_seed(*KEY, "init", b)) for b in range(2)]
+    return adapter.encode(PROMPTS), adapter.schedule(num_steps), adapter.initial_noise(gens)
+
+
+def _euler(adapter, cond, sigmas, z, steps) -> torch.Tensor:
+    for j in steps:
+        z = ode_step(z, adapter.velocity(z, sigmas[j], cond), sigmas[j], sigmas[j + 1]).prev_sample
+    return z
+
+
+def _negative_brightness(adapter, z) -> torch.Tensor:
+    images = adapter.decode(z).float()
+    return -(images * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1).mean((1, 2)).mean()
+
+
 def _hand_written_loss(adapter, num_steps: int, k: int) -> torch.Tensor:
     """-mean brightness of the decoded images, the first ``num_steps - k`` Euler steps without a graph and the
-    last ``k`` with one (the algorithm's noise seeds, independent code)."""
-    cond = adapter.encode(PROMPTS)
-    sigmas = adapter.schedule(num_steps)
-    gens = [torch.Generator().manual_seed(derived_seed(*KEY, "init", b)) for b in range(2)]
-    z = adapter.initial_noise(gens)
+    last ``k`` with one."""
+    cond, sigmas, z = _start(adapter, num_steps)
     with torch.no_grad():
-        for j in range(num_steps - k):
-            z = ode_step(z, adapter.velocity(z, sigmas[j], cond), sigmas[j], sigmas[j + 1]).prev_sample
-    for j in range(num_steps - k, num_steps):
-        z = ode_step(z, adapter.velocity(z, sigmas[j], cond), sigmas[j], sigmas[j + 1]).prev_sample
-    images = adapter.decode(z).float()
-    luma = (images * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1).mean((1, 2))
-    return -luma.mean()
+        z = _euler(adapter, cond, sigmas, z, range(num_steps - k))
+    return _negative_brightness(adapter, _euler(adapter, cond, sigmas, z, range(num_steps - k, num_steps)))
+
+
+def _hand_written_one_step_loss(adapter, num_steps: int, j: int) -> torch.Tensor:
+    """-mean brightness of ``x_j - sigma_j v(x_j)`` decoded, ``x_j`` from ``j`` Euler steps without a graph."""
+    cond, sigmas, z = _start(adapter, num_steps)
+    with torch.no_grad():
+        z = _euler(adapter, cond, sigmas, z, range(j))
+    return _negative_brightness(adapter, z - sigmas[j] * adapter.velocity(z, sigmas[j], cond))  # schedules end at 0
 
 
 @pytest.mark.parametrize("k", [1, 3])
@@ -70,21 +87,6 @@ def test_the_loss_gradient_is_the_truncated_chain_rule_through_decoder_and_rewar
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-8)
     assert any(float(w.abs().max()) > 0 for w in want)
-
-
-def _hand_written_one_step_loss(adapter, num_steps: int, j: int) -> torch.Tensor:
-    """-mean brightness of ``x_j - sigma_j v(x_j)`` decoded, ``x_j`` from ``j`` Euler steps without a graph."""
-    cond = adapter.encode(PROMPTS)
-    sigmas = adapter.schedule(num_steps)
-    gens = [torch.Generator().manual_seed(derived_seed(*KEY, "init", b)) for b in range(2)]
-    z = adapter.initial_noise(gens)
-    with torch.no_grad():
-        for i in range(j):
-            z = ode_step(z, adapter.velocity(z, sigmas[i], cond), sigmas[i], sigmas[i + 1]).prev_sample
-    x0_hat = z - sigmas[j] * adapter.velocity(z, sigmas[j], cond)  # the flow schedules here end at 0
-    images = adapter.decode(x0_hat).float()
-    luma = (images * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(1).mean((1, 2))
-    return -luma.mean()
 
 
 @pytest.mark.parametrize("j", [0, 2])
