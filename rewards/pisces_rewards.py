@@ -130,7 +130,11 @@ def load_user_model(loader: str):
     module, _, function = loader.partition(":")
     if not module or not function:
         raise ValueError(f"pisces_semantic: loader must be 'package.module:function', got {loader!r}")
-    return getattr(importlib.import_module(module), function)()
+    try:
+        load = getattr(importlib.import_module(module), function)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"pisces_semantic: cannot load loader {loader!r}: {err}") from None
+    return load()
 
 
 @register_reward("pisces_semantic")

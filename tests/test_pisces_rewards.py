@@ -139,6 +139,8 @@ def test_the_rewards_refuse_bad_input_naming_it(model_dir, ot_map_dir, tmp_path)
         load_ot_map(tmp_path / "missing")
     with pytest.raises(ValueError, match="package.module:function"):
         PiscesSemanticReward(loader="no_colon")
+    with pytest.raises(ValueError, match="cannot load loader 'no_such_module_here:load'"):
+        PiscesSemanticReward(loader="no_such_module_here:load")
 
 
 def test_a_user_loader_supplies_the_semantic_model(model_dir, tmp_path, monkeypatch):
