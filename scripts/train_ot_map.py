@@ -115,7 +115,7 @@ def main(argv: list[str]) -> int:
             embedder = args.embedder
         else:
             data, embedder = feature_data(args.features, cfg.seed), str(args.features)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, ImportError) as err:  # ImportError: an MP4 clip without PyAV (the video extra)
         print(f"error: {err}", file=sys.stderr)
         return 2
     T, record = train_ot_map(*data, cfg, log=lambda r: print(json.dumps(r), flush=True))

@@ -11,7 +11,8 @@ sampler, as DRaFT; stochastic steps are differentiated through their reparameter
 
 ``backprop.truncation=one_step`` backpropagates a one-step prediction instead (ReFL; PISCES's direct
 backpropagation scores one-step predictions too): per batch a step index ``j`` is drawn uniformly from
-``backprop.one_step_range`` (default every step), the sampler runs steps ``0 .. j-1`` without gradients, and the
+``backprop.one_step_range`` (default every step), the sampler runs steps ``0 .. j-1`` without gradients (Euler
+outside the SDE window, whatever ``sample.solver``), and the
 reward scores ``x0_hat = x_j - sigma_j * v_theta(x_j)`` (one Euler step to the schedule's end) decoded with
 gradients. Early ``j`` reach the steps where a sample's layout and motion are decided, which the last K steps of
 DRaFT-K do not; the prediction there is the blurry posterior mean, so the reward must still read it.
@@ -143,7 +144,8 @@ class RewardBackprop(Algorithm):
         out = generate(ctx.adapter, batch.prompts, batch.metadata, sigmas=sigmas, noise_generators=gens,
                        model=ctx.model, step_type=s.step_type, noise_level=s.noise_level,
                        window=window, step_generators=step_gens,
-                       ode_solver="euler" if bp.truncation == "one_step" else s.solver, grad_from=grad_from, checkpoint=bp.checkpoint,
+                       ode_solver="euler" if bp.truncation == "one_step" else s.solver,  # the jump is an Euler step
+                       grad_from=grad_from, checkpoint=bp.checkpoint,
                        on_step=record if self.train.beta > 0 else None)
         scored = self.reward_fn(out.media, batch.prompts, batch.metadata)
         scores = scored.scores.to(device, torch.float32)
