@@ -80,7 +80,9 @@ def save_video_grid(media: Media, captions: Sequence[str], path: str | os.PathLi
     strip_images = frames[:, picks].reshape(n * len(picks), *frames.shape[2:])
     strip_captions = [f"{captions[i]}\nframe {t + 1}/{f}" if k == 0 else f"frame {t + 1}/{f}"
                       for i in range(n) for k, t in enumerate(picks)]
-    strip = save_image_atomically(make_grid(strip_images, strip_captions, columns=len(picks), cell=cell),
+    # one caption line more than the GIF's: the first frame's "frame 1/F" must not push its prompt out
+    strip = save_image_atomically(make_grid(strip_images, strip_captions, columns=len(picks), cell=cell,
+                                            caption_lines=4),
                                   path.with_name(f"{path.stem}_frames.png"))
     if not mp4_available():
         return path, strip
