@@ -36,6 +36,7 @@ from genrl.trainer.checkpoints import (
 from genrl.trainer.lifecycle import (
     RunInterrupted,
     StopSignals,
+    checkpoint_world,
     clear_run_records,
     plan_run,
     set_aside_damaged,
@@ -301,6 +302,20 @@ def test_a_run_folder_given_as_the_checkpoint_is_named_as_such(tmp_path):
         plan_run(tmp_path / "new", str(tmp_path / "stuff"), False)
     renamed = checkpoint_dir(run / "checkpoints", 1).rename(tmp_path / "best")  # a renamed checkpoint still is one
     assert plan_run(tmp_path / "new", str(renamed), False).resume_from == renamed
+
+
+def test_a_damaged_trainer_state_does_not_say_its_world_whatever_its_bytes(tmp_path):
+    # damaged bytes fail torch's unpickler in many ways (IndexError, EOFError, UnpicklingError, ...): the world
+    # check steps aside (None) and the resume's own load names the damage
+    rng = np.random.default_rng(0)
+    ckpt = tmp_path / "checkpoint"
+    ckpt.mkdir()
+    for size in (1, 7, 64, 512, 4096):
+        for _ in range(40):
+            (ckpt / "trainer_state.pt").write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+            assert checkpoint_world(ckpt) is None
+    torch.save({"train_state": {"num_processes": 2, "batch_size": 4}}, ckpt / "trainer_state.pt")
+    assert checkpoint_world(ckpt) == (2, 4)
 
 
 def test_a_resume_with_a_changed_config_is_refused_naming_the_keys(tmp_path):
