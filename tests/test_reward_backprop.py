@@ -75,18 +75,22 @@ def _hand_written_one_step_loss(adapter, num_steps: int, j: int) -> torch.Tensor
     return _negative_brightness(adapter, z - sigmas[j] * adapter.velocity(z, sigmas[j], cond))  # schedules end at 0
 
 
+def _assert_same_nonzero_gradients(loss, want_loss, params) -> None:
+    got = torch.autograd.grad(loss, params, allow_unused=True)
+    want = torch.autograd.grad(want_loss, params, allow_unused=True)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-8)
+    assert any(float(w.abs().max()) > 0 for w in want)
+
+
 @pytest.mark.parametrize("k", [1, 3])
 def test_the_loss_gradient_is_the_truncated_chain_rule_through_decoder_and_reward(k):
     adapter, params = _policy()
     algo = _algorithm(k)
     ctx = LossContext(adapter, adapter.transformer, None)
     loss, metrics = algo.loss(ctx, _unit(adapter, 4), 0)
-    got = torch.autograd.grad(loss, params, allow_unused=True)
-    want = torch.autograd.grad(_hand_written_loss(adapter, 4, k), params, allow_unused=True)
     assert metrics["kept_steps"] == k
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-8)
-    assert any(float(w.abs().max()) > 0 for w in want)
+    _assert_same_nonzero_gradients(loss, _hand_written_loss(adapter, 4, k), params)
 
 
 @pytest.mark.parametrize("j", [0, 2])
@@ -95,12 +99,8 @@ def test_one_step_truncation_backpropagates_the_one_step_prediction_from_step_j(
     assert float(adapter.schedule(4)[-1]) == 0.0
     algo = _algorithm(1, **{"backprop.truncation": "one_step", "backprop.one_step_range": f"[{j},{j + 1}]"})
     loss, metrics = algo.loss(LossContext(adapter, adapter.transformer, None), _unit(adapter, 4), 0)
-    got = torch.autograd.grad(loss, params, allow_unused=True)
-    want = torch.autograd.grad(_hand_written_one_step_loss(adapter, 4, j), params, allow_unused=True)
     assert metrics["one_step_index"] == j
-    for g, w in zip(got, want, strict=True):
-        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-8)
-    assert any(float(w.abs().max()) > 0 for w in want)
+    _assert_same_nonzero_gradients(loss, _hand_written_one_step_loss(adapter, 4, j), params)
 
 
 def test_one_step_indices_cover_their_range_and_a_bad_range_is_refused_by_key():
