@@ -3,6 +3,7 @@ clips: whether R_Q and R_S can stand in for the verifier as a training signal.
 
     python bench/pisces_agreement.py                                  # the shipped pipeline, held-out prompts
     python bench/pisces_agreement.py --model /tmp/video/wan-toy --split train --clips-per-prompt 8 --json out.json
+    python bench/pisces_agreement.py --lora RUN/final/lora --families apart counting   # after RL: is the reward hacked?
 
 Each prompt gets ``--clips-per-prompt`` clips of the deterministic sampler (the evaluation's seeds), scored by the
 verifier (strict and partial) and by ``pisces_quality`` (R_Q), ``pisces_semantic`` (R_S) and the plain matching
@@ -47,6 +48,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--split", default="test", choices=("train", "test"))
     parser.add_argument("--clips-per-prompt", type=int, default=4)
     parser.add_argument("--max-prompts", type=int, default=0, help="the first N prompts of the split (0: all)")
+    parser.add_argument("--lora", default=None, help="a LoRA directory to load on top (e.g. a run's final/lora)")
+    parser.add_argument("--families", nargs="+", default=None, help="only these prompt families (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
@@ -62,9 +65,12 @@ def main(argv: list[str]) -> int:
     from rewards.toyvideo.verifier import verify_clip
 
     torch.set_num_threads(args.threads)
-    specs = list(split(args.split))[: args.max_prompts or None]
+    specs = [s for s in split(args.split) if args.families is None or s.family in args.families]
+    if not specs:
+        parser.error(f"--families {' '.join(args.families)}: no {args.split} prompt is of these families")
+    specs = specs[: args.max_prompts or None]
     expanded = [s for s in specs for _ in range(args.clips_per_prompt)]
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, lora=args.lora)
     pipe.set_progress_bar_config(disable=True)
     clips = generate_videos(pipe, [s.prompt for s in expanded], list(range(len(expanded))))
     verdicts = [verify_clip(c, s) for c, s in zip(clips, expanded, strict=True)]
@@ -74,7 +80,7 @@ def main(argv: list[str]) -> int:
     rewards = {"R_Q": build_reward("pisces_quality"), "R_S": build_reward("pisces_semantic"),
                "matching (no OT)": build_reward("pisces_semantic", pot=False)}
     clean = render_clips(expanded, random.Random(0))
-    out: dict = {"model": args.model, "split": args.split, "clips": len(expanded),
+    out: dict = {"model": args.model, "lora": args.lora, "families": args.families, "split": args.split, "clips": len(expanded),
                  "verifier_strict": float(strict.mean()), "verifier_partial": float(partial.mean()), "rewards": {}}
     prompts = [s.prompt for s in expanded]
     for name, reward in rewards.items():
@@ -87,14 +93,17 @@ def main(argv: list[str]) -> int:
         out["rewards"][name] = {"spearman_partial": float(spearmanr(scores, partial).statistic),
                                 "auc_strict": auc(scores, strict), "within_prompt": agreement,
                                 "within_prompt_pairs": pairs, "mean_generated": float(scores.mean()),
+                                "mean_right": float(scores[strict].mean()) if strict.any() else float("nan"),
+                                "mean_wrong": float(scores[~strict].mean()) if (~strict).any() else float("nan"),
                                 "mean_clean": float(on_clean.mean())}
     print(f"{out['clips']} clips of {len(specs)} {args.split} prompts from {args.model}: verifier strict "
           f"{out['verifier_strict']:.3f}, partial {out['verifier_partial']:.3f}")
     print(f"{'reward':<18} {'Spearman(partial)':>17} {'AUC(strict)':>11} {'within-prompt':>13} {'pairs':>6} "
-          f"{'generated':>9} {'clean':>6}")
+          f"{'generated':>9} {'right':>6} {'wrong':>6} {'clean':>6}")
     for name, r in out["rewards"].items():
         print(f"{name:<18} {r['spearman_partial']:>17.3f} {r['auc_strict']:>11.3f} {r['within_prompt']:>13.3f} "
-              f"{r['within_prompt_pairs']:>6} {r['mean_generated']:>9.3f} {r['mean_clean']:>6.3f}")
+              f"{r['within_prompt_pairs']:>6} {r['mean_generated']:>9.3f} {r['mean_right']:>6.3f} {r['mean_wrong']:>6.3f} "
+              f"{r['mean_clean']:>6.3f}")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump(out, fh, indent=2)
