@@ -80,7 +80,8 @@ def main(argv: list[str]) -> int:
     rewards = {"R_Q": build_reward("pisces_quality"), "R_S": build_reward("pisces_semantic"),
                "matching (no OT)": build_reward("pisces_semantic", pot=False)}
     clean = render_clips(expanded, random.Random(0))
-    out: dict = {"model": args.model, "lora": args.lora, "families": args.families, "split": args.split, "clips": len(expanded),
+    out: dict = {"model": args.model, "lora": args.lora, "families": args.families, "split": args.split,
+                 "clips": len(expanded),
                  "verifier_strict": float(strict.mean()), "verifier_partial": float(partial.mean()), "rewards": {}}
     prompts = [s.prompt for s in expanded]
     for name, reward in rewards.items():
