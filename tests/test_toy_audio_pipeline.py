@@ -87,9 +87,33 @@ def test_an_interrupted_audio_pretraining_resumes_to_the_uninterrupted_weights(t
         config=lambda **kw: AudioPretrainConfig(**{**TINY, **kw}), die_in=die_in, changed=("vae_lr", 5e-4))
 
 
+def test_a_decoder_only_vae_stage_keeps_the_encoder_and_the_dit(tmp_path):
+    base = tmp_path / "base"
+    build_toy_audio_pipeline(seed=3).save_pretrained(base)
+    settings = {**TINY, "steps": 0}
+    pretrain_audio(AudioPretrainConfig(out_dir=str(tmp_path / "decoder"), init_from=str(base), continue_vae=True,
+                                       vae_decoder_only=True, **settings))
+    pretrain_audio(AudioPretrainConfig(out_dir=str(tmp_path / "whole"), init_from=str(base), continue_vae=True,
+                                       **settings))
+    pipes = {name: StableAudioPipeline.from_pretrained(tmp_path / name, local_files_only=True)
+             for name in ("base", "decoder", "whole")}
+
+    def changed(name: str, part: str) -> set[str]:
+        before, after = getattr(pipes["base"], part).state_dict(), getattr(pipes[name], part).state_dict()
+        return {k for k in before if not torch.equal(before[k], after[k])}
+
+    assert not changed("decoder", "transformer") and not changed("whole", "transformer")  # steps=0
+    assert {k.split(".")[0] for k in changed("decoder", "vae")} == {"decoder"}  # no refolded normalisation either
+    assert any(k.startswith("encoder.") for k in changed("whole", "vae"))
+
+
 def test_bad_settings_are_named():
     with pytest.raises(PretrainError, match="prompt_dropout"):
         AudioPretrainConfig(prompt_dropout=1.0)
+    with pytest.raises(PretrainError, match="continue_vae=true needs init_from"):
+        AudioPretrainConfig(continue_vae=True)
+    with pytest.raises(PretrainError, match="vae_decoder_only=true needs continue_vae=true"):
+        AudioPretrainConfig(init_from="x", vae_decoder_only=True)
     with pytest.raises(PretrainError, match="vae_crop=1000 must be a multiple of the VAE's hop 32"):
         pretrain_audio(AudioPretrainConfig(out_dir="/nonexistent/x", **{**TINY, "vae_crop": 1000}))
 

@@ -11,6 +11,8 @@ Two stages, each an AdamW run with an EMA of the weights (:meth:`genrl.toy.pretr
    (a sampled posterior with its initial unit-scale noise drowned the latents). Then the per-channel standard deviation
    of encoded clips is folded into its weights
    (:func:`genrl.toy.audio_pipeline.normalise_vae_latents`), since Stable Audio's pipeline does not scale latents.
+   A saved pipeline's VAE can be trained further (``continue_vae``), or its decoder alone (``vae_decoder_only``:
+   the encoder, hence the latent space and a DiT trained on it, stay as they are).
 2. **Denoiser**: the DiT, the T5 and the projection (seconds conditioners) learn Stable Audio's objective,
    v-prediction on the cosine schedule: ``x_t = cos(pi t / 2) x0 + sin(pi t / 2) eps``, target
    ``v = cos(pi t / 2) eps - sin(pi t / 2) x0``, uniform ``t`` (the DiT's timestep input, ``atan(sigma) 2 / pi``
@@ -63,7 +65,10 @@ class AudioPretrainConfig:
     threads: int = 2
     device: str = "auto"
     out_dir: str = str(TOY_AUDIO_PIPELINE_DIR)
-    init_from: str | None = None  # continue from a saved toy audio pipeline (VAE kept, its stage skipped)
+    init_from: str | None = None  # continue from a saved toy audio pipeline (VAE kept unless continue_vae)
+    continue_vae: bool = False  # with init_from: train the loaded VAE further (its stage runs) before the denoiser
+    vae_decoder_only: bool = False  # with continue_vae: the encoder stays fixed, so the latents a loaded DiT
+    # generates keep their meaning and the latents' normalisation is not refitted
     checkpoint_every: int = 100
     fresh: bool = False
     # VAE stage
@@ -91,6 +96,11 @@ class AudioPretrainConfig:
 
     def __post_init__(self) -> None:
         check_two_stage_settings(self, ("vae_crop",))
+        if self.continue_vae and self.init_from is None:
+            raise PretrainError("continue_vae=true needs init_from (the pipeline whose VAE is trained further)")
+        if self.vae_decoder_only and not self.continue_vae:
+            raise PretrainError("vae_decoder_only=true needs continue_vae=true and init_from (a trained encoder to "
+                                "keep)")
 
 
 @cache
@@ -148,34 +158,40 @@ class _AudioRun(TwoStageRun):
         return torch.from_numpy(audio)[:, None].to(self.device)
 
     # ------------------------------------------------------------------ VAE stage
+    def vae_modules(self) -> list[torch.nn.Module]:
+        return [self.pipe.vae.decoder] if self.cfg.vae_decoder_only else [self.pipe.vae]
+
     def vae_loss(self) -> torch.Tensor:
         cfg, vae = self.cfg, self.pipe.vae
         _, audio = self.clips(cfg.vae_batch_size)
         hop = vae.hop_length
         starts = [self.rng.randrange(0, NUM_SAMPLES - cfg.vae_crop + 1, hop) for _ in range(len(audio))]
         x = torch.stack([a[:, s:s + cfg.vae_crop] for a, s in zip(audio, starts, strict=True)])
-        z = vae.encode(x).latent_dist.mean
+        with torch.set_grad_enabled(not cfg.vae_decoder_only):
+            z = vae.encode(x).latent_dist.mean
         recon = vae.decode(z).sample
         return (multiscale_mel_loss(recon, x) + cfg.waveform_weight * F.l1_loss(recon, x)
                 + cfg.latent_penalty * z.pow(2).mean())
 
     def after_vae(self) -> None:
-        self.normalise_latents(self.cfg.normalise_clips)
+        self.normalise_latents(self.cfg.normalise_clips, fold=not self.cfg.vae_decoder_only)
 
     @torch.no_grad()
-    def normalise_latents(self, n: int) -> None:
-        """Fold the per-channel statistics of ``n`` encoded clips into the VAE; logs the reconstruction's
-        signal-to-noise ratio on them."""
+    def normalise_latents(self, n: int, fold: bool = True) -> None:
+        """Fold the per-channel statistics of ``n`` encoded clips into the VAE (unless ``fold`` is off: a fixed
+        encoder keeps its normalisation); logs the reconstruction's signal-to-noise ratio on them."""
         _, audio = self.clips(n)
         vae = self.pipe.vae
         z = torch.cat([vae.encode(chunk).latent_dist.mean for chunk in audio.split(32)])
         mean, std = z.mean(dim=(0, 2)), z.std(dim=(0, 2))
-        normalise_vae_latents(vae, std)
+        if fold:
+            normalise_vae_latents(vae, std)
         recon = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mean).sample for chunk in audio.split(32)])
         snr = 10 * math.log10(audio.pow(2).mean().item() / (recon - audio).pow(2).mean().item())
+        scale = std if fold else torch.ones_like(std)
         self.log({"stage": "vae_done", "elapsed_s": self.elapsed(), "reconstruction_snr_db": round(snr, 2),
                   "latent_std_before": [round(v, 3) for v in std.tolist()],
-                  "latent_mean_after": [round(v, 3) for v in (mean / std).tolist()]})
+                  "latent_mean_after": [round(v, 3) for v in (mean / scale).tolist()]})
 
     # ------------------------------------------------------------------ denoiser stage
     def context(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,6 +103,10 @@ class TwoStageRun(RunBase):
     def vae_loss(self) -> torch.Tensor:
         raise NotImplementedError
 
+    def vae_modules(self) -> list[torch.nn.Module]:
+        """The modules the VAE stage trains: the whole VAE unless a world's config keeps a part of it fixed."""
+        return [self.pipe.vae]
+
     def after_vae(self) -> None:
         """Fit the latents' normalisation once the VAE is trained (and log its reconstruction)."""
         raise NotImplementedError
@@ -153,7 +157,7 @@ class TwoStageRun(RunBase):
         cfg = self.cfg
         settings = StageSettings(cfg.vae_steps, cfg.vae_lr, cfg.vae_warmup_steps, 0.0, cfg.vae_ema_decay,
                                  eval_every=0, checkpoint_every=cfg.checkpoint_every)
-        self.fit_with_ema([self.pipe.vae], self.vae_loss, saved, stage="vae", evaluate=lambda step: None,
+        self.fit_with_ema(self.vae_modules(), self.vae_loss, saved, stage="vae", evaluate=lambda step: None,
                           checkpoint=lambda step, opt, ema: self.save_state("vae", step, opt, ema), settings=settings)
         self.after_vae()
 
