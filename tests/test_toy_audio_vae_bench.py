@@ -35,6 +35,17 @@ def test_the_ridge_probe_reads_separable_classes_and_not_shuffled_ones():
     assert chance < 0.5
 
 
+def test_the_lag_one_autocorrelation_tells_a_steady_latent_from_a_changing_one():
+    frames = np.arange(40)
+    steady = np.stack([np.sin(2 * np.pi * frames / 40 + c) for c in range(3)])[None]  # one slow cycle per note
+    alternating = np.stack([(-1.0) ** frames * (c + 1) for c in range(3)])[None]
+    assert vae_bench.lag_one_autocorrelation(steady) > 0.9
+    assert vae_bench.lag_one_autocorrelation(alternating) == pytest.approx(-1.0)
+    x = np.random.default_rng(0).normal(size=(2, 3, 40))
+    expected = np.mean([np.corrcoef(row[:-1], row[1:])[0, 1] for clip in x for row in clip])
+    assert vae_bench.lag_one_autocorrelation(x) == pytest.approx(expected, abs=0.02)
+
+
 @pytest.mark.skipif(not (TOY_AUDIO_PIPELINE_DIR / "model_index.json").is_file(), reason="toy audio weights not built")
 def test_the_command_reports_the_pitch_map_it_measured(tmp_path, capsys):
     out = tmp_path / "vae.json"
@@ -43,6 +54,7 @@ def test_the_command_reports_the_pitch_map_it_measured(tmp_path, capsys):
     report = json.loads(out.read_text())
     returned = report["pitch_map"]["sine"]["returned"]
     assert len(returned) == 36 and set(report["latent_pitch_probe"]) == {"sine"}
+    assert set(report["latent_pitch_probe"]["sine"]) == {"all", "channel_means", "lag_one_autocorrelation"}
     own = np.mean([found == int(midi) for midi, found in returned.items()])
     assert report["pitch_map"]["sine"]["own_pitch"] == pytest.approx(own)
     assert 0.0 <= report["round_trip_strict"] <= 1.0 and "round trips (test, 2 clips)" in capsys.readouterr().out
