@@ -104,8 +104,11 @@ def main(argv: list[str]) -> int:
             clips, max(1, len(clips) // 32))])
 
     @torch.no_grad()
+    def decode(latents: torch.Tensor) -> np.ndarray:
+        return torch.cat([vae.decode(z[None]).sample for z in latents])[:, 0].numpy()
+
     def round_trip(clips: np.ndarray) -> np.ndarray:
-        return torch.cat([vae.decode(z[None]).sample for z in encode(clips)])[:, 0].numpy()
+        return decode(encode(clips))
 
     by_family: dict[str, list[float]] = defaultdict(list)
     prompts = split(args.split)
@@ -122,11 +125,12 @@ def main(argv: list[str]) -> int:
     for timbre in args.timbres or PITCHED:
         clips = np.stack([note_clip(timbre, m, 1_000 * m + s) for m in pitches for s in range(PROBE_SEEDS)])
         first_seed = np.arange(len(clips)) % PROBE_SEEDS == 0
+        latents = encode(clips)  # every seed for the probe; the first seed's are decoded for the pitch map
         found = [next(iter(e.pitches), None) if (e := next(iter(detect(c)), None)) else None
-                 for c in round_trip(clips[first_seed])]
+                 for c in decode(latents[torch.from_numpy(first_seed)])]
         pitch_map[timbre] = {"own_pitch": float(np.mean([f == m for f, m in zip(found, pitches, strict=True)])),
                              "returned": dict(zip(map(str, pitches), found, strict=True))}
-        note = note_frames(encode(clips).numpy(), vae.hop_length)
+        note = note_frames(latents.numpy(), vae.hop_length)
         features = latent_features(note)
         labels = np.repeat(pitches, PROBE_SEEDS)
         held = np.arange(len(clips)) % PROBE_SEEDS == PROBE_SEEDS - 1

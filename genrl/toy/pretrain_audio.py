@@ -188,10 +188,9 @@ class _AudioRun(TwoStageRun):
             normalise_vae_latents(vae, std)
         recon = torch.cat([vae.decode(vae.encode(chunk).latent_dist.mean).sample for chunk in audio.split(32)])
         snr = 10 * math.log10(audio.pow(2).mean().item() / (recon - audio).pow(2).mean().item())
-        scale = std if fold else torch.ones_like(std)
         self.log({"stage": "vae_done", "elapsed_s": self.elapsed(), "reconstruction_snr_db": round(snr, 2),
                   "latent_std_before": [round(v, 3) for v in std.tolist()],
-                  "latent_mean_after": [round(v, 3) for v in (mean / scale).tolist()]})
+                  "latent_mean_after": [round(v, 3) for v in (mean / std if fold else mean).tolist()]})
 
     # ------------------------------------------------------------------ denoiser stage
     def context(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
