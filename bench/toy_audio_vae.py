@@ -5,10 +5,10 @@
 
 1. **Round trips**: held-out renders (``--split``, ``--clips-per-prompt`` each) encoded to the posterior mean and
    decoded; the verifier's strict accuracy per family (renders themselves pass 100 %).
-2. **Pitch map**: one note of every pitched timbre at every MIDI pitch the world uses (C3-B5), 0.5 s at 0.6 of
-   full scale; the pitch the verifier finds in its round trip, and the share returned at its own pitch.
+2. **Pitch map**: one note of every pitched timbre at every pitch the world uses (harmonics 4-31 of its 40 Hz
+   grid), 0.5 s at 0.6 of full scale; the pitch the verifier finds in its round trip, and the share returned at its own pitch.
 3. **Pitch in the latents**: a ridge classifier (numpy, closed form) from the encoder's latents of those notes
-   (per channel: the mean over the note's frames and the magnitude spectrum over time) to the MIDI pitch, trained
+   (per channel: the mean over the note's frames and the magnitude spectrum over time) to the pitch, trained
    on three render seeds per note and tested on a fourth, and from the channel means alone; and the latents' lag-1
    autocorrelation over the note. High accuracy here with a poor pitch map says the encoder keeps the pitch and
    the decoder loses it; a probe that needs the spectrum over time says the pitch lives in how the latents change.
@@ -28,13 +28,14 @@ PROBE_SEEDS = 4  # render seeds per (timbre, pitch); the last is held out from t
 PROBE_RIDGE = 10.0
 
 
-def note_clip(timbre: str, midi: int, seed: int) -> np.ndarray:
-    """A clip with one note of ``timbre`` at ``midi`` (its render's envelope), silent elsewhere."""
+def note_clip(timbre: str, harmonic: int, seed: int) -> np.ndarray:
+    """A clip with one note of ``timbre`` at ``harmonic`` of the pitch grid (its render's envelope), silent
+    elsewhere."""
     from rewards.toyaudio.render import render_event
     from rewards.toyaudio.world import NUM_SAMPLES, EventSpec
 
     clip = np.zeros(NUM_SAMPLES, np.float32)
-    note = render_event(EventSpec(timbre), midi, NOTE_SAMPLES, np.random.default_rng(seed))
+    note = render_event(EventSpec(timbre), harmonic, NOTE_SAMPLES, np.random.default_rng(seed))
     clip[NOTE_START:NOTE_START + NOTE_SAMPLES] = NOTE_GAIN * note / np.abs(note).max()
     return clip
 
@@ -120,7 +121,7 @@ def main(argv: list[str]) -> int:
     print(f"round trips ({args.split}, {len(every)} clips): strict {np.mean(every):.3f}  "
           + "  ".join(f"{f} {s:.2f}" for f, s in strict.items()))
 
-    pitches = [m for notes in REGISTERS.values() for m in notes]
+    pitches = [h for span in REGISTERS.values() for h in span]
     pitch_map, probe = {}, {}
     for timbre in args.timbres or PITCHED:
         clips = np.stack([note_clip(timbre, m, 1_000 * m + s) for m in pitches for s in range(PROBE_SEEDS)])

@@ -24,8 +24,8 @@ ALL = [s for specs in all_specs().values() for s in specs]
 T = np.arange(NUM_SAMPLES) / SAMPLE_RATE
 
 
-def _hz(midi):
-    return 440.0 * 2 ** ((midi - 69) / 12)
+def _hz(harmonic):
+    return 40.0 * harmonic  # the world's pitch grid, written out independently of rewards.toyaudio.world
 
 
 def _gate(x, start=0.2, end=0.6):
@@ -69,6 +69,44 @@ def test_renders_are_mono_one_second_and_reproducible():
     assert np.array_equal(clip, render(ALL[10], seed=3)) and not np.array_equal(clip, render(ALL[10], seed=4))
 
 
+def _event_peaks(clip):
+    """The strongest frequency (Hz) of each sounding stretch of a clip, by a plain FFT."""
+    loud = np.convolve(np.abs(clip) > 1e-3, np.ones(80), "same") > 0
+    edges = np.flatnonzero(np.diff(np.r_[0, loud.astype(int), 0]))
+    peaks = []
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        spectrum = np.abs(np.fft.rfft(clip[a:b], 1 << 16))
+        peaks.append(np.argmax(spectrum) * SAMPLE_RATE / (1 << 16))
+    return peaks
+
+
+@pytest.mark.parametrize("prompt, lo, hi", [("a low sine note", 160, 280), ("a middle sine note", 320, 600),
+                                            ("a high sine note", 640, 1240)])
+def test_rendered_pitches_are_harmonics_of_40_hz_in_their_register(prompt, lo, hi):
+    for seed in range(8):
+        clip = render(spec_from_prompt(prompt), seed=seed)
+        (peak,) = _event_peaks(clip)
+        harmonic = round(peak / 40)
+        assert abs(peak - 40 * harmonic) < 1.5 and lo <= 40 * harmonic <= hi
+        # so a held note repeats every 200 samples: the toy VAE's hop, one latent frame
+        start = np.flatnonzero(np.abs(clip) > 1e-3)[0] + 100
+        assert np.allclose(clip[start:start + 400], clip[start + 200:start + 600], atol=1e-3)
+
+
+def test_melodies_step_two_to_five_semitones_and_chords_are_just_triads():
+    for seed in range(8):
+        peaks = _event_peaks(render(spec_from_prompt("four sine notes rising"), seed=seed))
+        ratios = np.array(peaks[1:]) / np.array(peaks[:-1])
+        assert len(peaks) == 4 and ((ratios > 2 ** (1.9 / 12)) & (ratios < 2 ** (5.1 / 12))).all()
+        falling = _event_peaks(render(spec_from_prompt("three plucked notes falling"), seed=seed))
+        assert len(falling) == 3 and np.all(np.diff(falling) < 0)
+        chord = render(spec_from_prompt("a middle sine chord"), seed=seed)
+        spectrum = np.abs(np.fft.rfft(chord, 1 << 16))
+        top = sorted(np.argsort(spectrum)[::-1][:200] * SAMPLE_RATE / (1 << 16))
+        notes = sorted({round(f / 40) for f in top})
+        assert len(notes) == 3 and notes[0] in (8, 12) and notes[1:] == [notes[0] * 5 // 4, notes[0] * 3 // 2]
+
+
 def test_the_verifier_passes_every_render_and_almost_no_mismatched_prompt():
     rng = np.random.default_rng(0)
     clips = [(s, render(s, rng)) for s in ALL * 3]
@@ -91,23 +129,27 @@ def test_the_verifier_survives_noise_at_20_db():
 
 
 def test_hand_built_tones_are_read_by_pitch_timbre_and_register():
-    a4 = _gate(0.5 * np.sin(2 * np.pi * 440 * T))  # MIDI 69, middle register
-    (event,) = detect(a4)
-    assert event.timbre == "sine" and event.pitches == (69,) and event.register == "middle"
+    a440 = _gate(0.5 * np.sin(2 * np.pi * 440 * T))  # harmonic 11 of 40 Hz, middle register (320-600 Hz)
+    (event,) = detect(a440)
+    assert event.timbre == "sine" and event.pitches == (11,) and event.register == "middle"
     assert event.start == pytest.approx(0.2, abs=0.02) and event.end == pytest.approx(0.6, abs=0.03)
-    square = _gate(0.4 * sum(np.sin(2 * np.pi * k * _hz(50) * T) / k for k in range(1, 30, 2)))
-    assert [(e.timbre, e.pitches, e.register) for e in detect(square)] == [("square", (50,), "low")]
+    square = _gate(0.4 * sum(np.sin(2 * np.pi * k * _hz(5) * T) / k for k in range(1, 30, 2)))
+    assert [(e.timbre, e.pitches, e.register) for e in detect(square)] == [("square", (5,), "low")]
     decay = np.exp(-np.clip(T - 0.2, 0, None) / 0.05)
-    pluck = _gate(0.5 * decay * sum(np.sin(2 * np.pi * k * _hz(76) * T) / k for k in range(1, 5)))
-    assert [(e.timbre, e.pitches) for e in detect(pluck)] == [("plucked", (76,))]
-    triad = _gate(0.2 * sum(np.sin(2 * np.pi * _hz(m) * T) for m in (60, 64, 67)))
+    pluck = _gate(0.5 * decay * sum(np.sin(2 * np.pi * k * _hz(19) * T) / k for k in range(1, 5)))
+    assert [(e.timbre, e.pitches, e.register) for e in detect(pluck)] == [("plucked", (19,), "high")]
+    triad = _gate(0.2 * sum(np.sin(2 * np.pi * _hz(h) * T) for h in (8, 10, 12)))  # 4:5:6 on 320 Hz
     (chord,) = detect(triad)
-    assert chord.chord and chord.pitches == (60, 64, 67)
+    assert chord.chord and chord.pitches == (8, 10, 12)
+    low = _gate(0.5 * np.sin(2 * np.pi * 120 * T))  # below the low register: found, and in no register
+    assert [(e.pitches, e.register) for e in detect(low)] == [((3,), None)]
     noise = _gate(0.3 * np.random.default_rng(0).standard_normal(NUM_SAMPLES) * np.exp(-np.clip(T - 0.2, 0, None) / 0.03))
     assert [e.timbre for e in detect(noise)] == ["drum"]
-    two = a4 + _gate(0.5 * np.sin(2 * np.pi * _hz(62) * T), 0.7, 0.9)
-    assert [e.pitches for e in detect(two)] == [(69,), (62,)]
+    two = a440 + _gate(0.5 * np.sin(2 * np.pi * _hz(9) * T), 0.7, 0.9)
+    assert [e.pitches for e in detect(two)] == [(11,), (9,)]
     assert verify(two, spec_from_prompt("two sine notes falling")).strict == 1.0
+    off_grid = _gate(0.5 * np.sin(2 * np.pi * 446 * T))  # 6 Hz sharp: still read as the nearest grid pitch
+    assert [e.pitches for e in detect(off_grid)] == [(11,)]
     assert verify(two, spec_from_prompt("two sine notes rising")).strict == 0.0
 
 

@@ -35,6 +35,25 @@ def test_a_saved_toy_audio_pipeline_loads_and_generates_with_the_stock_pipeline(
     assert pipe.transformer.config.in_channels == LATENT_CHANNELS
 
 
+def test_a_steady_latent_decodes_to_a_signal_periodic_in_the_pitch_grid():
+    """Why the world's pitches are harmonics of 40 Hz: the VAE's latent frame rate is that grid, and its decoder
+    (transposed convolutions, then shift-equivariant ones) turns a latent held still into a signal that repeats every
+    hop, so a held note on the grid is a steady latent the DiT can draw."""
+    from rewards.toyaudio.world import PITCH_GRID_HZ
+
+    vae = build_toy_audio_pipeline(seed=0).vae.eval()
+    assert SAMPLE_RATE / vae.hop_length == PITCH_GRID_HZ
+    with torch.no_grad():
+        steady = torch.randn(1, LATENT_CHANNELS, 1).expand(1, LATENT_CHANNELS, LATENT_LENGTH).contiguous()
+        wave = vae.decode(steady).sample[0, 0]
+    hop, middle = vae.hop_length, NUM_SAMPLES // 2
+    period = wave[middle - hop:middle]
+    assert period.abs().max() > 1e-4  # not trivially silent
+    torch.testing.assert_close(wave[middle:middle + hop], period, atol=1e-5, rtol=1e-4)
+    shifted = wave[middle - hop + 1:middle + 1]
+    assert (shifted - period).abs().max() > 10 * (wave[middle:middle + hop] - period).abs().max()
+
+
 def test_folding_the_latent_statistics_into_the_vae_keeps_its_reconstructions():
     vae = build_toy_audio_pipeline(seed=0).vae.eval()
     x = torch.from_numpy(np.stack([render(s, i) for i, s in enumerate(split("test")[:3])]).astype(np.float32))[:, None]
@@ -114,8 +133,8 @@ def test_bad_settings_are_named():
         AudioPretrainConfig(continue_vae=True)
     with pytest.raises(PretrainError, match="vae_decoder_only=true needs continue_vae=true"):
         AudioPretrainConfig(init_from="x", vae_decoder_only=True)
-    with pytest.raises(PretrainError, match="vae_crop=1000 must be a multiple of the VAE's hop 32"):
-        pretrain_audio(AudioPretrainConfig(out_dir="/nonexistent/x", **{**TINY, "vae_crop": 1000}))
+    with pytest.raises(PretrainError, match="vae_crop=1100 must be a multiple of the VAE's hop 200"):
+        pretrain_audio(AudioPretrainConfig(out_dir="/nonexistent/x", **{**TINY, "vae_crop": 1100}))
 
 
 @pytest.mark.skipif(not (TOY_AUDIO_PIPELINE_DIR / "model_index.json").is_file(), reason="toy audio weights not built")

@@ -5,9 +5,9 @@ Its parts are the classes Stable Audio Open 1.0 uses (``StableAudioDiTModel``, `
 ``CosineDPMSolverMultistepScheduler`` with the hub checkpoint's values) at a tiny size, so a plain
 ``StableAudioPipeline.from_pretrained(path)`` loads it (the scheduler needs ``torchsde``: the ``audio`` extra).
 
-Sizes: one-second mono clips at 8 kHz (the toy audio world's); the Oobleck VAE downsamples 32x (2, 4, 4) into
-250 latent frames of 16 channels; the DiT (4 blocks, width 128) attends over those 250 frames plus the global
-token. The tokenizer is the toy CLIP tokenizer over the audio vocabulary (the loader reads the tokenizer class
+Sizes: one-second mono clips at 8 kHz (the toy audio world's); the Oobleck VAE downsamples 200x (2, 10, 10) into
+40 latent frames of 16 channels, so the latent frame rate is the world's 40 Hz pitch grid and a held note is a
+steady latent; the DiT (6 blocks, width 192) attends over those 40 frames plus the global token. The tokenizer is the toy CLIP tokenizer over the audio vocabulary (the loader reads the tokenizer class
 from the folder, as the toy edit pipeline's T5 slot does). Stable Audio's pipeline does not scale latents, so
 pretraining folds the per-channel standard deviation of the encoded clips into the VAE's last encoder
 and first decoder convolutions (:func:`normalise_vae_latents`): the latents the DiT sees have unit standard deviation
@@ -16,6 +16,7 @@ per channel.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,26 +31,30 @@ if TYPE_CHECKING:
 TOY_AUDIO_PIPELINE_DIR = ASSETS_DIR / "stable-audio-toy"
 TOY_AUDIO_GUIDANCE_SCALE = 3.0
 TOY_AUDIO_NUM_INFERENCE_STEPS = 24
-VAE_DOWNSAMPLING = (2, 4, 4)
+VAE_DOWNSAMPLING = (2, 10, 10)  # even ratios: Oobleck's transposed convolutions lose samples on odd ones
+VAE_HOP = math.prod(VAE_DOWNSAMPLING)
 VAE_HIDDEN = 32  # the encoder's output width: mean and scale of 16 latent channels
 LATENT_CHANNELS = VAE_HIDDEN // 2
-LATENT_LENGTH = NUM_SAMPLES // (VAE_DOWNSAMPLING[0] * VAE_DOWNSAMPLING[1] * VAE_DOWNSAMPLING[2])
+LATENT_LENGTH = NUM_SAMPLES // VAE_HOP
 T5_HIDDEN = 64
 CONDITIONING_DIM = 64
 
 
+
+
 def vae_config() -> dict:
-    """A mono 8 kHz Oobleck autoencoder with a 32x hop (3 encoder blocks of widths 32, 64, 128)."""
-    return dict(encoder_hidden_size=VAE_HIDDEN, downsampling_ratios=list(VAE_DOWNSAMPLING), channel_multiples=[1, 2, 4],
+    """A mono 8 kHz Oobleck autoencoder with a 200x hop (3 encoder blocks of widths 32, 128, 256)."""
+    return dict(encoder_hidden_size=VAE_HIDDEN, downsampling_ratios=list(VAE_DOWNSAMPLING), channel_multiples=[1, 4, 8],
                 decoder_channels=VAE_HIDDEN, decoder_input_channels=LATENT_CHANNELS, audio_channels=1,
                 sampling_rate=SAMPLE_RATE)
 
 
 def transformer_config() -> dict:
-    """A Stable Audio DiT of 4 blocks, width 128 (4 heads of 32), over the VAE's 250 latent frames."""
-    return dict(sample_size=LATENT_LENGTH, in_channels=LATENT_CHANNELS, num_layers=4, attention_head_dim=32,
-                num_attention_heads=4, num_key_value_attention_heads=2, out_channels=LATENT_CHANNELS,
-                cross_attention_dim=128, time_proj_dim=64, global_states_input_dim=2 * CONDITIONING_DIM,
+    """A Stable Audio DiT of 6 blocks, width 192 (6 heads of 32, 3 key/value heads), over the VAE's 40 latent
+    frames."""
+    return dict(sample_size=LATENT_LENGTH, in_channels=LATENT_CHANNELS, num_layers=6, attention_head_dim=32,
+                num_attention_heads=6, num_key_value_attention_heads=3, out_channels=LATENT_CHANNELS,
+                cross_attention_dim=192, time_proj_dim=64, global_states_input_dim=2 * CONDITIONING_DIM,
                 cross_attention_input_dim=CONDITIONING_DIM)
 
 

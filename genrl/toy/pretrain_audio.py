@@ -74,7 +74,7 @@ class AudioPretrainConfig:
     # VAE stage
     vae_steps: int = 6000
     vae_batch_size: int = 16
-    vae_crop: int = 2048  # samples per training crop (a multiple of the VAE's hop)
+    vae_crop: int = 2000  # samples per training crop (a multiple of the VAE's hop)
     vae_lr: float = 1e-3
     vae_warmup_steps: int = 50
     waveform_weight: float = 0.1  # weight of the L1 waveform loss against the mel loss

@@ -1,9 +1,10 @@
 """Procedural clips of the toy audio world: each prompt's events laid out in time, synthesised exactly.
 
 Events are placed in equal slots of the one-second clip, each sounding for 120 ms to most of its slot with at
-least 40 ms of silence between events, so onsets can be counted. Pitches are drawn per clip: in the named
-register, or anywhere in the three registers when none is named; a melody's pitches move 2-5 semitones per
-note in its direction. Timbres: a sine; a band-limited square (odd harmonics 1/k up to 3.8 kHz); a plucked tone
+least 40 ms of silence between events, so onsets can be counted. Pitches are harmonics of the world's 40 Hz
+grid, drawn per clip: in the named register, or in a register drawn uniformly when none is named; a chord is the
+4:5:6 triad on a root (a multiple of 4) in its register; a melody's pitches move 2-5 semitones (frequency ratios
+1.12-1.33) per note in its direction. Timbres: a sine; a band-limited square (odd harmonics 1/k up to 3.8 kHz); a plucked tone
 (every harmonic 1/k, exponentially decaying, the higher ones faster); a drum hit (white noise with a 30 ms
 decay). Each clip has one random gain in [0.4, 0.8].
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import CHORD_INTERVALS, DRUM, NUM_SAMPLES, REGISTERS, SAMPLE_RATE, AudioSpec, EventSpec
+from .world import DRUM, NUM_SAMPLES, REGISTERS, SAMPLE_RATE, AudioSpec, EventSpec, chord_harmonics, pitch_hz
 
 #: Harmonics are synthesised up to this frequency (below the 4 kHz Nyquist frequency)
 MAX_PARTIAL_HZ = 3800.0
@@ -22,11 +23,9 @@ MIN_GAP_S, MIN_EVENT_S = 0.04, 0.12
 PLUCK_TAU_S = 0.06
 DRUM_TAU_S = 0.03
 FADE_S = 0.005  # attack and release ramps, so no event starts or ends with a click
-
-
-def midi_to_hz(midi: float) -> float:
-    """The equal-tempered frequency of a MIDI note (A4 = 69 = 440 Hz)."""
-    return 440.0 * 2.0 ** ((midi - 69) / 12)
+#: A melody's step between consecutive notes, as a frequency ratio (2 to 5 equal-tempered semitones)
+MELODY_STEP = (2.0 ** (2 / 12), 2.0 ** (5 / 12))
+LOWEST, HIGHEST = REGISTERS["low"].start, REGISTERS["high"].stop - 1
 
 
 def _tone(timbre: str, freq: float, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -53,33 +52,46 @@ def _envelope(n: int) -> np.ndarray:
     return env
 
 
+def _melody(n: int, rng: np.random.Generator) -> list[int]:
+    """``n`` rising harmonic numbers inside the registers, each 2-5 semitones above the last; the start is drawn
+    in a uniformly drawn register (again when the melody would leave the top register)."""
+    while True:
+        span = REGISTERS[str(rng.choice(list(REGISTERS)))]
+        pitches = [int(rng.integers(span.start, span.stop))]
+        while len(pitches) < n:
+            last = pitches[-1]
+            steps = [h for h in range(last + 1, HIGHEST + 1) if MELODY_STEP[0] <= h / last <= MELODY_STEP[1]]
+            if not steps:
+                break
+            pitches.append(int(rng.choice(steps)))
+        if len(pitches) == n:
+            return pitches
+
+
 def _pitches(spec: AudioSpec, rng: np.random.Generator) -> list[int | None]:
-    """One MIDI root per expected event (None for a drum hit)."""
+    """One root (harmonic number) per expected event (None for a drum hit)."""
     events = spec.expected
-    if spec.contour is not None:  # a melody: 2-5 semitones per step in its direction, inside C3-B5
-        steps = rng.integers(2, 6, size=len(events) - 1)
-        span = int(steps.sum())
-        low, high = REGISTERS["low"].start, REGISTERS["high"].stop - 1
-        start = int(rng.integers(low, high - span + 1))
-        pitches = np.concatenate([[start], start + np.cumsum(steps)])
-        return [int(p) for p in (pitches if spec.contour == "rising" else pitches[::-1])]
+    if spec.contour is not None:
+        pitches = _melody(len(events), rng)
+        return pitches if spec.contour == "rising" else pitches[::-1]
     out: list[int | None] = []
     for event in events:
         if event.timbre == DRUM:
             out.append(None)
             continue
-        register = REGISTERS[event.register] if event.register else range(REGISTERS["low"].start,
-                                                                          REGISTERS["high"].stop)
-        out.append(int(rng.integers(register.start, register.stop)))
+        span = REGISTERS[event.register or str(rng.choice(list(REGISTERS)))]
+        choices = [h for h in span if not event.chord or h % 4 == 0]
+        out.append(int(rng.choice(choices)))
     return out
 
 
-def render_event(event: EventSpec, midi: int | None, n: int, rng: np.random.Generator) -> np.ndarray:
-    """``n`` samples of one event (a chord: its triad, each note at a third of the amplitude times 1.5)."""
+def render_event(event: EventSpec, root: int | None, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` samples of one event at harmonic number ``root`` (a chord: its triad, each note at a third of the
+    amplitude times 1.5)."""
     if event.timbre == DRUM:
         return _tone(DRUM, 0.0, n, rng) * _envelope(n)
-    notes = [midi + i for i in CHORD_INTERVALS] if event.chord else [midi]
-    sound = sum(_tone(event.timbre, midi_to_hz(m), n, rng) for m in notes) * (1.5 / len(notes) if event.chord else 1)
+    notes = chord_harmonics(root) if event.chord else (root,)
+    sound = sum(_tone(event.timbre, pitch_hz(h), n, rng) for h in notes) * (1.5 / len(notes) if event.chord else 1)
     return sound * _envelope(n)
 
 
@@ -92,10 +104,10 @@ def render(spec: AudioSpec, seed: int | np.random.Generator = 0) -> np.ndarray:
     gap, shortest = int(MIN_GAP_S * SAMPLE_RATE), int(MIN_EVENT_S * SAMPLE_RATE)
     longest = slot - gap if len(events) > 1 else int(0.6 * SAMPLE_RATE)
     clip = np.zeros(NUM_SAMPLES)
-    for i, (event, midi) in enumerate(zip(events, pitches, strict=True)):
+    for i, (event, root) in enumerate(zip(events, pitches, strict=True)):
         n = int(rng.integers(shortest, longest + 1))
         start = i * slot + int(rng.integers(0, slot - n - (gap if i < len(events) - 1 else 0) + 1))
-        clip[start:start + n] += render_event(event, midi, n, rng)
+        clip[start:start + n] += render_event(event, root, n, rng)
     peak = np.abs(clip).max()
     gain = rng.uniform(0.4, 0.8)
     return (clip / peak * gain).astype(np.float32) if peak > 0 else clip.astype(np.float32)

@@ -5,13 +5,15 @@ noisiness, decay and overtones.
    absolute floor, so silence has no events) form events, gaps under 30 ms are closed, events under 40 ms dropped.
 2. **Per event**, on its first 300 ms (Hann window, zero-padded FFT):
    - a drum hit if the spectrum is noise-like (spectral flatness above 0.3);
-   - otherwise its pitches: the MIDI note (40-95) whose harmonics carry the most spectral energy (each
-     harmonic h weighted 1/h), then the same again with that note's harmonics removed; a further pitch counts
-     when its salience is at least a quarter of the first's. Two or more pitches: a chord, its root the lowest;
+   - otherwise its pitches: the pitch on the world's 40 Hz grid (harmonic numbers 3-40, 120-1,600 Hz, a little
+     beyond the registers so out-of-register notes are read as such) whose harmonics carry the most spectral
+     energy (each harmonic k weighted 1/k, within +-16 Hz: 0.4 of the grid step), then the same again with that
+     pitch's harmonics removed; a further pitch counts when its salience is at least a quarter of the first's
+     and it is 3+ semitones from those found. Two or more pitches: a chord, its root the lowest;
    - timbre: plucked if the event decays (the RMS of its last third below 0.6 of its first third's), else
      square if overtones (energy above 1.6 times the highest pitch) hold at least 4 % of the event's energy,
      else sine;
-   - register: of the root, by octave (C3-B3 low, C4-B4 middle, C5-B5 high).
+   - register: of the root, by octave on the grid (harmonics 4-7 low, 8-15 middle, 16-31 high).
 3. **Checks** per family (strict: all pass; partial: their mean): the number of events (counting gives
    ``1 - |n_found - n| / n``), each expected event's timbre, register and chord-ness in order, and a melody's
    contour (strictly rising or falling pitches).
@@ -23,23 +25,25 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .render import midi_to_hz
-from .world import DRUM, NUM_SAMPLES, REGISTERS, SAMPLE_RATE, AudioSpec, EventSpec
+from .world import DRUM, NUM_SAMPLES, PITCH_GRID_HZ, SAMPLE_RATE, AudioSpec, EventSpec, pitch_hz, register_of
 
 FRAME, HOP = int(0.02 * SAMPLE_RATE), int(0.01 * SAMPLE_RATE)
 RELATIVE_THRESHOLD, ABSOLUTE_FLOOR = 0.1, 1e-3
 MIN_GAP_FRAMES, MIN_EVENT_FRAMES = 3, 4
 ANALYSIS_S, FFT_SIZE = 0.3, 16384
 FLATNESS_DRUM = 0.3
-SALIENCE_MIDI = range(40, 96)
+CANDIDATES = range(3, 41)  # harmonic numbers of the pitch grid the salience search considers
+BAND_HZ = 0.4 * PITCH_GRID_HZ  # half-width of the band a harmonic's energy is summed over
 HARMONICS = 8
 SECOND_PITCH = 0.25
+MIN_INTERVAL = 2.0 ** (2.5 / 12)  # a chord's notes are at least 3 semitones apart (4:5:6 has 3.9 and 3.2)
 DECAY_RATIO, OVERTONE_SHARE = 0.6, 0.04
 
 
 @dataclass(frozen=True)
 class DetectedEvent:
-    """One sound event the verifier found: start and end (seconds), timbre, pitches (MIDI, lowest first)."""
+    """One sound event the verifier found: start and end (seconds), timbre, pitches (harmonic numbers of the pitch
+    grid, lowest first)."""
 
     start: float
     end: float
@@ -52,9 +56,7 @@ class DetectedEvent:
 
     @property
     def register(self) -> str | None:
-        if not self.pitches:
-            return None
-        return next((name for name, notes in REGISTERS.items() if self.pitches[0] in notes), None)
+        return register_of(self.pitches[0]) if self.pitches else None
 
 
 @dataclass
@@ -97,8 +99,9 @@ def _segments(rms: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _band_energy(power: np.ndarray, freq: float) -> float:
-    """Spectral power within a semitone-wide band (+-3 %) around ``freq``."""
-    lo, hi = int(freq * 0.97 * FFT_SIZE / SAMPLE_RATE), int(np.ceil(freq * 1.03 * FFT_SIZE / SAMPLE_RATE)) + 1
+    """Spectral power within :data:`BAND_HZ` of ``freq``."""
+    lo = int((freq - BAND_HZ) * FFT_SIZE / SAMPLE_RATE)
+    hi = int(np.ceil((freq + BAND_HZ) * FFT_SIZE / SAMPLE_RATE)) + 1
     return float(power[lo:hi].sum()) if lo < len(power) else 0.0
 
 
@@ -110,22 +113,21 @@ def _pitches(power: np.ndarray, lobe_hz: float) -> tuple[int, ...]:
     first = None
     for _ in range(3):
         saliences = []
-        for m in SALIENCE_MIDI:
-            f0 = midi_to_hz(m)
-            near = any(abs(m - f) <= 2 for f in found)  # a chord's notes are 3+ semitones apart
-            saliences.append(0.0 if near else sum(_band_energy(power, h * f0) / h for h in range(1, HARMONICS + 1)
-                                                  if h * f0 < SAMPLE_RATE / 2))
+        for h in CANDIDATES:
+            f0 = pitch_hz(h)
+            near = any(max(h, f) / min(h, f) < MIN_INTERVAL for f in found)
+            saliences.append(0.0 if near else sum(_band_energy(power, k * f0) / k for k in range(1, HARMONICS + 1)
+                                                  if k * f0 < SAMPLE_RATE / 2))
         best = int(np.argmax(saliences))
         value = saliences[best]
         if first is None:
             first = value
         elif value < SECOND_PITCH * first:
             break
-        midi = SALIENCE_MIDI[best]
-        found.append(midi)
-        f0 = midi_to_hz(midi)
-        for h in range(1, int(SAMPLE_RATE / 2 / f0) + 1):  # remove every harmonic of the chosen note
-            width = max(0.03 * h * f0, lobe_hz)
+        found.append(CANDIDATES[best])
+        f0 = pitch_hz(CANDIDATES[best])
+        for h in range(1, int(SAMPLE_RATE / 2 / f0) + 1):  # remove every harmonic of the chosen pitch
+            width = max(BAND_HZ, lobe_hz)
             lo = max(0, int((h * f0 - width) * FFT_SIZE / SAMPLE_RATE))
             power[lo:int(np.ceil((h * f0 + width) * FFT_SIZE / SAMPLE_RATE)) + 1] = 0.0
     return tuple(sorted(found))
@@ -148,7 +150,7 @@ def _analyse(audio: np.ndarray, a: int, b: int) -> DetectedEvent:
     if last_rms < DECAY_RATIO * first_rms:
         timbre = "plucked"
     else:
-        cutoff = 1.6 * midi_to_hz(max(pitches))
+        cutoff = 1.6 * pitch_hz(max(pitches))
         share = power[int(cutoff * FFT_SIZE / SAMPLE_RATE):].sum() / (power.sum() + 1e-20)
         timbre = "square" if share >= OVERTONE_SHARE else "sine"
     return DetectedEvent(*times, timbre, pitches)

@@ -5,8 +5,16 @@ hits), alone, in sequence or as a chord, described by prompts in six GenEval-lik
 built from an :class:`AudioSpec`, so the verifier scores a clip against the spec instead of parsing text.
 
 Why 8 kHz and one second: four notes of 120-200 ms with gaps fit, every register's fundamental and the
-overtones that tell the timbres apart (up to the third harmonic of the highest note, 2.96 kHz) lie below the
+overtones that tell the timbres apart (up to the third harmonic of the highest note, 3.72 kHz) lie below the
 4 kHz Nyquist frequency, and a clip is short enough (8,000 samples) for a tiny Stable Audio model on a CPU.
+
+Why pitches are harmonics of 40 Hz, not equal-tempered notes: the toy VAE turns every 200 samples (its hop) into
+one latent frame, 40 frames a second, and a convolutional decoder turns a steady latent into a signal periodic in
+its hop. A held note is therefore a steady latent (what a tiny DiT can draw) only when its period divides the hop,
+i.e. when its frequency is a multiple of 40 Hz. On equal-tempered pitches the first edition of this world asked
+the DiT to draw every note as an aliased oscillation of its latent frames, and it never learnt melodies
+(docs/toy-audio-world.md). The registers are octaves on that grid (harmonics 4-7, 8-15 and 16-31: 160-280 Hz,
+320-600 Hz, 640-1,240 Hz) and a chord is the just major triad 4:5:6 on a root that is a multiple of 4.
 """
 
 from __future__ import annotations
@@ -23,13 +31,33 @@ PITCHED: tuple[str, ...] = ("sine", "square", "plucked")
 DRUM = "drum"
 TIMBRES: tuple[str, ...] = (*PITCHED, DRUM)
 
-#: Register name -> the MIDI notes it spans (one octave each: C3-B3, C4-B4, C5-B5)
-REGISTERS: dict[str, range] = {"low": range(48, 60), "middle": range(60, 72), "high": range(72, 84)}
+#: Every pitch is a whole multiple (its harmonic number) of this frequency: the toy VAE's latent frame rate
+PITCH_GRID_HZ = 40.0
+#: Register name -> the harmonic numbers it spans (one octave each: 160-280 Hz, 320-600 Hz, 640-1,240 Hz)
+REGISTERS: dict[str, range] = {"low": range(4, 8), "middle": range(8, 16), "high": range(16, 32)}
 CONTOURS: tuple[str, ...] = ("rising", "falling")
-#: A chord is a major triad on its root: root, major third, fifth (semitones)
-CHORD_INTERVALS: tuple[int, ...] = (0, 4, 7)
+#: A chord is the just major triad root : major third : fifth = 4 : 5 : 6, so its root's harmonic number is a
+#: multiple of 4 and every note of it is on the grid
+CHORD_RATIOS: tuple[int, ...] = (4, 5, 6)
 NUMBER_WORDS: dict[int, str] = {1: "one", 2: "two", 3: "three", 4: "four"}
 MAX_EVENTS = 4
+
+
+def pitch_hz(harmonic: float) -> float:
+    """The frequency of a pitch given as its harmonic number on the grid."""
+    return harmonic * PITCH_GRID_HZ
+
+
+def chord_harmonics(root: int) -> tuple[int, ...]:
+    """The harmonic numbers of the major triad on ``root`` (a multiple of 4)."""
+    if root % CHORD_RATIOS[0]:
+        raise ValueError(f"a chord's root must be a multiple of {CHORD_RATIOS[0]} on the pitch grid, got {root}")
+    return tuple(root * r // CHORD_RATIOS[0] for r in CHORD_RATIOS)
+
+
+def register_of(harmonic: int) -> str | None:
+    """The register a pitch (harmonic number) lies in, or None outside the world's registers."""
+    return next((name for name, span in REGISTERS.items() if harmonic in span), None)
 
 FAMILIES: tuple[str, ...] = ("single_note", "register", "counting", "melody", "chord", "sequence")
 
