@@ -78,6 +78,7 @@ class AudioPretrainConfig:
     vae_lr: float = 1e-3
     vae_warmup_steps: int = 50
     waveform_weight: float = 0.1  # weight of the L1 waveform loss against the mel loss
+    mel_weight: float = 1.0  # weight of the multi-scale mel loss (0: the waveform loss alone)
     latent_penalty: float = 1e-3  # weight of mean(z^2), which keeps the latents' scale bounded
     vae_ema_decay: float = 0.99
     normalise_clips: int = 256  # clips whose encoded statistics are folded into the VAE
@@ -170,7 +171,8 @@ class _AudioRun(TwoStageRun):
         with torch.set_grad_enabled(not cfg.vae_decoder_only):
             z = vae.encode(x).latent_dist.mean
         recon = vae.decode(z).sample
-        return (multiscale_mel_loss(recon, x) + cfg.waveform_weight * F.l1_loss(recon, x)
+        mel = multiscale_mel_loss(recon, x) if cfg.mel_weight else recon.new_zeros(())
+        return (cfg.mel_weight * mel + cfg.waveform_weight * F.l1_loss(recon, x)
                 + cfg.latent_penalty * z.pow(2).mean())
 
     def after_vae(self) -> None:
