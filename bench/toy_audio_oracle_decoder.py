@@ -2,6 +2,7 @@
 
     python bench/toy_audio_oracle_decoder.py --steps 1500 --loss l1      # waveform L1 alone
     python bench/toy_audio_oracle_decoder.py --steps 1500 --loss mel     # the VAE recipe's mel + 2 x L1
+    python bench/toy_audio_oracle_decoder.py --steps 1500 --loss stft    # linear-magnitude multi-resolution STFT + 2 x L1
 
 A freshly initialised Oobleck decoder (the pipeline's ``vae_config``) is trained alone, without an encoder, to
 decode an oracle latent, held still over the clip (cosine and sine of the phase, and a fixed random code of the
@@ -20,10 +21,23 @@ import sys
 import time
 
 
+def linear_stft_loss(recon, target):
+    """The mean over windows of 64-1,024 samples (hop a quarter) of the L1 distance between STFT magnitudes, each
+    relative to the target's mean magnitude: no log, so silent bins weigh nothing and a wrong tone costs its energy."""
+    import torch
+
+    total = recon.new_zeros(())
+    for window in (64, 128, 256, 512, 1024):
+        hann = torch.hann_window(window)
+        mags = [torch.stft(w[:, 0], window, window // 4, window=hann, return_complex=True).abs() for w in (recon, target)]
+        total = total + (mags[0] - mags[1]).abs().mean() / (mags[1].mean() + 1e-8)
+    return total / 5
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--loss", choices=("l1", "mel"), default="l1")
+    parser.add_argument("--loss", choices=("l1", "mel", "stft"), default="l1")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -64,6 +78,8 @@ def main(argv: list[str]) -> int:
         loss = F.l1_loss(recon, target)
         if args.loss == "mel":
             loss = multiscale_mel_loss(recon, target) + 2 * loss
+        elif args.loss == "stft":
+            loss = linear_stft_loss(recon, target) + 2 * loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
