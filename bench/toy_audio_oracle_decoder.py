@@ -21,19 +21,6 @@ import sys
 import time
 
 
-def linear_stft_loss(recon, target):
-    """The mean over windows of 64-1,024 samples (hop a quarter) of the L1 distance between STFT magnitudes, each
-    relative to the target's mean magnitude: no log, so silent bins weigh nothing and a wrong tone costs its energy."""
-    import torch
-
-    total = recon.new_zeros(())
-    for window in (64, 128, 256, 512, 1024):
-        hann = torch.hann_window(window)
-        mags = [torch.stft(w[:, 0], window, window // 4, window=hann, return_complex=True).abs() for w in (recon, target)]
-        total = total + (mags[0] - mags[1]).abs().mean() / (mags[1].mean() + 1e-8)
-    return total / 5
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=1500)
@@ -49,7 +36,7 @@ def main(argv: list[str]) -> int:
     from diffusers import AutoencoderOobleck
 
     from genrl.toy.audio_pipeline import LATENT_CHANNELS, VAE_HOP, vae_config
-    from genrl.toy.pretrain_audio import multiscale_mel_loss
+    from genrl.toy.pretrain_audio import multiresolution_stft_loss, multiscale_mel_loss
     from rewards.toyaudio.world import PITCH_GRID_HZ, REGISTERS, SAMPLE_RATE
 
     torch.set_num_threads(args.threads)
@@ -79,7 +66,7 @@ def main(argv: list[str]) -> int:
         if args.loss == "mel":
             loss = multiscale_mel_loss(recon, target) + 2 * loss
         elif args.loss == "stft":
-            loss = linear_stft_loss(recon, target) + 2 * loss
+            loss = multiresolution_stft_loss(recon, target) + 2 * loss
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)

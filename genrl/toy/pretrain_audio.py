@@ -77,8 +77,9 @@ class AudioPretrainConfig:
     vae_crop: int = 2000  # samples per training crop (a multiple of the VAE's hop)
     vae_lr: float = 1e-3
     vae_warmup_steps: int = 50
-    waveform_weight: float = 0.1  # weight of the L1 waveform loss against the mel loss
-    mel_weight: float = 1.0  # weight of the multi-scale mel loss (0: the waveform loss alone)
+    spectral_loss: str = "mel"  # "mel": multi-scale log-mel (DAC); "stft": multi-resolution linear STFT magnitude
+    waveform_weight: float = 0.1  # weight of the L1 waveform loss against the spectral loss
+    mel_weight: float = 1.0  # weight of the spectral loss (0: the waveform loss alone)
     latent_penalty: float = 1e-3  # weight of mean(z^2), which keeps the latents' scale bounded
     vae_ema_decay: float = 0.99
     normalise_clips: int = 256  # clips whose encoded statistics are folded into the VAE
@@ -97,6 +98,8 @@ class AudioPretrainConfig:
 
     def __post_init__(self) -> None:
         check_two_stage_settings(self, ("vae_crop",))
+        if self.spectral_loss not in SPECTRAL_LOSSES:
+            raise PretrainError(f"spectral_loss={self.spectral_loss!r} is not one of {sorted(SPECTRAL_LOSSES)}")
         if self.continue_vae and self.init_from is None:
             raise PretrainError("continue_vae=true needs init_from (the pipeline whose VAE is trained further)")
         if self.vae_decoder_only and not self.continue_vae:
@@ -128,6 +131,25 @@ def multiscale_mel_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tens
                 for w in (recon, target)]
         total = total + F.l1_loss(logs[0], logs[1])
     return total
+
+
+def multiresolution_stft_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The mean over Hann windows of 64-1,024 samples (hop a quarter) that fit the clip of the L1 distance
+    between linear STFT magnitudes, relative to the target's mean magnitude; ``(B, 1, T)`` waveforms. No log:
+    silent bins weigh nothing and a missing or misplaced tone costs its energy, so silence is not a cheap answer
+    (a log-mel loss let the decoder trade pitch for a smooth spectrum: docs/toy-audio-world.md)."""
+    windows = [w for w in (64, 128, 256, 512, 1024) if w <= target.shape[-1]]
+    total = recon.new_zeros(())
+    for window in windows:
+        hann = torch.hann_window(window, device=recon.device)
+        mags = [torch.stft(w[:, 0], window, window // 4, window=hann, return_complex=True).abs()
+                for w in (recon, target)]
+        total = total + (mags[0] - mags[1]).abs().mean() / (mags[1].mean() + 1e-8)
+    return total / len(windows)
+
+
+#: the VAE's spectral losses by ``spectral_loss`` name
+SPECTRAL_LOSSES = {"mel": multiscale_mel_loss, "stft": multiresolution_stft_loss}
 
 
 class _AudioRun(TwoStageRun):
@@ -171,8 +193,8 @@ class _AudioRun(TwoStageRun):
         with torch.set_grad_enabled(not cfg.vae_decoder_only):
             z = vae.encode(x).latent_dist.mean
         recon = vae.decode(z).sample
-        mel = multiscale_mel_loss(recon, x) if cfg.mel_weight else recon.new_zeros(())
-        return (cfg.mel_weight * mel + cfg.waveform_weight * F.l1_loss(recon, x)
+        spectral = SPECTRAL_LOSSES[cfg.spectral_loss](recon, x) if cfg.mel_weight else recon.new_zeros(())
+        return (cfg.mel_weight * spectral + cfg.waveform_weight * F.l1_loss(recon, x)
                 + cfg.latent_penalty * z.pow(2).mean())
 
     def after_vae(self) -> None:
