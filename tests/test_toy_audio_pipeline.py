@@ -17,7 +17,12 @@ from genrl.toy.audio_pipeline import (
     normalise_vae_latents,
 )
 from genrl.toy.pretrain import PretrainError
-from genrl.toy.pretrain_audio import AudioPretrainConfig, multiscale_mel_loss, pretrain_audio
+from genrl.toy.pretrain_audio import (
+    AudioPretrainConfig,
+    multiresolution_stft_loss,
+    multiscale_mel_loss,
+    pretrain_audio,
+)
 from rewards.toyaudio import NUM_SAMPLES, SAMPLE_RATE, render, split
 
 TINY = dict(vae_steps=4, vae_batch_size=2, vae_warmup_steps=1, normalise_clips=4, latent_pool=8, steps=4, batch_size=4,
@@ -93,6 +98,26 @@ def test_the_mel_loss_equals_a_framing_by_hand_and_is_zero_for_identical_clips()
     assert multiscale_mel_loss(as_tensor[0], as_tensor[0]).item() == 0.0
 
 
+def _numpy_stft_magnitude(x: np.ndarray, window: int) -> np.ndarray:
+    """Centred (reflect-padded) Hann frames, hop a quarter window, as torch.stft frames them."""
+    padded = np.pad(x, window // 2, mode="reflect")
+    hop = window // 4
+    frames = np.stack([padded[i:i + window] for i in range(0, len(padded) - window + 1, hop)])
+    return np.abs(np.fft.rfft(frames * np.hanning(window + 1)[:-1], axis=1))
+
+
+def test_the_stft_loss_equals_a_framing_by_hand_and_does_not_reward_silence():
+    x = render(split("train")[0], 0).astype(np.float64)
+    y = render(split("train")[5], 1).astype(np.float64)
+    expected = np.mean([np.abs(_numpy_stft_magnitude(x, w) - _numpy_stft_magnitude(y, w)).mean()
+                        / _numpy_stft_magnitude(y, w).mean() for w in (64, 128, 256, 512, 1024)])
+    as_tensor = [torch.from_numpy(a).float().view(1, 1, -1) for a in (x, y)]
+    assert multiresolution_stft_loss(*as_tensor).item() == pytest.approx(expected, rel=1e-4)
+    assert multiresolution_stft_loss(as_tensor[1], as_tensor[1]).item() == 0.0
+    # silence costs exactly the target's energy (1 at every resolution), a louder wrong clip can cost more
+    assert multiresolution_stft_loss(torch.zeros_like(as_tensor[1]), as_tensor[1]).item() == pytest.approx(1.0)
+
+
 def _weights(path):
     pipe = StableAudioPipeline.from_pretrained(path, local_files_only=True)
     return {f"{name}.{k}": v for name in ("vae", "transformer", "text_encoder", "projection_model")
@@ -129,6 +154,8 @@ def test_a_decoder_only_vae_stage_keeps_the_encoder_and_the_dit(tmp_path):
 def test_bad_settings_are_named():
     with pytest.raises(PretrainError, match="prompt_dropout"):
         AudioPretrainConfig(prompt_dropout=1.0)
+    with pytest.raises(PretrainError, match="spectral_loss='log' is not one of"):
+        AudioPretrainConfig(spectral_loss="log")
     with pytest.raises(PretrainError, match="continue_vae=true needs init_from"):
         AudioPretrainConfig(continue_vae=True)
     with pytest.raises(PretrainError, match="vae_decoder_only=true needs continue_vae=true"):
