@@ -4,8 +4,10 @@ generator's clips.
     python bench/toy_clap.py                                        # the shipped toy CLAP and toy audio pipeline
     python bench/toy_clap.py --clap /tmp/toy-clap --model /tmp/audio/stable-audio-toy --clips-per-prompt 4 --json c.json
 
+Held-out prompts are the test prompts that are not also training prompts (the single-note family is in both).
+
 1. **Retrieval** (renders of the held-out prompts, ``--renders`` each): top-1 accuracy of picking a clip's prompt
-   among every prompt of its family (chance: one over the family's size).
+   among every held-out prompt of its family (chance: one over the family's size).
 2. **Agreement with the verifier** on the generator's clips of the held-out prompts (the deterministic sampler,
    ``--clips-per-prompt`` each, as ``python -m genrl.toy.evaluate_audio`` samples them): the CLAP score's AUC for
    telling strictly right clips from wrong ones, and its Spearman correlation with the verifier's partial credit,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 
@@ -54,24 +57,28 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the figures here")
     args = parser.parse_args(argv)
-    for name in ("renders", "clips_per_prompt"):
+    for name in ("renders", "clips_per_prompt", "threads"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
+    if args.max_prompts < 0:
+        parser.error(f"--max-prompts={args.max_prompts} must be >= 0 (0: every held-out prompt)")
+    if args.clap is not None and not os.path.isfile(os.path.join(args.clap, "config.json")):
+        parser.error(f"--clap {args.clap}: no toy CLAP there (config.json missing)")
 
     import torch
     from scipy.stats import spearmanr
 
     from genrl.models.loading import load_pipeline
-    from genrl.toy.clap import load_toy_clap, retrieval_accuracy
+    from genrl.toy.clap import held_out_specs, load_toy_clap, retrieval_accuracy
     from genrl.toy.evaluate_audio import generate_clips
     from rewards.clap import ClapReward
-    from rewards.toyaudio import TOY_CLAP_DIR, split
+    from rewards.toyaudio import TOY_CLAP_DIR
     from rewards.toyaudio.verifier import verify
     from rewards.toyaudio.world import SAMPLE_RATE
 
     torch.set_num_threads(args.threads)
     model, processor = load_toy_clap(args.clap)
-    test = list(split("test"))[:args.max_prompts or None]
+    test = held_out_specs()[:args.max_prompts or None]
     retrieval = retrieval_accuracy(model, processor, test, random.Random(1), per_prompt=args.renders)
     print("retrieval top-1 on held-out renders: " + "  ".join(f"{k} {v:.2f}" for k, v in retrieval.items()))
 

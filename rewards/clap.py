@@ -11,8 +11,9 @@ Two backends load the same kind of model:
   Hugging Face cache. The checkpoint is read by :func:`load_laion_clap_state_dict`, not by the
   package's ``load_ckpt``, which unpickles arbitrary objects.
 
-Both backends' preprocessing crops clips longer than 10 s at a random offset (CLAP's
-``rand_trunc``), so on long audio the score is stochastic; score 10 s chunks to avoid it.
+Both backends' preprocessing crops clips longer than the model's window (10 s for the LAION releases, 1 s for the
+toy CLAP) at a random offset (CLAP's ``rand_trunc``), so on long audio the score is stochastic; score
+window-long chunks to avoid it.
 
 Waveforms arrive at ``sample_rate`` (the generator's, e.g. 44.1 kHz for Stable Audio) and are
 resampled with a polyphase filter to the model's rate: its feature extractor's ``sampling_rate`` for the
@@ -94,6 +95,8 @@ class ClapReward(Reward):
             self.model = ClapModel.from_pretrained(model).to(self.device).eval().requires_grad_(False)
             self.model_rate = int(self.processor.feature_extractor.sampling_rate)
         elif backend == "laion_clap":
+            if model == "toy":
+                raise ValueError("clap model=toy is a transformers ClapModel; use backend=transformers")
             laion_clap = require("laion_clap")
             state = load_laion_clap_state_dict(model, allow_pickle)  # before the slow model build
             self.model = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=audio_model, device=self.device)
@@ -105,7 +108,8 @@ class ClapReward(Reward):
     @torch.no_grad()
     def embed_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Unit-norm audio embeddings of ``(N, T)`` waveforms at ``sample_rate``."""
-        audio = resample(waveforms, self.sample_rate, self.model_rate)
+        # on the CPU in float32 whatever the generator's device and dtype (the processor takes numpy arrays)
+        audio = resample(waveforms.detach().float().cpu(), self.sample_rate, self.model_rate)
         if self.backend == "transformers":
             inputs = self.processor(audio=list(audio.numpy()), sampling_rate=self.model_rate, return_tensors="pt")
             emb = projected_features(self.model.get_audio_features(**inputs.to(self.device)))

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from transformers import ClapModel, ClapProcessor
 
 from genrl.toy.clap import ClapTrainConfig, build_toy_clap, clap_inputs, save_toy_clap, train_toy_clap
+from rewards.base import projected_features
 from rewards.registry import build_reward
 from rewards.toyaudio import SAMPLE_RATE, TOY_CLAP_DIR, render, split
 from rewards.toyaudio.prompts import spec_from_prompt
@@ -17,7 +18,7 @@ from rewards.toyaudio.world import vocabulary
 
 
 def _unit(out) -> torch.Tensor:
-    return F.normalize(getattr(out, "pooler_output", out), dim=-1)  # a tensor or a pooled output, by version
+    return F.normalize(projected_features(out), dim=-1)
 
 
 SHIPPED = pytest.mark.skipif(not (TOY_CLAP_DIR / "config.json").is_file(), reason="toy CLAP weights not built")
@@ -65,9 +66,13 @@ def test_bad_settings_are_named(capsys):
     spec = importlib.util.spec_from_file_location("train_toy_clap", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main(["batch_size=500"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: batch_size=500 must be in 2..76") and len(err.strip().splitlines()) == 1
+    for setting, message in (("batch_size=500", "batch_size=500 must be in 2..76"),
+                             ("warmup_steps=0", "warmup_steps=0 must be >= 1"), ("lr=0", "lr=0.0 must be > 0")):
+        assert script.main([setting]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {message}") and len(err.strip().splitlines()) == 1, err
+    with pytest.raises(ValueError, match="model=toy is a transformers ClapModel"):
+        build_reward("clap", model="toy", backend="laion_clap")
 
 
 @SHIPPED
@@ -104,6 +109,10 @@ def test_the_clap_reward_on_the_toy_clap_prefers_the_right_prompt_at_any_input_r
     upsampled = torch.from_numpy(resample_poly(clips.double().numpy(), 2, 1, axis=-1)).float()
     again = build_reward("clap", model="toy", sample_rate=2 * SAMPLE_RATE)(upsampled, prompts).scores
     torch.testing.assert_close(again, right, atol=0.05, rtol=0)
+    # bf16 clips (a generator under autocast) at the model's own rate, where nothing is resampled: scored as their
+    # float32 values (bf16's rounding noise itself moves a log-mel spectrogram's silent bands, so not as `right`)
+    rounded = clips.bfloat16()
+    torch.testing.assert_close(reward(rounded, prompts).scores, reward(rounded.float(), prompts).scores)
 
 
 @SHIPPED
@@ -157,3 +166,9 @@ def test_the_bench_command_reports_what_it_measured(tmp_path, capsys):
     report = json.loads(out.read_text())
     assert report["verifier_agreement"]["clips"] == 6 and 0 <= report["retrieval_top1"]["overall"] <= 1
     assert "on 6 generated clips" in capsys.readouterr().out
+    for bad, message in ((["--max-prompts", "-1"], "--max-prompts=-1 must be >= 0"),
+                         (["--clap", str(tmp_path / "none")], "no toy CLAP there"),
+                         (["--threads", "0"], "--threads=0 must be >= 1")):
+        with pytest.raises(SystemExit):
+            _bench().main(bad)
+        assert message in capsys.readouterr().err

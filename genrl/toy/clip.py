@@ -30,6 +30,7 @@ from rewards.toyworld.prompts import split
 from rewards.toyworld.render import render_batch
 from rewards.toyworld.world import FAMILIES, IMAGE_SIZE, PromptSpec
 
+from .contrastive import ContrastiveTrainConfig, contrastive_optimizer
 from .pipeline import ASSETS_DIR
 from .tokenizer import MODEL_MAX_LENGTH, build_toy_tokenizer
 
@@ -91,31 +92,11 @@ def images_to_clip_input(images: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class ContrastiveTrainConfig:
-    """Settings shared by the toy worlds' contrastive reward models (the toy CLIP, the toy CLAP)."""
-
-    seed: int = 0
-    threads: int = 2
-    steps: int = 800
-    batch_size: int = 96  # distinct prompts per batch (duplicates would be false negatives)
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
-
-
-def contrastive_optimizer(model: torch.nn.Module, cfg: ContrastiveTrainConfig):
-    """AdamW with a linear warm-up over ``cfg.warmup_steps`` and a linear decay to 5 % at ``cfg.steps``:
-    ``(optimizer, scheduler)``."""
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * max(0.05, 1 - s / cfg.steps))
-    return opt, sched
-
-
-@dataclass
 class ClipTrainConfig(ContrastiveTrainConfig):
     """Settings of the toy CLIP's contrastive training."""
 
+    steps: int = 800
+    batch_size: int = 96
     out_dir: str = str(TOY_CLIP_DIR)
 
 
