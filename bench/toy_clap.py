@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
     from scipy.stats import spearmanr
 
     from genrl.models.loading import load_pipeline
-    from genrl.toy.clap import held_out_specs, load_toy_clap, retrieval_accuracy
+    from genrl.toy.clap import held_out_specs, retrieval_accuracy
     from genrl.toy.evaluate_audio import generate_clips
     from rewards.clap import ClapReward
     from rewards.toyaudio import TOY_CLAP_DIR
@@ -77,9 +77,9 @@ def main(argv: list[str]) -> int:
     from rewards.toyaudio.world import SAMPLE_RATE
 
     torch.set_num_threads(args.threads)
-    model, processor = load_toy_clap(args.clap)
+    reward = ClapReward(model=str(args.clap or TOY_CLAP_DIR), sample_rate=SAMPLE_RATE)  # loaded once, used twice
     test = held_out_specs()[:args.max_prompts or None]
-    retrieval = retrieval_accuracy(model, processor, test, random.Random(1), per_prompt=args.renders)
+    retrieval = retrieval_accuracy(reward.model, reward.processor, test, random.Random(1), per_prompt=args.renders)
     print("retrieval top-1 on held-out renders: " + "  ".join(f"{k} {v:.2f}" for k, v in retrieval.items()))
 
     pipe = load_pipeline(args.model)
@@ -89,7 +89,6 @@ def main(argv: list[str]) -> int:
     verdicts = [verify(c, s) for c, s in zip(clips, specs, strict=True)]
     strict = np.array([v.strict for v in verdicts]) > 0.5
     partial = np.array([v.partial for v in verdicts])
-    reward = ClapReward(model=str(args.clap or TOY_CLAP_DIR), sample_rate=SAMPLE_RATE)
     scores = reward(torch.from_numpy(clips).float(), [s.prompt for s in specs]).scores.numpy()
     groups = np.repeat(np.arange(len(test)), args.clips_per_prompt)
     agreement = {"clips": len(specs), "strict_rate": float(strict.mean()), "auc_strict": auc(scores, strict),

@@ -42,9 +42,11 @@ CLAP_SAMPLE_RATE = 48_000
 
 
 def resample(waveforms: torch.Tensor, orig_rate: int, new_rate: int = CLAP_SAMPLE_RATE) -> torch.Tensor:
-    """Polyphase resampling of ``(N, T)`` waveforms (scipy's ``resample_poly``); no-op at equal rates."""
+    """Polyphase resampling of ``(N, T)`` waveforms (scipy's ``resample_poly``) into a float32 CPU tensor, whatever
+    the input's device and dtype (the CLAP processors take numpy arrays); no filtering at equal rates."""
     if orig_rate == new_rate:
-        return waveforms
+        out = waveforms.float().cpu()  # the same tensor when it is already one
+        return out.detach() if out.requires_grad else out
     from scipy.signal import resample_poly
 
     g = gcd(int(orig_rate), int(new_rate))
@@ -108,8 +110,7 @@ class ClapReward(Reward):
     @torch.no_grad()
     def embed_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Unit-norm audio embeddings of ``(N, T)`` waveforms at ``sample_rate``."""
-        # on the CPU in float32 whatever the generator's device and dtype (the processor takes numpy arrays)
-        audio = resample(waveforms.detach().float().cpu(), self.sample_rate, self.model_rate)
+        audio = resample(waveforms, self.sample_rate, self.model_rate)
         if self.backend == "transformers":
             inputs = self.processor(audio=list(audio.numpy()), sampling_rate=self.model_rate, return_tensors="pt")
             emb = projected_features(self.model.get_audio_features(**inputs.to(self.device)))
