@@ -83,7 +83,7 @@ class VaeFrames:
     @torch.no_grad()
     def frames(self, waveforms: torch.Tensor) -> list[torch.Tensor]:
         """One ``(T', C)`` float64 tensor per ``(N, T)`` mono waveform (the mono signal on every VAE channel)."""
-        audio = resample(waveforms.detach().float().cpu(), self.sample_rate, self.vae_rate)
+        audio = resample(waveforms, self.sample_rate, self.vae_rate)
         audio = audio[:, None].expand(-1, self.channels, -1).to(self.device, self.vae.dtype)
         mean = self.vae.encode(audio).latent_dist.mean  # (N, C, T')
         return [m.transpose(0, 1).double().cpu() for m in mean]

@@ -11,11 +11,16 @@ Two backends load the same kind of model:
   Hugging Face cache. The checkpoint is read by :func:`load_laion_clap_state_dict`, not by the
   package's ``load_ckpt``, which unpickles arbitrary objects.
 
-Both backends' preprocessing crops clips longer than 10 s at a random offset (CLAP's
-``rand_trunc``), so on long audio the score is stochastic; score 10 s chunks to avoid it.
+Both backends' preprocessing crops clips longer than the model's window (10 s for the LAION releases, 1 s for the
+toy CLAP) at a random offset (CLAP's ``rand_trunc``), so on long audio the score is stochastic; score
+window-long chunks to avoid it.
 
 Waveforms arrive at ``sample_rate`` (the generator's, e.g. 44.1 kHz for Stable Audio) and are
-resampled to CLAP's 48 kHz with a polyphase filter.
+resampled with a polyphase filter to the model's rate: its feature extractor's ``sampling_rate`` for the
+transformers backend (48 kHz for the LAION releases), 48 kHz for ``laion_clap``.
+
+``model="toy"`` is the toy audio world's CLAP (``rewards.toyaudio.TOY_CLAP_DIR``, a ``ClapModel`` folder at
+8 kHz made by ``scripts/train_toy_clap.py``).
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ CLAP_SAMPLE_RATE = 48_000
 
 
 def resample(waveforms: torch.Tensor, orig_rate: int, new_rate: int = CLAP_SAMPLE_RATE) -> torch.Tensor:
-    """Polyphase resampling of ``(N, T)`` waveforms (scipy's ``resample_poly``); no-op at equal rates."""
+    """Polyphase resampling of ``(N, T)`` waveforms (scipy's ``resample_poly``) into a float32 CPU tensor, whatever
+    the input's device and dtype (the CLAP processors take numpy arrays); no filtering at equal rates."""
     if orig_rate == new_rate:
-        return waveforms
+        out = waveforms.float().cpu()  # the same tensor when it is already one
+        return out.detach() if out.requires_grad else out
     from scipy.signal import resample_poly
 
     g = gcd(int(orig_rate), int(new_rate))
@@ -75,12 +82,23 @@ class ClapReward(Reward):
                  audio_model: str = "HTSAT-tiny", allow_pickle: bool = False,
                  device: str | torch.device = "cpu") -> None:
         self.device, self.sample_rate, self.scale, self.backend = torch.device(device), sample_rate, scale, backend
+        self.model_rate = CLAP_SAMPLE_RATE
         if backend == "transformers":
             from transformers import ClapModel, ClapProcessor
 
+            if model == "toy":
+                from rewards.toyaudio import TOY_CLAP_DIR
+
+                if not (TOY_CLAP_DIR / "config.json").is_file():
+                    raise FileNotFoundError(f"the toy CLAP is missing at {TOY_CLAP_DIR}; train it with "
+                                            "`python scripts/train_toy_clap.py`")
+                model = str(TOY_CLAP_DIR)
             self.processor = ClapProcessor.from_pretrained(model)
             self.model = ClapModel.from_pretrained(model).to(self.device).eval().requires_grad_(False)
+            self.model_rate = int(self.processor.feature_extractor.sampling_rate)
         elif backend == "laion_clap":
+            if model == "toy":
+                raise ValueError("clap model=toy is a transformers ClapModel; use backend=transformers")
             laion_clap = require("laion_clap")
             state = load_laion_clap_state_dict(model, allow_pickle)  # before the slow model build
             self.model = laion_clap.CLAP_Module(enable_fusion=enable_fusion, amodel=audio_model, device=self.device)
@@ -92,9 +110,9 @@ class ClapReward(Reward):
     @torch.no_grad()
     def embed_audio(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Unit-norm audio embeddings of ``(N, T)`` waveforms at ``sample_rate``."""
-        audio = resample(waveforms, self.sample_rate)
+        audio = resample(waveforms, self.sample_rate, self.model_rate)
         if self.backend == "transformers":
-            inputs = self.processor(audio=list(audio.numpy()), sampling_rate=CLAP_SAMPLE_RATE, return_tensors="pt")
+            inputs = self.processor(audio=list(audio.numpy()), sampling_rate=self.model_rate, return_tensors="pt")
             emb = projected_features(self.model.get_audio_features(**inputs.to(self.device)))
         else:
             emb = self.model.get_audio_embedding_from_data(x=audio.to(self.device), use_tensor=True)

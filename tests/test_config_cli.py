@@ -38,7 +38,7 @@ def _last_line(stderr: str) -> str:
 
 
 BENCH = ["build_random_sd3", "compare", "gradient_snr", "overhead", "reward_throughput", "reward_variance",
-         "throughput", "toy_video_gates", "toy_audio_gates", "toy_audio_vae"]
+         "throughput", "toy_video_gates", "toy_audio_gates", "toy_audio_vae", "toy_clap"]
 
 
 @pytest.mark.parametrize("script", [ROOT / "bench" / f"{name}.py" for name in BENCH]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from genrl.utils.files import replace_dir_atomically
 from rewards.toyworld import TOY_CLIP_DIR
 from rewards.toyworld.prompts import split
 from rewards.toyworld.render import render_batch
 from rewards.toyworld.world import FAMILIES, IMAGE_SIZE, PromptSpec
 
+from .contrastive import ContrastiveTrainConfig, contrastive_optimizer
 from .pipeline import ASSETS_DIR
 from .tokenizer import MODEL_MAX_LENGTH, build_toy_tokenizer
 
@@ -72,18 +73,15 @@ def load_toy_clip(path: str | Path | None = None):
 
 def save_toy_clip(model: torch.nn.Module, out_dir: str | Path) -> None:
     """Write the model in open_clip's local-dir layout (config, safetensors, tokenizer), atomically."""
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     config = {"model_cfg": toy_clip_model_config(),
               "preprocess_cfg": {"mean": list(TOY_CLIP_MEAN), "std": list(TOY_CLIP_STD),
                                  "interpolation": "bicubic", "resize_mode": "shortest"}}
-    (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "open_clip_model.safetensors")
-    build_toy_tokenizer().save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+
+    def write(tmp: Path) -> None:
+        (tmp / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "open_clip_model.safetensors")
+        build_toy_tokenizer().save_pretrained(tmp)
+    replace_dir_atomically(out_dir, write)
 
 
 def images_to_clip_input(images: torch.Tensor) -> torch.Tensor:
@@ -94,16 +92,11 @@ def images_to_clip_input(images: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class ClipTrainConfig:
+class ClipTrainConfig(ContrastiveTrainConfig):
     """Settings of the toy CLIP's contrastive training."""
 
-    seed: int = 0
-    threads: int = 2
     steps: int = 800
-    batch_size: int = 96  # distinct prompts per batch (duplicates would be false negatives)
-    lr: float = 1e-3
-    warmup_steps: int = 100
-    weight_decay: float = 0.1
+    batch_size: int = 96
     out_dir: str = str(TOY_CLIP_DIR)
 
 
@@ -144,9 +137,7 @@ def train_toy_clip(cfg: ClipTrainConfig, log: Callable[[dict], None] = print) ->
                          return_tensors="pt").input_ids
 
     loss_fn = open_clip.ClipLoss()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / cfg.warmup_steps) * max(0.05, 1 - s / cfg.steps))
+    opt, sched = contrastive_optimizer(model, cfg)
     train = list(split("train"))
     start = time.time()
     for step in range(cfg.steps):

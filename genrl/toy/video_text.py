@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,13 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genrl.utils.files import replace_dir_atomically
 from rewards.toyvideo import TOY_VIDEO_TEXT_DIR
 from rewards.toyvideo.prompts import split
 from rewards.toyvideo.render import render_batch
 from rewards.toyvideo.world import FRAME_SIZE, NUM_FRAMES, VIDEO_FAMILIES, VideoSpec, video_vocabulary
 from rewards.video_text import VideoTextConfig, VideoTextModel
 
-from .runlog import emit_record
+from .runlog import jsonl_logger
 from .tokenizer import MODEL_MAX_LENGTH, build_toy_tokenizer
 
 
@@ -52,16 +51,6 @@ class VideoTextTrainConfig:
     max_noise: float = 0.1  # pixel noise std drawn uniformly in [0, max_noise] per clip
     log_every: int = 100
     out_dir: str = str(TOY_VIDEO_TEXT_DIR)
-
-
-def jsonl_logger(path: str | Path | None) -> Callable[[dict], None]:
-    """A ``log(record)`` that prints the record as JSON and appends it to ``path`` (when given)."""
-    if path is not None:
-        Path(path).write_text("")
-
-    def log(record: dict) -> None:
-        emit_record(record, path)
-    return log
 
 
 def video_text_tokenizer():
@@ -165,13 +154,10 @@ def build_video_text_model(tokenizer, seed: int = 0) -> VideoTextModel:
 def save_video_text_model(model: VideoTextModel, tokenizer, out_dir: str | Path) -> None:
     """Write the model (config + safetensors) and its tokenizer (in ``tokenizer/``) to ``out_dir``, replacing it
     atomically."""
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp / "tokenizer")
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp / "tokenizer")
+    replace_dir_atomically(out_dir, write)
 
 
 def train_video_text(cfg: VideoTextTrainConfig, log_path: str | Path | None = None) -> dict:
