@@ -118,6 +118,19 @@ def test_the_stft_loss_equals_a_framing_by_hand_and_does_not_reward_silence():
     assert multiresolution_stft_loss(torch.zeros_like(as_tensor[1]), as_tensor[1]).item() == pytest.approx(1.0)
 
 
+def test_pre_emphasis_is_a_first_difference_that_lifts_high_partials():
+    from genrl.toy.pretrain_audio import pre_emphasis
+
+    x = torch.randn(2, 1, 50, dtype=torch.float64)
+    by_hand = x.clone()
+    by_hand[..., 1:] = x[..., 1:] - 0.95 * x[..., :-1]
+    assert torch.equal(pre_emphasis(x), by_hand)
+    t = torch.arange(4000, dtype=torch.float64) / SAMPLE_RATE
+    gain = {f: pre_emphasis(torch.sin(2 * np.pi * f * t))[100:].std() / torch.sin(2 * np.pi * f * t).std()
+            for f in (160.0, 3200.0)}
+    assert gain[3200.0] > 10 * gain[160.0]
+
+
 def _weights(path):
     pipe = StableAudioPipeline.from_pretrained(path, local_files_only=True)
     return {f"{name}.{k}": v for name in ("vae", "transformer", "text_encoder", "projection_model")
@@ -154,6 +167,8 @@ def test_a_decoder_only_vae_stage_keeps_the_encoder_and_the_dit(tmp_path):
 def test_bad_settings_are_named():
     with pytest.raises(PretrainError, match="prompt_dropout"):
         AudioPretrainConfig(prompt_dropout=1.0)
+    with pytest.raises(PretrainError, match="emphasis_weight=-1 must be >= 0"):
+        AudioPretrainConfig(emphasis_weight=-1)
     with pytest.raises(PretrainError, match="spectral_loss='log' is not one of"):
         AudioPretrainConfig(spectral_loss="log")
     with pytest.raises(PretrainError, match="continue_vae=true needs init_from"):

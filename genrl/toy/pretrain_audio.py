@@ -80,6 +80,8 @@ class AudioPretrainConfig:
     spectral_loss: str = "mel"  # "mel": multi-scale log-mel (DAC); "stft": multi-resolution linear STFT magnitude
     waveform_weight: float = 0.1  # weight of the L1 waveform loss against the spectral loss
     mel_weight: float = 1.0  # weight of the spectral loss (0: the waveform loss alone)
+    emphasis_weight: float = 0.0  # weight of the spectral loss again on pre-emphasised clips (x[n] - 0.95 x[n-1]),
+    # which weighs a partial by its frequency: the overtones that tell a square note from a sine
     latent_penalty: float = 1e-3  # weight of mean(z^2), which keeps the latents' scale bounded
     vae_ema_decay: float = 0.99
     normalise_clips: int = 256  # clips whose encoded statistics are folded into the VAE
@@ -98,6 +100,9 @@ class AudioPretrainConfig:
 
     def __post_init__(self) -> None:
         check_two_stage_settings(self, ("vae_crop",))
+        for key in ("waveform_weight", "mel_weight", "emphasis_weight", "latent_penalty"):
+            if getattr(self, key) < 0:
+                raise PretrainError(f"{key}={getattr(self, key)} must be >= 0")
         if self.spectral_loss not in SPECTRAL_LOSSES:
             raise PretrainError(f"spectral_loss={self.spectral_loss!r} is not one of {sorted(SPECTRAL_LOSSES)}")
         if self.continue_vae and self.init_from is None:
@@ -148,6 +153,12 @@ def multiresolution_stft_loss(recon: torch.Tensor, target: torch.Tensor) -> torc
     return total / len(windows)
 
 
+def pre_emphasis(audio: torch.Tensor, coefficient: float = 0.95) -> torch.Tensor:
+    """``x[n] - coefficient x[n - 1]`` along the last axis (the first sample kept): a first-order high-pass whose
+    gain grows with frequency, so a spectral loss on it weighs high partials more."""
+    return torch.cat([audio[..., :1], audio[..., 1:] - coefficient * audio[..., :-1]], dim=-1)
+
+
 #: the VAE's spectral losses by ``spectral_loss`` name
 SPECTRAL_LOSSES = {"mel": multiscale_mel_loss, "stft": multiresolution_stft_loss}
 
@@ -193,9 +204,12 @@ class _AudioRun(TwoStageRun):
         with torch.set_grad_enabled(not cfg.vae_decoder_only):
             z = vae.encode(x).latent_dist.mean
         recon = vae.decode(z).sample
-        spectral = SPECTRAL_LOSSES[cfg.spectral_loss](recon, x) if cfg.mel_weight else recon.new_zeros(())
-        return (cfg.mel_weight * spectral + cfg.waveform_weight * F.l1_loss(recon, x)
-                + cfg.latent_penalty * z.pow(2).mean())
+        spectral_loss, loss = SPECTRAL_LOSSES[cfg.spectral_loss], cfg.waveform_weight * F.l1_loss(recon, x)
+        if cfg.mel_weight:
+            loss = loss + cfg.mel_weight * spectral_loss(recon, x)
+        if cfg.emphasis_weight:
+            loss = loss + cfg.emphasis_weight * spectral_loss(pre_emphasis(recon), pre_emphasis(x))
+        return loss + cfg.latent_penalty * z.pow(2).mean()
 
     def after_vae(self) -> None:
         self.normalise_latents(self.cfg.normalise_clips, fold=not self.cfg.vae_decoder_only)
