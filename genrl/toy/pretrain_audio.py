@@ -7,7 +7,9 @@ Two stages, each an AdamW run with an EMA of the weights (:meth:`genrl.toy.pretr
    convolutions are local, so crops train it as well as whole clips at a fraction of the cost), with DAC's
    multi-scale log-mel loss (seven window sizes), a small L1 waveform loss and a small penalty on the
    latents' magnitude. (An exact-bin STFT loss with a strong waveform term left notes above ~500 Hz silent
-   after 4,000 steps: silence is the cheapest answer for a pitch the decoder cannot yet place.) It is trained as a plain autoencoder on the posterior mean
+   after 4,000 steps: silence is the cheapest answer for a pitch the decoder cannot yet place.) On the grid
+   world, ``spectral_loss=stft`` (a multi-resolution *linear*-magnitude STFT loss) is the one that keeps pitch: the
+   log-mel loss steers the decoder to tones locked to its own upsampling rates (docs/toy-audio-world.md). It is trained as a plain autoencoder on the posterior mean
    (a sampled posterior with its initial unit-scale noise drowned the latents). Then the per-channel standard deviation
    of encoded clips is folded into its weights
    (:func:`genrl.toy.audio_pipeline.normalise_vae_latents`), since Stable Audio's pipeline does not scale latents.
