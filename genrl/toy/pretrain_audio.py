@@ -81,7 +81,7 @@ class AudioPretrainConfig:
     vae_warmup_steps: int = 50
     spectral_loss: str = "mel"  # "mel": multi-scale log-mel (DAC); "stft": multi-resolution linear STFT magnitude
     waveform_weight: float = 0.1  # weight of the L1 waveform loss against the spectral loss
-    mel_weight: float = 1.0  # weight of the spectral loss (0: the waveform loss alone)
+    spectral_weight: float = 1.0  # weight of the spectral loss (0: the waveform loss alone)
     emphasis_weight: float = 0.0  # weight of the spectral loss again on pre-emphasised clips (x[n] - 0.95 x[n-1]),
     # which weighs a partial by its frequency: the overtones that tell a square note from a sine
     latent_penalty: float = 1e-3  # weight of mean(z^2), which keeps the latents' scale bounded
@@ -102,7 +102,7 @@ class AudioPretrainConfig:
 
     def __post_init__(self) -> None:
         check_two_stage_settings(self, ("vae_crop",))
-        for key in ("waveform_weight", "mel_weight", "emphasis_weight", "latent_penalty"):
+        for key in ("waveform_weight", "spectral_weight", "emphasis_weight", "latent_penalty"):
             if getattr(self, key) < 0:
                 raise PretrainError(f"{key}={getattr(self, key)} must be >= 0")
         if self.spectral_loss not in SPECTRAL_LOSSES:
@@ -207,8 +207,8 @@ class _AudioRun(TwoStageRun):
             z = vae.encode(x).latent_dist.mean
         recon = vae.decode(z).sample
         spectral_loss, loss = SPECTRAL_LOSSES[cfg.spectral_loss], cfg.waveform_weight * F.l1_loss(recon, x)
-        if cfg.mel_weight:
-            loss = loss + cfg.mel_weight * spectral_loss(recon, x)
+        if cfg.spectral_weight:
+            loss = loss + cfg.spectral_weight * spectral_loss(recon, x)
         if cfg.emphasis_weight:
             loss = loss + cfg.emphasis_weight * spectral_loss(pre_emphasis(recon), pre_emphasis(x))
         return loss + cfg.latent_penalty * z.pow(2).mean()
