@@ -4,12 +4,11 @@
 Two stages, each an AdamW run with an EMA of the weights (:meth:`genrl.toy.pretrain.RunBase.fit_with_ema`):
 
 1. **VAE**: the Oobleck autoencoder learns to reconstruct random crops of freshly rendered clips (its
-   convolutions are local, so crops train it as well as whole clips at a fraction of the cost), with DAC's
-   multi-scale log-mel loss (seven window sizes), a small L1 waveform loss and a small penalty on the
-   latents' magnitude. (An exact-bin STFT loss with a strong waveform term left notes above ~500 Hz silent
-   after 4,000 steps: silence is the cheapest answer for a pitch the decoder cannot yet place.) On the grid
-   world, ``spectral_loss=stft`` (a multi-resolution *linear*-magnitude STFT loss) is the one that keeps pitch: the
-   log-mel loss steers the decoder to tones locked to its own upsampling rates (docs/toy-audio-world.md). It is trained as a plain autoencoder on the posterior mean
+   convolutions are local, so crops train it as well as whole clips at a fraction of the cost), with a
+   multi-resolution *linear*-magnitude STFT loss (``spectral_loss=stft``), an L1 waveform loss, optionally the STFT
+   loss again on pre-emphasised clips (``emphasis_weight``: square notes' overtones) and a small penalty on the
+   latents' magnitude. DAC's multi-scale log-mel loss (``spectral_loss=mel``) steers the decoder to tones locked
+   to its own upsampling rates instead of the notes' pitch (docs/toy-audio-world.md). It is trained as a plain autoencoder on the posterior mean
    (a sampled posterior with its initial unit-scale noise drowned the latents). Then the per-channel standard deviation
    of encoded clips is folded into its weights
    (:func:`genrl.toy.audio_pipeline.normalise_vae_latents`), since Stable Audio's pipeline does not scale latents.
@@ -79,8 +78,10 @@ class AudioPretrainConfig:
     vae_crop: int = 2000  # samples per training crop (a multiple of the VAE's hop)
     vae_lr: float = 1e-3
     vae_warmup_steps: int = 50
-    spectral_loss: str = "mel"  # "mel": multi-scale log-mel (DAC); "stft": multi-resolution linear STFT magnitude
-    waveform_weight: float = 0.1  # weight of the L1 waveform loss against the spectral loss
+    # "stft": multi-resolution linear STFT magnitude; "mel": multi-scale log-mel (DAC), on which the VAE locks notes
+    # to its intermediate rates instead of their pitch (docs/toy-audio-world.md)
+    spectral_loss: str = "stft"
+    waveform_weight: float = 2.0  # weight of the L1 waveform loss against the spectral loss
     spectral_weight: float = 1.0  # weight of the spectral loss (0: the waveform loss alone)
     emphasis_weight: float = 0.0  # weight of the spectral loss again on pre-emphasised clips (x[n] - 0.95 x[n-1]),
     # which weighs a partial by its frequency: the overtones that tell a square note from a sine
