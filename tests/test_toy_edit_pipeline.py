@@ -98,8 +98,9 @@ def test_the_shipped_edit_pipeline_loads_plainly_and_edits():
     assert report.strict["resize"] >= 0.75  # the gates measure 0.96 on all 12 held-out resizes, 4 images each
 
 
-def test_the_shipped_assets_stay_within_44_mb():
-    # five toy worlds' pipelines and reward models; the video ones ship in float16 (they load as float32)
+def test_the_shipped_assets_stay_within_62_mb():
+    # five toy worlds' pipelines and reward models; the video ones ship in float16 (they load as float32), the
+    # audio pipeline in float32 (27 MB: the figures in docs/toy-audio-world.md are measured on those weights)
     from pathlib import Path
 
     import genrl.toy
@@ -108,4 +109,4 @@ def test_the_shipped_assets_stay_within_44_mb():
 
     roots = [Path(m.__file__).parent / "assets" for m in (genrl.toy, rewards.toyworld, rewards.toyvideo)]
     total = sum(f.stat().st_size for root in roots for f in root.rglob("*") if f.is_file())
-    assert total <= 44 * 2**20, f"{total / 2**20:.1f} MB of package data"
+    assert total <= 62 * 2**20, f"{total / 2**20:.1f} MB of package data"
