@@ -8,9 +8,9 @@ Two stages, each an AdamW run with an EMA of the weights (:meth:`genrl.toy.pretr
    multi-resolution *linear*-magnitude STFT loss (``spectral_loss=stft``), an L1 waveform loss, optionally the STFT
    loss again on pre-emphasised clips (``emphasis_weight``: square notes' overtones) and a small penalty on the
    latents' magnitude. DAC's multi-scale log-mel loss (``spectral_loss=mel``) steers the decoder to tones locked
-   to its own upsampling rates instead of the notes' pitch (docs/toy-audio-world.md). It is trained as a plain autoencoder on the posterior mean
-   (a sampled posterior with its initial unit-scale noise drowned the latents). Then the per-channel standard deviation
-   of encoded clips is folded into its weights
+   to its own upsampling rates instead of the notes' pitch (docs/toy-audio-world.md). It is trained as a plain
+   autoencoder on the posterior mean (a sampled posterior with its initial unit-scale noise drowned the latents).
+   Then the per-channel standard deviation of encoded clips is folded into its weights
    (:func:`genrl.toy.audio_pipeline.normalise_vae_latents`), since Stable Audio's pipeline does not scale latents.
    A saved pipeline's VAE can be trained further (``continue_vae``), or its decoder alone (``vae_decoder_only``:
    the encoder, hence the latent space and a DiT trained on it, stay as they are).
