@@ -16,6 +16,7 @@ _EXPORTS = {
     "AestheticMLP": "aesthetic",
     "AestheticReward": "aesthetic",
     "ArtifactClassifierReward": "artifacts",
+    "AudioAestheticReward": "audio_aesthetic",
     "ArtifactJudgeReward": "vlm_judge",
     "BrightnessReward": "brightness",
     "ClapReward": "clap",

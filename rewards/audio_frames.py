@@ -100,6 +100,21 @@ def build_audio_frames(encoder: str, sample_rate: int, **options) -> ClapFrames 
     raise ValueError(f"unknown audio encoder {encoder!r}; expected 'clap' or 'vae'")
 
 
+def read_wav(path: str | Path, sample_rate: int, what: str = "clip") -> torch.Tensor:
+    """A ``.wav`` file as a mono ``(T,)`` float waveform in [-1, 1] at ``sample_rate`` (channels averaged, integer
+    PCM scaled by its type's maximum); a silent or non-finite clip is an error naming the file."""
+    from scipy.io import wavfile
+
+    rate, data = wavfile.read(path)
+    data = np.asarray(data)
+    scale = float(np.iinfo(data.dtype).max) if np.issubdtype(data.dtype, np.integer) else 1.0
+    mono = torch.from_numpy(data.astype(np.float64) / scale)
+    mono = mono.mean(1) if mono.ndim == 2 else mono
+    if not torch.isfinite(mono).all() or not mono.abs().max() > 0:
+        raise ValueError(f"{what} {path} is silent or not finite")
+    return resample(mono[None].float(), int(rate), sample_rate)[0]
+
+
 def reference_clips(references: str, sample_rate: int, reference_prompts: str = "train", per_prompt: int = 4,
                     seed: int = 0) -> torch.Tensor:
     """``(N, T)`` mono reference clips at ``sample_rate``: the toy audio world's renders of ``per_prompt`` clips of
@@ -113,23 +128,12 @@ def reference_clips(references: str, sample_rate: int, reference_prompts: str = 
         specs = [s for s in split(reference_prompts) for _ in range(per_prompt)]
         clips = torch.from_numpy(render_batch(specs, seed=seed))
         return resample(clips, SAMPLE_RATE, sample_rate)
-    from scipy.io import wavfile
-
     folder = Path(references).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"reference audio folder not found: {folder} (or use references: toy)")
     files = sorted(folder.glob("*.wav"))
     if not files:
         raise ValueError(f"reference audio folder {folder} has no .wav files")
-    clips = []
-    for path in files:
-        rate, data = wavfile.read(path)
-        data = np.asarray(data)
-        scale = float(np.iinfo(data.dtype).max) if np.issubdtype(data.dtype, np.integer) else 1.0
-        mono = torch.from_numpy(data.astype(np.float64) / scale)
-        mono = mono.mean(1) if mono.ndim == 2 else mono
-        if not torch.isfinite(mono).all() or not mono.abs().max() > 0:
-            raise ValueError(f"reference clip {path} is silent or not finite")
-        clips.append(resample(mono[None].float(), int(rate), sample_rate)[0])
+    clips = [read_wav(path, sample_rate, what="reference clip") for path in files]
     length = clips[0].numel()
     return torch.stack([torch.nn.functional.pad(c, (0, max(0, length - c.numel())))[:length] for c in clips])

@@ -1,0 +1,164 @@
+"""DRAGON's reward win rates on the toy audio world: for each tuned model, the share of held-out prompts on which it
+beats the base model, for every target reward.
+
+    python bench/dragon_win_rates.py --run verifier=RUN_A/final/lora --run clap=RUN_B/final/lora --json w.json
+
+Every model (the base pipeline, and the base with each ``--run`` LoRA) generates ``--clips-per-prompt`` clips of
+every test prompt from the same seeds, with the evaluation sampler (``python -m genrl.toy.evaluate_audio``: clip
+``j`` of prompt ``i`` from seed ``seed + i * clips_per_prompt + j``). Each prompt gets one value per reward:
+
+- ``clap``: the mean toy-CLAP score of its clips (``rewards.clap``, ``model=toy``);
+- ``psfad_clap`` / ``psfad_vae``: the mean per-song FAD reward of its clips (``-FD`` of a clip's frames to the
+  statistics of renders of the training prompts; frames: toy-CLAP embeddings of fadtk windows with ridge
+  ``1e-4``, or the generator's own VAE posterior, one frame per latent step);
+- ``dataset_fad``: ``-FD`` of the pooled CLAP frames of the prompt's clips to the same reference (ridge ``1e-4``);
+- ``vendi``: the Vendi score of the prompt's clips (their mean CLAP frames, cosine kernel);
+- ``partial`` / ``strict``: the mean verifier credit of its clips.
+
+These are the rewards ``rewards.set_rewards`` computes during training, with the options of the runs in
+docs/toy-audio-world.md. A tuned model *wins* a prompt when its value is higher than the base model's; the win
+rate counts ties (frequent for the verifier: both always right or both never) as half, and the tie share is
+printed beside it. The whole held-out set's values (the mean over prompts; dataset FAD and Vendi of all clips
+together) are printed too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+#: the FD ridge of the CLAP frames (fadtk windows of a 1-second clip: 8 frames of 64 dimensions)
+CLAP_RIDGE = 1e-4
+REWARD_KEYS = ("clap", "psfad_clap", "psfad_vae", "dataset_fad", "vendi", "partial", "strict")
+
+
+def win_rate(tuned: np.ndarray, base: np.ndarray) -> tuple[float, float]:
+    """``(win rate, tie share)`` of per-prompt values: wins over prompts, ties counted as half."""
+    tuned, base = np.asarray(tuned, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    if tuned.shape != base.shape or tuned.ndim != 1 or not len(tuned):
+        raise ValueError(f"per-prompt values must be two equal non-empty vectors, got {tuned.shape} and {base.shape}")
+    ties = np.isclose(tuned, base, rtol=0.0, atol=1e-12)
+    wins = (tuned > base) & ~ties
+    return float(wins.mean() + 0.5 * ties.mean()), float(ties.mean())
+
+
+class RewardSuite:
+    """The evaluation rewards, built once (the reference statistics take a minute to render and embed)."""
+
+    def __init__(self, pipeline_dir: str) -> None:
+        from rewards import build_reward
+        from rewards.toyaudio.world import SAMPLE_RATE
+
+        self.clap = build_reward("clap", model="toy", sample_rate=SAMPLE_RATE)
+        self.psfad_clap = build_reward("per_song_fd", encoder="clap", model="toy", sample_rate=SAMPLE_RATE,
+                                       ridge=CLAP_RIDGE)
+        self.psfad_vae = build_reward("per_song_fd", encoder="vae", pipeline=pipeline_dir, sample_rate=SAMPLE_RATE)
+
+    def per_prompt(self, clips: np.ndarray, specs: list, per_prompt: int) -> dict[str, np.ndarray]:
+        """Each reward's value per prompt of ``clips`` (``per_prompt`` consecutive clips per prompt), and the whole
+        set's dataset FAD and Vendi (keys ``set_dataset_fad``, ``set_vendi``)."""
+        import torch
+
+        from rewards.distributional import frechet_distance, gaussian_stats, vendi_score
+        from rewards.toyaudio.verifier import verify
+
+        audio = torch.from_numpy(clips).float()
+        prompts = [s.prompt for s in specs]
+        n = len(specs) // per_prompt
+
+        def by_prompt(values) -> np.ndarray:
+            return np.asarray(values, dtype=np.float64).reshape(n, per_prompt).mean(axis=1)
+
+        clap_frames = self.psfad_clap.frames(audio)
+        reference = self.psfad_clap.reference
+
+        def dataset_fd(frames: list) -> float:
+            return -frechet_distance(gaussian_stats(torch.cat(frames), CLAP_RIDGE, what="generated set"), reference)
+
+        def vendi(frames: list) -> float:
+            return vendi_score(torch.stack([f.mean(0) for f in frames]))
+
+        verdicts = [verify(c, s) for c, s in zip(clips, specs, strict=True)]
+        groups = [clap_frames[i * per_prompt:(i + 1) * per_prompt] for i in range(n)]
+        return {
+            "clap": by_prompt(self.clap(audio, prompts).scores.numpy()),
+            "psfad_clap": by_prompt([-frechet_distance(gaussian_stats(f, CLAP_RIDGE), reference) for f in clap_frames]),
+            "psfad_vae": by_prompt(self.psfad_vae(audio, prompts).scores.numpy()),
+            "dataset_fad": np.array([dataset_fd(g) for g in groups]),
+            "vendi": np.array([vendi(g) for g in groups]),
+            "partial": by_prompt([v.partial for v in verdicts]),
+            "strict": by_prompt([v.strict for v in verdicts]),
+            "set_dataset_fad": np.array([dataset_fd(clap_frames)]),
+            "set_vendi": np.array([vendi(clap_frames)]),
+        }
+
+
+def _parse_runs(parser: argparse.ArgumentParser, runs: list[str]) -> dict[str, str]:
+    out = {}
+    for item in runs:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            parser.error(f"--run {item!r}: expected NAME=LORA_DIR")
+        if name in out or name == "base":
+            parser.error(f"--run {item!r}: the name {name!r} is used twice (or is 'base')")
+        if not Path(path).is_dir():
+            parser.error(f"--run {item!r}: LoRA directory not found")
+        out[name] = path
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="toy_audio", help="toy audio pipeline directory or alias")
+    parser.add_argument("--run", action="append", default=[], help="NAME=LORA_DIR of a tuned model (repeatable)")
+    parser.add_argument("--clips-per-prompt", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default=None, help="write the per-prompt values and the tables here")
+    args = parser.parse_args(argv)
+    runs = _parse_runs(parser, args.run)
+    if args.clips_per_prompt < 2:
+        parser.error(f"--clips-per-prompt={args.clips_per_prompt} must be >= 2 (Vendi of a prompt's clips)")
+
+    import torch
+
+    from genrl.models.loading import load_pipeline, resolve_model_path
+    from genrl.toy.evaluate_audio import generate_clips
+    from rewards.toyaudio.prompts import split
+
+    torch.set_num_threads(args.threads)
+    specs = [s for s in split("test") for _ in range(args.clips_per_prompt)]
+    seeds = [args.seed + i for i in range(len(specs))]
+    suite = RewardSuite(str(resolve_model_path(args.model)))
+    values: dict[str, dict[str, np.ndarray]] = {}
+    for name, lora in {"base": None, **runs}.items():
+        pipe = load_pipeline(args.model, lora=lora)
+        pipe.set_progress_bar_config(disable=True)
+        clips = generate_clips(pipe, [s.prompt for s in specs], seeds)
+        values[name] = suite.per_prompt(clips, specs, args.clips_per_prompt)
+        means = "  ".join(f"{k} {values[name][k].mean():.4f}" for k in REWARD_KEYS)
+        print(f"{name}: {means}  set dataset_fad {values[name]['set_dataset_fad'][0]:.4f}  "
+              f"set vendi {values[name]['set_vendi'][0]:.3f}", flush=True)
+
+    rates = {name: {k: win_rate(values[name][k], values["base"][k]) for k in REWARD_KEYS} for name in runs}
+    print(f"\nwin rate over the base model on {len(specs) // args.clips_per_prompt} held-out prompts "
+          "(ties count half; tie share in brackets)")
+    print("| trained on | " + " | ".join(REWARD_KEYS) + " |")
+    print("|---" * (len(REWARD_KEYS) + 1) + "|")
+    for name, row in rates.items():
+        print(f"| {name} | " + " | ".join(f"{w:.2f} ({t:.2f})" if t else f"{w:.2f}" for w, t in row.values()) + " |")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump({"model": args.model, "runs": runs, "clips_per_prompt": args.clips_per_prompt, "seed": args.seed,
+                       "values": {m: {k: v.tolist() for k, v in d.items()} for m, d in values.items()},
+                       "win_rates": {m: {k: {"win_rate": w, "ties": t} for k, (w, t) in r.items()}
+                                     for m, r in rates.items()}}, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
