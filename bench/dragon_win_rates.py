@@ -7,6 +7,8 @@ Every model (the base pipeline, and the base with each ``--run`` LoRA) generates
 every test prompt from the same seeds, with the evaluation sampler (``python -m genrl.toy.evaluate_audio``: clip
 ``j`` of prompt ``i`` from seed ``seed + i * clips_per_prompt + j``). Each prompt gets one value per reward:
 
+- ``aesthetic``: the mean predicted rating of its clips (``audio_aesthetic``, ``predictor=toy``: the shipped
+  aesthetics-style predictor);
 - ``clap``: the mean toy-CLAP score of its clips (``rewards.clap``, ``model=toy``);
 - ``psfad_clap`` / ``psfad_vae``: the mean per-song FAD reward of its clips (``-FD`` of a clip's frames to the
   statistics of renders of the training prompts; frames: toy-CLAP embeddings of fadtk windows with ridge
@@ -18,7 +20,8 @@ every test prompt from the same seeds, with the evaluation sampler (``python -m 
 These are the rewards ``rewards.set_rewards`` computes during training, with the options of the runs in
 docs/toy-audio-world.md. A tuned model *wins* a prompt when its value is higher than the base model's; the win
 rate counts ties (frequent for the verifier: both always right or both never) as half, and the tie share is
-printed beside it. The whole held-out set's values (the mean over prompts; dataset FAD and Vendi of all clips
+printed beside it; a star marks a cell whose two-sided sign test (wins against losses) has p < 0.05. The whole
+held-out set's values (the mean over prompts; dataset FAD and Vendi of all clips
 together) are printed too.
 """
 
@@ -33,7 +36,7 @@ import numpy as np
 
 #: the FD ridge of the CLAP frames (fadtk windows of a 1-second clip: 8 frames of 64 dimensions)
 CLAP_RIDGE = 1e-4
-REWARD_KEYS = ("clap", "psfad_clap", "psfad_vae", "dataset_fad", "vendi", "partial", "strict")
+REWARD_KEYS = ("aesthetic", "clap", "psfad_clap", "psfad_vae", "dataset_fad", "vendi", "partial", "strict")
 
 
 def win_rate(tuned: np.ndarray, base: np.ndarray) -> tuple[float, float]:
@@ -46,6 +49,16 @@ def win_rate(tuned: np.ndarray, base: np.ndarray) -> tuple[float, float]:
     return float(wins.mean() + 0.5 * ties.mean()), float(ties.mean())
 
 
+def sign_test_p(tuned: np.ndarray, base: np.ndarray) -> float:
+    """The two-sided sign test's p-value of the prompts won against those lost (ties left out; 1 without any)."""
+    from scipy.stats import binomtest
+
+    tuned, base = np.asarray(tuned, dtype=np.float64), np.asarray(base, dtype=np.float64)
+    decided = ~np.isclose(tuned, base, rtol=0.0, atol=1e-12)
+    wins, n = int((tuned > base)[decided].sum()), int(decided.sum())
+    return float(binomtest(wins, n).pvalue) if n else 1.0
+
+
 class RewardSuite:
     """The evaluation rewards, built once (the reference statistics take a minute to render and embed)."""
 
@@ -53,6 +66,7 @@ class RewardSuite:
         from rewards import build_reward
         from rewards.toyaudio.world import SAMPLE_RATE
 
+        self.aesthetic = build_reward("audio_aesthetic", predictor="toy", sample_rate=SAMPLE_RATE)
         self.clap = build_reward("clap", model="toy", sample_rate=SAMPLE_RATE)
         self.psfad_clap = build_reward("per_song_fd", encoder="clap", model="toy", sample_rate=SAMPLE_RATE,
                                        ridge=CLAP_RIDGE)
@@ -85,6 +99,7 @@ class RewardSuite:
         verdicts = [verify(c, s) for c, s in zip(clips, specs, strict=True)]
         groups = [clap_frames[i * per_prompt:(i + 1) * per_prompt] for i in range(n)]
         return {
+            "aesthetic": by_prompt(self.aesthetic(audio, prompts).scores.numpy()),
             "clap": by_prompt(self.clap(audio, prompts).scores.numpy()),
             "psfad_clap": by_prompt([-frechet_distance(gaussian_stats(f, CLAP_RIDGE), reference) for f in clap_frames]),
             "psfad_vae": by_prompt(self.psfad_vae(audio, prompts).scores.numpy()),
@@ -117,12 +132,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--run", action="append", default=[], help="NAME=LORA_DIR of a tuned model (repeatable)")
     parser.add_argument("--clips-per-prompt", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-prompts", type=int, default=0, help="the first N test prompts only (0: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None, help="write the per-prompt values and the tables here")
     args = parser.parse_args(argv)
     runs = _parse_runs(parser, args.run)
     if args.clips_per_prompt < 2:
         parser.error(f"--clips-per-prompt={args.clips_per_prompt} must be >= 2 (Vendi of a prompt's clips)")
+    if args.max_prompts < 0:
+        parser.error(f"--max-prompts={args.max_prompts} must be >= 0 (0: every test prompt)")
 
     import torch
 
@@ -131,7 +149,7 @@ def main(argv: list[str]) -> int:
     from rewards.toyaudio.prompts import split
 
     torch.set_num_threads(args.threads)
-    specs = [s for s in split("test") for _ in range(args.clips_per_prompt)]
+    specs = [s for s in split("test")[:args.max_prompts or None] for _ in range(args.clips_per_prompt)]
     seeds = [args.seed + i for i in range(len(specs))]
     suite = RewardSuite(str(resolve_model_path(args.model)))
     values: dict[str, dict[str, np.ndarray]] = {}
@@ -144,18 +162,20 @@ def main(argv: list[str]) -> int:
         print(f"{name}: {means}  set dataset_fad {values[name]['set_dataset_fad'][0]:.4f}  "
               f"set vendi {values[name]['set_vendi'][0]:.3f}", flush=True)
 
-    rates = {name: {k: win_rate(values[name][k], values["base"][k]) for k in REWARD_KEYS} for name in runs}
+    rates = {name: {k: (*win_rate(values[name][k], values["base"][k]), sign_test_p(values[name][k], values["base"][k]))
+                    for k in REWARD_KEYS} for name in runs}
     print(f"\nwin rate over the base model on {len(specs) // args.clips_per_prompt} held-out prompts "
-          "(ties count half; tie share in brackets)")
+          "(ties count half; tie share in brackets; * sign test p < 0.05)")
     print("| trained on | " + " | ".join(REWARD_KEYS) + " |")
     print("|---" * (len(REWARD_KEYS) + 1) + "|")
     for name, row in rates.items():
-        print(f"| {name} | " + " | ".join(f"{w:.2f} ({t:.2f})" if t else f"{w:.2f}" for w, t in row.values()) + " |")
+        cells = [f"{w:.2f}{'*' if p < 0.05 else ''}" + (f" ({t:.2f})" if t else "") for w, t, p in row.values()]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"model": args.model, "runs": runs, "clips_per_prompt": args.clips_per_prompt, "seed": args.seed,
                        "values": {m: {k: v.tolist() for k, v in d.items()} for m, d in values.items()},
-                       "win_rates": {m: {k: {"win_rate": w, "ties": t} for k, (w, t) in r.items()}
+                       "win_rates": {m: {k: {"win_rate": w, "ties": t, "sign_test_p": p} for k, (w, t, p) in r.items()}
                                      for m, r in rates.items()}}, fh, indent=2)
     return 0
 

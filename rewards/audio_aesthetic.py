@@ -63,9 +63,15 @@ def save_predictor(folder: str | os.PathLike, head: RatingHead, config: dict[str
     target = Path(folder).expanduser().resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(tmp / PREDICTOR_WEIGHTS))
         (tmp / PREDICTOR_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        # mkdtemp's folder is private (0700); the predictor gets the permissions any new folder would
+        os.chmod(tmp, 0o777 & ~umask)
+        for name in (PREDICTOR_WEIGHTS, PREDICTOR_CONFIG):
+            os.chmod(tmp / name, 0o666 & ~umask)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -106,7 +112,8 @@ def load_predictor(folder: str | os.PathLike) -> tuple[RatingHead, dict[str, Any
 class AudioAestheticReward(Reward):
     """``head(chunk-averaged CLAP embedding)`` of ``(N, T)`` waveforms at ``sample_rate``: the predicted rating.
 
-    ``predictor`` is a folder written by ``scripts/train_audio_aesthetic.py``; the CLAP and the windows are the
+    ``predictor`` is a folder written by ``scripts/train_audio_aesthetic.py`` (``toy``: the shipped toy predictor,
+    fitted to the verifier's ratings of the toy audio generator's clips); the CLAP and the windows are the
     ones it was fitted with (from its config), ``clap_model=toy`` being the shipped toy CLAP.
     """
 
@@ -115,6 +122,10 @@ class AudioAestheticReward(Reward):
 
     def __init__(self, predictor: str, sample_rate: int = 48_000, allow_pickle: bool = False,
                  device: str | torch.device = "cpu") -> None:
+        if predictor == "toy":
+            from rewards.toyaudio import TOY_AUDIO_AESTHETIC_DIR
+
+            predictor = str(TOY_AUDIO_AESTHETIC_DIR)
         self.head, self.config = load_predictor(predictor)
         self.device, self.sample_rate = torch.device(device), int(sample_rate)
         self.head.to(self.device)
@@ -138,9 +149,10 @@ def fit_rating_head(embeds: torch.Tensor, ratings: torch.Tensor, train_index: Se
     """Fit a :class:`RatingHead` to ``ratings`` of ``embeds`` by full-batch AdamW on the mean squared error over
     ``train_index``, keeping the weights with the lowest error on ``val_index`` (checked every 10 steps).
 
-    Returns the head and its figures: train and held-out MSE, held-out Spearman correlation, the step kept, and
+    Returns the head and its figures: train and held-out MSE, held-out Pearson and Spearman correlations, the step
+    kept, and
     the held-out MSE of always predicting the training mean (the floor a useful predictor beats)."""
-    from scipy.stats import spearmanr
+    from scipy.stats import pearsonr, spearmanr
 
     embeds, ratings = embeds.float(), ratings.float()
     if embeds.ndim != 2 or ratings.shape != (embeds.shape[0],):
@@ -172,6 +184,7 @@ def fit_rating_head(embeds: torch.Tensor, ratings: torch.Tensor, train_index: Se
         figures = {"train_mse": F.mse_loss(head(embeds[train]), ratings[train]).item(), "val_mse": best[0],
                    "val_mse_of_mean": F.mse_loss(torch.full_like(ratings[val], ratings[train].mean().item()),
                                                  ratings[val]).item(),
+                   "val_pearson": float(pearsonr(predicted.numpy(), ratings[val].numpy()).statistic),
                    "val_spearman": float(spearmanr(predicted.numpy(), ratings[val].numpy()).statistic),
                    "best_step": best[1], "train_clips": len(train), "val_clips": len(val)}
     return head, figures

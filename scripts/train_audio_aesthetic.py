@@ -10,9 +10,10 @@ embeddings, regressed on ratings of clips.
 
 ``--toy``: the toy audio world's ratings, made here: the shipped toy pipeline (or ``--model``) generates
 ``--clips-per-prompt`` clips of every training prompt with the evaluation sampler, and each clip's rating is the
-verifier's partial credit for its own prompt. The predictor hears only the audio, so it learns what well-formed
-toy clips sound like, as a listener rates quality without a prompt. Held-out clips are those of a random fifth
-of the prompts. The CLAP is the shipped toy CLAP unless ``--clap`` names another.
+verifier's best partial credit over every prompt of the world: how cleanly it renders *something* the world can
+describe, whatever it was asked for (a listener's quality rating, blind to the prompt, as DRAGON's predictor is).
+Silence, smeared or spurious events and off-grid pitches rate low. Held-out clips are those of a random fifth of
+the prompts. The CLAP is the shipped toy CLAP unless ``--clap`` names another.
 
 The predictor folder (``config.json`` with the held-out figures, ``model.safetensors``) is written atomically.
 """
@@ -54,19 +55,21 @@ def read_ratings(path: Path, sample_rate: int) -> tuple[list, list[float]]:
 
 
 def toy_ratings(model: str, clips_per_prompt: int, seed: int) -> tuple[list, list[float], list[int]]:
-    """Generated clips of the toy training prompts, their verifier partial credit, and each clip's prompt index."""
+    """Generated clips of the toy training prompts, their best verifier partial credit over the world's prompts, and
+    each clip's prompt index."""
     import torch
 
     from genrl.models.loading import load_pipeline
     from genrl.toy.evaluate_audio import generate_clips
-    from rewards.toyaudio.prompts import split
-    from rewards.toyaudio.verifier import verify
+    from rewards.toyaudio.prompts import all_specs, split
+    from rewards.toyaudio.verifier import detect, verify_events
 
     specs = [s for s in split("train") for _ in range(clips_per_prompt)]
     pipe = load_pipeline(model)
     pipe.set_progress_bar_config(disable=True)
     clips = generate_clips(pipe, [s.prompt for s in specs], [seed + i for i in range(len(specs))])
-    ratings = [verify(c, s).partial for c, s in zip(clips, specs, strict=True)]
+    world = [s for family in all_specs().values() for s in family]
+    ratings = [max(verify_events(events, s).partial for s in world) for events in map(detect, clips)]
     groups = [i // clips_per_prompt for i in range(len(specs))]
     return [torch.from_numpy(c).float() for c in clips], ratings, groups
 
@@ -108,7 +111,8 @@ def main(argv: list[str]) -> int:
             from rewards.toyaudio.world import SAMPLE_RATE
 
             clips, ratings, groups = toy_ratings(args.model, args.clips_per_prompt, args.seed)
-            rate, what = SAMPLE_RATE, f"toy: verifier partial credit of {args.model} clips of the training prompts"
+            rate, what = SAMPLE_RATE, (f"toy: the best verifier partial credit over the world's prompts of {args.model}"
+                                       " clips of the training prompts")
         else:
             clips, ratings = read_ratings(args.ratings, args.sample_rate)
             groups, rate, what = list(range(len(clips))), args.sample_rate, str(args.ratings)
@@ -126,8 +130,8 @@ def main(argv: list[str]) -> int:
               "rating_mean": float(torch.tensor(ratings).mean()), "figures": figures}
     out = save_predictor(args.out, head, config)
     print(f"{len(clips)} clips ({figures['train_clips']} training, {figures['val_clips']} held out): held-out MSE "
-          f"{figures['val_mse']:.4f} (the training mean's {figures['val_mse_of_mean']:.4f}), Spearman "
-          f"{figures['val_spearman']:.3f}; wrote {out}")
+          f"{figures['val_mse']:.4f} (the training mean's {figures['val_mse_of_mean']:.4f}), Pearson "
+          f"{figures['val_pearson']:.3f}, Spearman {figures['val_spearman']:.3f}; wrote {out}")
     return 0
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,10 @@ def test_predictor_folder_is_replaced_whole_and_checked_on_load(tmp_path):
     first = save_predictor(tmp_path / "p", RatingHead(8, [4]), config)
     save_predictor(tmp_path / "p", RatingHead(8, [4]), {**config, "note": "second"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no temporary or old folder left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(first.stat().st_mode) == 0o777 & ~umask  # not mkdtemp's private mode
+    assert stat.S_IMODE((first / PREDICTOR_CONFIG).stat().st_mode) == 0o666 & ~umask
     head, loaded = load_predictor(first)
     assert loaded["note"] == "second" and isinstance(head, RatingHead)
     (first / PREDICTOR_CONFIG).write_text(json.dumps({**config, "hidden": [5]}))

@@ -191,7 +191,11 @@ def _num_checks(want: EventSpec) -> int:
 
 def verify(audio: np.ndarray, spec: AudioSpec) -> Verdict:
     """Score a clip (float ``(NUM_SAMPLES,)`` at :data:`SAMPLE_RATE`) against ``spec``."""
-    events = detect(audio)
+    return verify_events(detect(audio), spec)
+
+
+def verify_events(events: list[DetectedEvent], spec: AudioSpec) -> Verdict:
+    """Score a clip's detected events (:func:`detect`) against ``spec``: one detection, many specs."""
     expected = spec.expected
     n, found = len(expected), len(events)
     if spec.family == "counting":
