@@ -22,7 +22,8 @@ docs/toy-audio-world.md. A tuned model *wins* a prompt when its value is higher 
 rate counts ties (frequent for the verifier: both always right or both never) as half, and the tie share is
 printed beside it; a star marks a cell whose two-sided sign test (wins against losses) has p < 0.05. The whole
 held-out set's values (the mean over prompts; dataset FAD and Vendi of all clips
-together) are printed too.
+together) are printed with a win rate of their own: the share of 200 bootstrap resamples of the prompts (the same draws for
+both models) on which the tuned model's whole set scores higher.
 """
 
 from __future__ import annotations
@@ -59,6 +60,23 @@ def sign_test_p(tuned: np.ndarray, base: np.ndarray) -> float:
     return float(binomtest(wins, n).pvalue) if n else 1.0
 
 
+def bootstrap_set_win_rate(set_reward, tuned_groups: list, base_groups: list, resamples: int = 200,
+                           seed: int = 0) -> float:
+    """The win rate of a set reward: the share of bootstrap resamples of the prompts (drawn with replacement, the
+    same draws for both models) whose tuned set beats the base set (ties count half). ``*_groups``: each prompt's
+    list of per-clip frames; ``set_reward(frames)`` scores the pooled list."""
+    if len(tuned_groups) != len(base_groups) or not tuned_groups:
+        raise ValueError(f"need the same non-zero number of prompts, got {len(tuned_groups)} and {len(base_groups)}")
+    rng = np.random.default_rng(seed)
+    wins = 0.0
+    for _ in range(resamples):
+        draw = rng.integers(0, len(base_groups), len(base_groups))
+        tuned = set_reward([f for i in draw for f in tuned_groups[i]])
+        base = set_reward([f for i in draw for f in base_groups[i]])
+        wins += 1.0 if tuned > base else 0.5 if tuned == base else 0.0
+    return wins / resamples
+
+
 class RewardSuite:
     """The evaluation rewards, built once (the reference statistics take a minute to render and embed)."""
 
@@ -72,12 +90,12 @@ class RewardSuite:
                                        ridge=CLAP_RIDGE)
         self.psfad_vae = build_reward("per_song_fd", encoder="vae", pipeline=pipeline_dir, sample_rate=SAMPLE_RATE)
 
-    def per_prompt(self, clips: np.ndarray, specs: list, per_prompt: int) -> dict[str, np.ndarray]:
-        """Each reward's value per prompt of ``clips`` (``per_prompt`` consecutive clips per prompt), and the whole
-        set's dataset FAD and Vendi (keys ``set_dataset_fad``, ``set_vendi``)."""
+    def per_prompt(self, clips: np.ndarray, specs: list, per_prompt: int) -> tuple[dict[str, np.ndarray], list]:
+        """Each reward's value per prompt of ``clips`` (``per_prompt`` consecutive clips per prompt) and the whole
+        set's dataset FAD and Vendi (keys ``set_dataset_fad``, ``set_vendi``); and each prompt's CLAP frames."""
         import torch
 
-        from rewards.distributional import frechet_distance, gaussian_stats, vendi_score
+        from rewards.distributional import frechet_distance, gaussian_stats
         from rewards.toyaudio.verifier import verify
 
         audio = torch.from_numpy(clips).float()
@@ -90,14 +108,9 @@ class RewardSuite:
         clap_frames = self.psfad_clap.frames(audio)
         reference = self.psfad_clap.reference
 
-        def dataset_fd(frames: list) -> float:
-            return -frechet_distance(gaussian_stats(torch.cat(frames), CLAP_RIDGE, what="generated set"), reference)
-
-        def vendi(frames: list) -> float:
-            return vendi_score(torch.stack([f.mean(0) for f in frames]))
-
         verdicts = [verify(c, s) for c, s in zip(clips, specs, strict=True)]
         groups = [clap_frames[i * per_prompt:(i + 1) * per_prompt] for i in range(n)]
+        dataset_fd, vendi = self.dataset_fd, self.vendi
         return {
             "aesthetic": by_prompt(self.aesthetic(audio, prompts).scores.numpy()),
             "clap": by_prompt(self.clap(audio, prompts).scores.numpy()),
@@ -109,7 +122,25 @@ class RewardSuite:
             "strict": by_prompt([v.strict for v in verdicts]),
             "set_dataset_fad": np.array([dataset_fd(clap_frames)]),
             "set_vendi": np.array([vendi(clap_frames)]),
-        }
+        }, groups
+
+    def dataset_fd(self, frames: list) -> float:
+        """``-FD`` of a set's pooled CLAP frames to the reference renders (``dataset_fd`` with ridge 1e-4)."""
+        import torch
+
+        from rewards.distributional import frechet_distance, gaussian_stats
+
+        pooled = gaussian_stats(torch.cat(frames), CLAP_RIDGE, what="generated set")
+        return -frechet_distance(pooled, self.psfad_clap.reference)
+
+    @staticmethod
+    def vendi(frames: list) -> float:
+        """The Vendi score of a set's clips (each clip's mean CLAP frame, cosine kernel)."""
+        import torch
+
+        from rewards.distributional import vendi_score
+
+        return vendi_score(torch.stack([f.mean(0) for f in frames]))
 
 
 def _parse_runs(parser: argparse.ArgumentParser, runs: list[str]) -> dict[str, str]:
@@ -153,11 +184,12 @@ def main(argv: list[str]) -> int:
     seeds = [args.seed + i for i in range(len(specs))]
     suite = RewardSuite(str(resolve_model_path(args.model)))
     values: dict[str, dict[str, np.ndarray]] = {}
+    groups: dict[str, list] = {}
     for name, lora in {"base": None, **runs}.items():
         pipe = load_pipeline(args.model, lora=lora)
         pipe.set_progress_bar_config(disable=True)
         clips = generate_clips(pipe, [s.prompt for s in specs], seeds)
-        values[name] = suite.per_prompt(clips, specs, args.clips_per_prompt)
+        values[name], groups[name] = suite.per_prompt(clips, specs, args.clips_per_prompt)
         means = "  ".join(f"{k} {values[name][k].mean():.4f}" for k in REWARD_KEYS)
         print(f"{name}: {means}  set dataset_fad {values[name]['set_dataset_fad'][0]:.4f}  "
               f"set vendi {values[name]['set_vendi'][0]:.3f}", flush=True)
@@ -171,12 +203,22 @@ def main(argv: list[str]) -> int:
     for name, row in rates.items():
         cells = [f"{w:.2f}{'*' if p < 0.05 else ''}" + (f" ({t:.2f})" if t else "") for w, t, p in row.values()]
         print(f"| {name} | " + " | ".join(cells) + " |")
+    set_rates = {name: {"dataset_fad": bootstrap_set_win_rate(suite.dataset_fd, groups[name], groups["base"]),
+                        "vendi": bootstrap_set_win_rate(suite.vendi, groups[name], groups["base"])} for name in runs}
+    print("\nset rewards of the whole held-out set: base and tuned value, and the win rate over 200 bootstrap "
+          "resamples of the prompts")
+    print("| trained on | dataset_fad | vendi |\n|---|---|---|")
+    for name, row in set_rates.items():
+        cells = [f"{values['base'][f'set_{k}'][0]:.4f} -> {values[name][f'set_{k}'][0]:.4f} ({row[k]:.2f})"
+                 for k in ("dataset_fad", "vendi")]
+        print(f"| {name} | " + " | ".join(cells) + " |")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({"model": args.model, "runs": runs, "clips_per_prompt": args.clips_per_prompt, "seed": args.seed,
                        "values": {m: {k: v.tolist() for k, v in d.items()} for m, d in values.items()},
                        "win_rates": {m: {k: {"win_rate": w, "ties": t, "sign_test_p": p} for k, (w, t, p) in r.items()}
-                                     for m, r in rates.items()}}, fh, indent=2)
+                                     for m, r in rates.items()},
+                       "set_win_rates": set_rates}, fh, indent=2)
     return 0
 
 

@@ -2,7 +2,7 @@
 embeddings, regressed on ratings of clips.
 
     python scripts/train_audio_aesthetic.py --ratings ratings.csv --clap laion/clap-htsat-unfused --out my-predictor
-    python scripts/train_audio_aesthetic.py --toy --out rewards/toyaudio/assets/toy-audio-aesthetic
+    python scripts/train_audio_aesthetic.py --toy --window-s 1 --hop-s 1 --out rewards/toyaudio/assets/toy-audio-aesthetic
 
 ``--ratings``: a CSV with a header and the columns ``path`` (a ``.wav`` file, relative to the CSV's folder) and
 ``rating`` (any numeric scale, e.g. 1-5 listener scores as DRAGON's DMA ratings); clips are read at

@@ -30,6 +30,17 @@ def test_sign_test_leaves_ties_out():
     assert bench.sign_test_p([0.5, 0.5], [0.5, 0.5]) == 1.0
 
 
+def test_bootstrap_set_win_rate_is_paired_and_complementary():
+    base = [[1.0, 2.0], [3.0], [4.0, 5.0]]
+    better = [[x + 10 for x in g] for g in base]
+    assert bench.bootstrap_set_win_rate(sum, better, base, resamples=50) == 1.0
+    assert bench.bootstrap_set_win_rate(sum, base, base, resamples=50) == 0.5  # the same draws: always a tie
+    mixed = [[0.0], [3.0], [9.0, 5.0]]
+    there = bench.bootstrap_set_win_rate(sum, mixed, base, resamples=100, seed=3)
+    back = bench.bootstrap_set_win_rate(sum, base, mixed, resamples=100, seed=3)
+    assert there + back == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize("run, message", [("verifier", "expected NAME=LORA_DIR"), ("base=/tmp", "is 'base'"),
                                           ("a=/no/such/dir", "LoRA directory not found")])
 def test_bad_runs_are_one_line_errors(run, message, capsys):
