@@ -110,18 +110,17 @@ class RewardSuite:
 
         verdicts = [verify(c, s) for c, s in zip(clips, specs, strict=True)]
         groups = [clap_frames[i * per_prompt:(i + 1) * per_prompt] for i in range(n)]
-        dataset_fd, vendi = self.dataset_fd, self.vendi
         return {
             "aesthetic": by_prompt(self.aesthetic(audio, prompts).scores.numpy()),
             "clap": by_prompt(self.clap(audio, prompts).scores.numpy()),
             "psfad_clap": by_prompt([-frechet_distance(gaussian_stats(f, CLAP_RIDGE), reference) for f in clap_frames]),
             "psfad_vae": by_prompt(self.psfad_vae(audio, prompts).scores.numpy()),
-            "dataset_fad": np.array([dataset_fd(g) for g in groups]),
-            "vendi": np.array([vendi(g) for g in groups]),
+            "dataset_fad": np.array([self.dataset_fd(g) for g in groups]),
+            "vendi": np.array([self.vendi(g) for g in groups]),
             "partial": by_prompt([v.partial for v in verdicts]),
             "strict": by_prompt([v.strict for v in verdicts]),
-            "set_dataset_fad": np.array([dataset_fd(clap_frames)]),
-            "set_vendi": np.array([vendi(clap_frames)]),
+            "set_dataset_fad": np.array([self.dataset_fd(clap_frames)]),
+            "set_vendi": np.array([self.vendi(clap_frames)]),
         }, groups
 
     def dataset_fd(self, frames: list) -> float:
