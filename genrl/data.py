@@ -9,7 +9,8 @@ from rewards.toyworld.prompts import load_prompt_records, split
 from rewards.toyworld.world import PromptSpec
 
 #: ``toy:<split>`` selects a split of the embedded toy world, ``toyedit:<split>`` one of the toy edit world,
-#: ``toyaudio:<split>`` one of the toy audio world, ``toyvideo:<split>`` one of the toy video world.
+#: ``toyaudio:<split>`` one of the toy audio world, ``toyvideo:<split>`` one of the toy video world. Any of them
+#: takes a family selection after a slash, e.g. ``toyedit:train/recolor`` or ``toy:train/position,color_attr``.
 TOY_PREFIX = "toy:"
 TOY_EDIT_PREFIX = "toyedit:"
 TOY_AUDIO_PREFIX = "toyaudio:"
@@ -61,6 +62,26 @@ def toy_edit_dataset(name: str, source: str) -> PromptDataset:
 
 
 def load_prompts(source: str) -> PromptDataset:
+    """The prompts of ``source`` (see :func:`_load_source`); a toy split may name families after a slash
+    (``toyedit:train/move,swap``) to keep only those (:func:`select_families`)."""
+    base, slash, families = source.partition("/")
+    if slash and base.startswith((TOY_PREFIX, TOY_EDIT_PREFIX, TOY_AUDIO_PREFIX, TOY_VIDEO_PREFIX)):
+        return select_families(_load_source(base), families.split(","), source)
+    return _load_source(source)
+
+
+def select_families(dataset: PromptDataset, families: list[str], source: str) -> PromptDataset:
+    """The prompts of ``dataset`` whose family (:func:`prompt_family`) is one of ``families``; an unknown family
+    is named with the ones the source has."""
+    present = {prompt_family(m) for m in dataset.metadata}
+    unknown = [f for f in families if f not in present]
+    if unknown:
+        raise ValueError(f"prompt source {source!r}: no family {unknown[0]!r}; it has {sorted(f for f in present if f)}")
+    keep = [i for i, m in enumerate(dataset.metadata) if prompt_family(m) in families]
+    return PromptDataset([dataset.prompts[i] for i in keep], [dataset.metadata[i] for i in keep], source)
+
+
+def _load_source(source: str) -> PromptDataset:
     """``toy:train`` / ``toy:test`` / ``toy:test_ood`` (toy splits, with their specs as metadata), ``toyedit:train`` /
     ``toyedit:test`` (toy edit triples), ``toyaudio:train`` / ``toyaudio:test`` and ``toyvideo:train`` /
     ``toyvideo:test`` (toy audio and video prompts with their specs), or a ``.txt``/``.jsonl`` file (every other JSONL field of a prompt is kept in its metadata, e.g. an

@@ -16,6 +16,7 @@ from rewards.toyedit import (
     sample_edit,
     verify_edit,
 )
+from rewards.toyworld.prompts import split as split_specs
 from rewards.toyworld.render import PlacedObject, scene_fits
 
 
@@ -114,6 +115,20 @@ def test_toy_edit_splits_load_as_prompt_datasets_with_their_triples():
     assert [prompt_family(m) for m in data.metadata].count("swap") == 12
     with pytest.raises(ValueError, match="unknown toy edit split 'val'"):
         load_prompts("toyedit:val")
+
+
+def test_a_toy_source_narrowed_to_families_keeps_exactly_their_prompts_in_order():
+    from genrl.data import load_prompts, prompt_family
+
+    whole = load_prompts("toyedit:train")
+    narrowed = load_prompts("toyedit:train/recolor,swap")
+    expected = [p for p, m in zip(whole.prompts, whole.metadata, strict=True) if m["spec"].family in ("recolor", "swap")]
+    assert narrowed.prompts == expected and len(expected) == 64
+    assert {prompt_family(m) for m in narrowed.metadata} == {"recolor", "swap"}
+    assert [m["spec"] for m in load_prompts("toy:test/position").metadata] == [
+        s for s in split_specs("test") if s.family == "position"]
+    with pytest.raises(ValueError, match=r"'toyedit:train/recolour': no family 'recolour'; it has \['move', 'recolor'"):
+        load_prompts("toyedit:train/recolour")
 
 
 def test_edit_grids_show_source_edit_and_target_side_by_side():
