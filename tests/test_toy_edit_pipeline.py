@@ -13,7 +13,7 @@ from PIL import Image
 from genrl.toy import pretrain_edit as pretrain_edit_module
 from genrl.toy.edit_pipeline import build_toy_edit_pipeline, stock_edit_call_kwargs
 from genrl.toy.pretrain import PretrainError, resume_dir
-from genrl.toy.pretrain_edit import EditPretrainConfig, noisy_instruction, pretrain_edit
+from genrl.toy.pretrain_edit import EditPretrainConfig, failed_edit, noisy_instruction, pretrain_edit
 from rewards.toyedit import EDIT_FAMILIES, render_pair, sample_edit
 
 TINY = dict(steps=4, batch_size=4, warmup_steps=1, eval_every=0, final_eval_images_per_edit=0, checkpoint_every=2,
@@ -80,9 +80,27 @@ def test_instruction_noise_names_another_direction_or_colour_at_the_stated_rate(
     assert all(noisy_instruction(s, rng, 0.0) == s.instruction for s in specs)
 
 
+def test_failed_edits_keep_the_source_as_target_for_swaps_and_resizes_at_the_stated_rate():
+    rng = random.Random(1)
+    specs = [sample_edit(f, rng) for f in EDIT_FAMILIES for _ in range(300)]
+    failed = Counter()
+    for spec in specs:
+        source, target = render_pair(spec)
+        got = failed_edit((source, target), spec, rng, 0.3)
+        assert got[0] is source and (got[1] is target or got[1] is source)
+        failed[spec.family] += got[1] is source
+    assert set(+failed) == {"swap", "resize"} and all(0.22 < failed[f] / 300 < 0.38 for f in ("swap", "resize"))
+    before = rng.getstate()
+    pairs = [render_pair(s) for s in specs[::15]]
+    assert all(failed_edit(pair, s, rng, 0.0) is pair for pair, s in zip(pairs, specs[::15], strict=True))
+    assert rng.getstate() == before  # a run without failed edits keeps the shipped recipe's random stream
+
+
 def test_bad_settings_are_named():
     with pytest.raises(PretrainError, match="instruction_noise"):
         EditPretrainConfig(instruction_noise=1.5)
+    with pytest.raises(PretrainError, match="failed_edits=-0.1 must be in"):
+        EditPretrainConfig(failed_edits=-0.1)
     with pytest.raises(PretrainError, match="unknown edit family 'rotate'"):
         EditPretrainConfig(family_weights={"rotate": 1.0})
 

@@ -8,7 +8,9 @@ appends them (same RoPE grid, first id 1), and a random guidance value in the gu
 the toy SD3 pipeline's, frozen. Edits are drawn fresh from every family (:func:`rewards.toyedit.sample_edits`);
 the RL splits are held out from RL, not from pretraining. A share ``instruction_noise`` of the move and
 recolour instructions names another direction or colour than the one the target shows, as paired edit data
-scraped at scale is sometimes wrong. An EMA of the weights is saved.
+scraped at scale is sometimes wrong, and a share ``failed_edits`` of the swap and resize pairs shows the
+unedited source as the target of the instruction (an edit that did not happen, kept as if it had). An EMA of
+the weights is saved.
 
 A run is resumable as the image pipeline's is (``<out_dir>.resume/``, every ``checkpoint_every`` steps).
 """
@@ -62,6 +64,7 @@ class EditPretrainConfig:
     init_from: str | None = None  # continue from a saved toy edit pipeline instead of a random init
     vae_from: str = str(TOY_PIPELINE_DIR)  # the toy SD3 pipeline whose VAE the edit pipeline uses
     instruction_noise: float = 0.0  # share of move / recolour instructions that name a wrong direction / colour
+    failed_edits: float = 0.0  # share of swap / resize pairs whose target is the unedited source
     family_weights: dict[str, float] = field(default_factory=dict)  # relative family weights (left out: 1)
     steps: int = 3000
     batch_size: int = 64
@@ -82,8 +85,9 @@ class EditPretrainConfig:
             raise PretrainError(f"family_weights names unknown edit family {unknown[0]!r}; families: {', '.join(EDIT_FAMILIES)}")
         if any(w < 0 for w in self.family_weights.values()):
             raise PretrainError("family_weights must be >= 0")
-        if not 0.0 <= self.instruction_noise <= 1.0:
-            raise PretrainError(f"instruction_noise={self.instruction_noise} must be in [0, 1]")
+        for key in ("instruction_noise", "failed_edits"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise PretrainError(f"{key}={getattr(self, key)} must be in [0, 1]")
         self.guidance_range = tuple(float(g) for g in self.guidance_range)
         for key in ("steps", "checkpoint_every", "eval_every"):
             if getattr(self, key) < 0:
@@ -99,6 +103,16 @@ def noisy_instruction(spec: EditSpec, rng: random.Random, rate: float) -> str:
         return replace(spec, direction=rng.choice([d for d in DIRECTIONS if d != spec.direction]), instruction="").instruction
     taken = {spec.subject_object.color, spec.new_color}
     return replace(spec, new_color=rng.choice([c for c in COLORS if c not in taken]), instruction="").instruction
+
+
+def failed_edit(pair: tuple[np.ndarray, np.ndarray], spec: EditSpec, rng: random.Random,
+                rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """The (source, target) ``pair`` of ``spec``, or with probability ``rate`` (swaps and resizes only) the source
+    as its own target: the edit did not happen. ``rng`` is not drawn from when ``rate`` is 0, so runs without
+    failed edits keep their random stream."""
+    if rate == 0.0 or spec.family not in ("swap", "resize") or rng.random() >= rate:
+        return pair
+    return pair[0], pair[0]
 
 
 class _EditRun(RunBase):
@@ -131,7 +145,7 @@ class _EditRun(RunBase):
         cfg, pipe = self.cfg, self.pipe
         specs = sample_edits(cfg.batch_size, self.rng, cfg.family_weights or None)
         prompts = [noisy_instruction(s, self.rng, cfg.instruction_noise) for s in specs]
-        pairs = [render_pair(s) for s in specs]
+        pairs = [failed_edit(render_pair(s), s, self.rng, cfg.failed_edits) for s in specs]
         with torch.no_grad():
             packed = []
             for images in ([p[0] for p in pairs], [p[1] for p in pairs]):
