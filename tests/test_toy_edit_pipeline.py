@@ -78,6 +78,8 @@ def test_instruction_noise_names_another_direction_or_colour_at_the_stated_rate(
     for family in ("move", "recolor"):
         assert 0.22 < changed[family] / 300 < 0.38
     assert all(noisy_instruction(s, rng, 0.0) == s.instruction for s in specs)
+    moves_only = [noisy_instruction(s, rng, 1.0, ("move",)) != s.instruction for s in specs]
+    assert [s.family for s, changed in zip(specs, moves_only, strict=True) if changed] == ["move"] * 300
 
 
 def test_failed_edits_keep_the_source_as_target_for_swaps_and_resizes_at_the_stated_rate():
@@ -90,6 +92,8 @@ def test_failed_edits_keep_the_source_as_target_for_swaps_and_resizes_at_the_sta
         assert got[0] is source and (got[1] is target or got[1] is source)
         failed[spec.family] += got[1] is source
     assert set(+failed) == {"swap", "resize"} and all(0.22 < failed[f] / 300 < 0.38 for f in ("swap", "resize"))
+    recolours_fail = [failed_edit(render_pair(s), s, rng, 1.0, ("recolor",)) for s in specs[::10]]
+    assert [s.family for s, (src, tgt) in zip(specs[::10], recolours_fail, strict=True) if tgt is src] == ["recolor"] * 30
     before = rng.getstate()
     pairs = [render_pair(s) for s in specs[::15]]
     assert all(failed_edit(pair, s, rng, 0.0) is pair for pair, s in zip(pairs, specs[::15], strict=True))
@@ -101,6 +105,10 @@ def test_bad_settings_are_named():
         EditPretrainConfig(instruction_noise=1.5)
     with pytest.raises(PretrainError, match="failed_edits=-0.1 must be in"):
         EditPretrainConfig(failed_edits=-0.1)
+    with pytest.raises(PretrainError, match="only move, recolor instructions have a wrong variant"):
+        EditPretrainConfig(instruction_noise_families=["swap"])
+    with pytest.raises(PretrainError, match="failed_edit_families names unknown edit family 'rotate'"):
+        EditPretrainConfig(failed_edit_families=["rotate"])
     with pytest.raises(PretrainError, match="unknown edit family 'rotate'"):
         EditPretrainConfig(family_weights={"rotate": 1.0})
 

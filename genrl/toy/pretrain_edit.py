@@ -7,9 +7,10 @@ uniform ``t``, the source's latent tokens appended after the noisy ones exactly 
 appends them (same RoPE grid, first id 1), and a random guidance value in the guidance embedding. The VAE is
 the toy SD3 pipeline's, frozen. Edits are drawn fresh from every family (:func:`rewards.toyedit.sample_edits`);
 the RL splits are held out from RL, not from pretraining. A share ``instruction_noise`` of the move and
-recolour instructions names another direction or colour than the one the target shows, as paired edit data
-scraped at scale is sometimes wrong, and a share ``failed_edits`` of the swap and resize pairs shows the
-unedited source as the target of the instruction (an edit that did not happen, kept as if it had). An EMA of
+recolour instructions (``instruction_noise_families``) names another direction or colour than the one the
+target shows, as paired edit data scraped at scale is sometimes wrong, and a share ``failed_edits`` of the
+pairs of ``failed_edit_families`` shows the unedited source as the target of the instruction (an edit that
+did not happen, kept as if it had). An EMA of
 the weights is saved.
 
 A run is resumable as the image pipeline's is (``<out_dir>.resume/``, every ``checkpoint_every`` steps).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -49,6 +51,8 @@ from .pretrain import (
 )
 
 #: Settings that only say how a run executes: they may change between a run and its resumption.
+#: The families whose instructions have a wrong variant (another direction, another colour).
+NOISY_INSTRUCTION_FAMILIES = ("move", "recolor")
 EXECUTION_FIELDS = frozenset({"threads", "device", "checkpoint_every", "eval_every", "eval_images_per_edit",
                               "final_eval_images_per_edit", "fresh"})
 
@@ -64,7 +68,9 @@ class EditPretrainConfig:
     init_from: str | None = None  # continue from a saved toy edit pipeline instead of a random init
     vae_from: str = str(TOY_PIPELINE_DIR)  # the toy SD3 pipeline whose VAE the edit pipeline uses
     instruction_noise: float = 0.0  # share of move / recolour instructions that name a wrong direction / colour
-    failed_edits: float = 0.0  # share of swap / resize pairs whose target is the unedited source
+    instruction_noise_families: list[str] = field(default_factory=lambda: list(NOISY_INSTRUCTION_FAMILIES))
+    failed_edits: float = 0.0  # share of the pairs of failed_edit_families whose target is the unedited source
+    failed_edit_families: list[str] = field(default_factory=lambda: ["swap", "resize"])
     family_weights: dict[str, float] = field(default_factory=dict)  # relative family weights (left out: 1)
     steps: int = 3000
     batch_size: int = 64
@@ -85,6 +91,12 @@ class EditPretrainConfig:
             raise PretrainError(f"family_weights names unknown edit family {unknown[0]!r}; families: {', '.join(EDIT_FAMILIES)}")
         if any(w < 0 for w in self.family_weights.values()):
             raise PretrainError("family_weights must be >= 0")
+        if not set(self.instruction_noise_families) <= set(NOISY_INSTRUCTION_FAMILIES):
+            raise PretrainError(f"instruction_noise_families={list(self.instruction_noise_families)}: only "
+                                f"{', '.join(NOISY_INSTRUCTION_FAMILIES)} instructions have a wrong variant")
+        unknown = sorted(set(self.failed_edit_families) - set(EDIT_FAMILIES))
+        if unknown:
+            raise PretrainError(f"failed_edit_families names unknown edit family {unknown[0]!r}; families: {', '.join(EDIT_FAMILIES)}")
         for key in ("instruction_noise", "failed_edits"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 raise PretrainError(f"{key}={getattr(self, key)} must be in [0, 1]")
@@ -94,10 +106,11 @@ class EditPretrainConfig:
                 raise PretrainError(f"{key}={getattr(self, key)} must be >= 0")
 
 
-def noisy_instruction(spec: EditSpec, rng: random.Random, rate: float) -> str:
+def noisy_instruction(spec: EditSpec, rng: random.Random, rate: float,
+                      families: Sequence[str] = NOISY_INSTRUCTION_FAMILIES) -> str:
     """The instruction of ``spec``, or with probability ``rate`` (moves and recolours only) one naming another
     direction or colour than the target shows."""
-    if spec.family not in ("move", "recolor") or rng.random() >= rate:
+    if spec.family not in families or rng.random() >= rate:
         return spec.instruction
     if spec.family == "move":
         return replace(spec, direction=rng.choice([d for d in DIRECTIONS if d != spec.direction]), instruction="").instruction
@@ -105,12 +118,12 @@ def noisy_instruction(spec: EditSpec, rng: random.Random, rate: float) -> str:
     return replace(spec, new_color=rng.choice([c for c in COLORS if c not in taken]), instruction="").instruction
 
 
-def failed_edit(pair: tuple[np.ndarray, np.ndarray], spec: EditSpec, rng: random.Random,
-                rate: float) -> tuple[np.ndarray, np.ndarray]:
+def failed_edit(pair: tuple[np.ndarray, np.ndarray], spec: EditSpec, rng: random.Random, rate: float,
+                families: Sequence[str] = ("swap", "resize")) -> tuple[np.ndarray, np.ndarray]:
     """The (source, target) ``pair`` of ``spec``, or with probability ``rate`` (swaps and resizes only) the source
     as its own target: the edit did not happen. ``rng`` is not drawn from when ``rate`` is 0, so runs without
     failed edits keep their random stream."""
-    if rate == 0.0 or spec.family not in ("swap", "resize") or rng.random() >= rate:
+    if rate == 0.0 or spec.family not in families or rng.random() >= rate:
         return pair
     return pair[0], pair[0]
 
@@ -144,8 +157,8 @@ class _EditRun(RunBase):
         """Instructions, packed source latents and packed target latents of a batch of fresh edits."""
         cfg, pipe = self.cfg, self.pipe
         specs = sample_edits(cfg.batch_size, self.rng, cfg.family_weights or None)
-        prompts = [noisy_instruction(s, self.rng, cfg.instruction_noise) for s in specs]
-        pairs = [failed_edit(render_pair(s), s, self.rng, cfg.failed_edits) for s in specs]
+        prompts = [noisy_instruction(s, self.rng, cfg.instruction_noise, cfg.instruction_noise_families) for s in specs]
+        pairs = [failed_edit(render_pair(s), s, self.rng, cfg.failed_edits, cfg.failed_edit_families) for s in specs]
         with torch.no_grad():
             packed = []
             for images in ([p[0] for p in pairs], [p[1] for p in pairs]):
