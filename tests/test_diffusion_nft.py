@@ -175,3 +175,23 @@ def test_prompt_banning_needs_both_conditions_and_removes_the_prompt_from_sampli
     assert sampler.banned == set()
     sampler.load_state_dict(state)
     assert sampler.banned == {3, 7}
+
+
+def test_a_run_whose_prompts_are_all_banned_as_solved_ends_with_its_evaluation_and_export(tmp_path):
+    from test_trainer import make_trainer
+
+    from rewards.toyworld.prompts import split
+
+    prompts = tmp_path / "train.txt"
+    prompts.write_text("\n".join(s.prompt for s in split("train")[:3]) + "\n")
+    # every group counts as solved, so the first epoch bans the 2 prompts it draws and leaves 1 of the 2 needed
+    nft = {"train.algorithm": "diffusion_nft", "sample.same_latent": "false", "nft.ban_std": 10.0, "nft.ban_mean": -1.0,
+           "epochs": 5, "data.train_prompts": str(prompts)}
+    trainer = make_trainer(tmp_path / "a", **nft)
+    last = trainer.train()
+    assert trainer.state.epoch == 1 and trainer.sampler.drawable() == 1
+    assert last["epoch"] == 1 and any(k.startswith("eval/") for k in last)  # the final evaluation ran
+    assert (tmp_path / "a" / "run" / "final" / "lora").is_dir()
+    resumed = make_trainer(tmp_path / "a", resume="latest", **nft)  # resuming it trains no further epoch
+    resumed.train()
+    assert resumed.state.epoch == 1

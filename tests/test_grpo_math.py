@@ -161,7 +161,9 @@ def test_weighted_sampler_never_draws_banned_or_zero_weight_prompts():
     sampler.banned = {5, 6}
     seen = {i for it in range(200) for i in sampler.global_layout(it)}
     assert seen == {7, 8, 9}
+    assert sampler.drawable() == 3 and sampler.prompts_per_iteration == 2 and not sampler.exhausted()
     sampler.banned = {5, 6, 7, 8}
+    assert sampler.drawable() == 1 and sampler.exhausted()
     with pytest.raises(RuntimeError, match="not banned"):
         sampler.global_layout(0)
     with pytest.raises(ValueError, match="finite non-negative"):

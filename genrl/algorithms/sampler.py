@@ -44,12 +44,29 @@ class KRepeatSampler:
         self.iteration = 0
         self.banned: set[int] = set()  # prompts no longer sampled (e.g. solved ones, DiffusionNFT's banning)
 
+    @property
+    def prompts_per_iteration(self) -> int:
+        """How many distinct prompts one iteration draws."""
+        return self.num_replicas * self.batch_size // self.k
+
+    def _drawable_mask(self) -> torch.Tensor:
+        allowed = torch.ones(self.dataset_size, dtype=torch.bool) if self.weights is None else self.weights > 0
+        allowed[sorted(self.banned)] = False
+        return allowed
+
+    def drawable(self) -> int:
+        """How many prompts can still be drawn (not banned, positive weight)."""
+        return int(self._drawable_mask().sum())
+
+    def exhausted(self) -> bool:
+        """Whether banning has left fewer drawable prompts than one iteration needs."""
+        return self.drawable() < self.prompts_per_iteration
+
     def global_layout(self, iteration: int) -> list[int]:
         """All ``num_replicas * batch_size`` indices of one iteration, in rank order (banned prompts skipped)."""
         g = torch.Generator().manual_seed(self.seed + iteration)
-        m = self.num_replicas * self.batch_size // self.k
-        allowed = torch.ones(self.dataset_size, dtype=torch.bool) if self.weights is None else self.weights > 0
-        allowed[sorted(self.banned)] = False
+        m = self.prompts_per_iteration
+        allowed = self._drawable_mask()
         if int(allowed.sum()) < m:
             raise RuntimeError(f"only {int(allowed.sum())} prompts are drawable (not banned, positive weight) "
                                f"but an iteration needs {m}")

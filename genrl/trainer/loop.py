@@ -259,14 +259,18 @@ class Trainer:
         shown: dict[str, str] = {}
         progress = TrainingProgress(epochs=cfg.epochs, budget_minutes=cfg.time_budget_minutes, epoch=self.state.epoch,
                                     train_seconds=self.state.train_seconds, disable=not acc.is_local_main_process)
-        while self.state.epoch < cfg.epochs:
+        while self.state.epoch < cfg.epochs and not self.sampler.exhausted():  # (a resumed run that banning ended)
             record = self._train_epoch()
             epoch = self.state.epoch
             due = epoch == cfg.epochs or (cfg.log.eval_every and epoch % cfg.log.eval_every == 0)
             evaluation = self.evaluator.evaluate() if due else None
             # after the evaluation, so a signal during it stops this epoch, not the next
-            signum, out_of_time = self._agree_on_stopping(stop)
-            done = epoch == cfg.epochs or out_of_time
+            signum, out_of_time, exhausted = self._agree_on_stopping(stop)
+            if exhausted:
+                logger.info("training ends after epoch %d: %d training prompt(s) left to draw, the others banned "
+                            "as solved (nft.ban_std / nft.ban_mean), and an iteration needs %d", epoch,
+                            self.sampler.drawable(), self.sampler.prompts_per_iteration)
+            done = epoch == cfg.epochs or out_of_time or exhausted
             stopping = signum is not None and not done
             if done and evaluation is None:  # the time budget ended the run: its final evaluation
                 evaluation = self.evaluator.evaluate()
@@ -320,9 +324,10 @@ class Trainer:
         if self._stop is not None:
             self._stop.announce()
 
-    def _agree_on_stopping(self, stop: StopSignals) -> tuple[int | None, bool]:
-        """The stop signal any process got (None: none did; the highest number if they differ), and
-        whether any ran out of its time budget.
+    def _agree_on_stopping(self, stop: StopSignals) -> tuple[int | None, bool, bool]:
+        """The stop signal any process got (None: none did; the highest number if they differ), whether any
+        ran out of its time budget, and whether prompt banning has left too few training prompts to draw
+        an iteration from (the run then ends as if its epochs were done).
 
         Processes get a signal at different moments (or only one of them does) and each times its own
         epochs, so both are taken from all of them, in one all-reduce (max) that every process makes
@@ -331,9 +336,10 @@ class Trainer:
         cfg = self.cfg
         stop.announce()
         out_of_time = bool(cfg.time_budget_minutes) and self.state.train_seconds >= 60 * cfg.time_budget_minutes
-        flags = torch.tensor([float(stop.signum or 0), float(out_of_time)], device=self.accelerator.device)
-        signum, late = (int(v) for v in self.accelerator.reduce(flags, "max").tolist())
-        return signum or None, bool(late)
+        flags = torch.tensor([float(stop.signum or 0), float(out_of_time), float(self.sampler.exhausted())],
+                             device=self.accelerator.device)
+        signum, late, exhausted = (int(v) for v in self.accelerator.reduce(flags, "max").tolist())
+        return signum or None, bool(late), bool(exhausted)
 
     def _write_curve(self) -> None:
         if self.accelerator.is_main_process:
