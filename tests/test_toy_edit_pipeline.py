@@ -119,9 +119,11 @@ def test_the_shipped_edit_pipeline_loads_plainly_and_edits():
     from rewards.toyedit import edit_split
 
     pipe = FluxKontextPipeline.from_pretrained(TOY_EDIT_PIPELINE_DIR)  # the stock loader, no arguments
-    resizes = [s for s in edit_split("test") if s.family == "resize"][:8]
-    report = evaluate_edit_pipeline(pipe, resizes, images_per_edit=1)
-    assert report.strict["resize"] >= 0.75  # the gates measure 0.96 on all 12 held-out resizes, 4 images each
+    swaps = [s for s in edit_split("test") if s.family == "swap"][:8]
+    report = evaluate_edit_pipeline(pipe, swaps, images_per_edit=1)
+    # these 8 give 0.50 strict / 0.84 partial (an unedited copy of the source: 0 / 0.5); the gates measure
+    # 0.52 / 0.76 on all 12 held-out swaps, 4 images each
+    assert report.strict["swap"] >= 0.25 and report.partial["swap"] >= 0.6
 
 
 def test_the_shipped_assets_stay_within_62_mb():
