@@ -10,8 +10,7 @@ the RL splits are held out from RL, not from pretraining. A share ``instruction_
 recolour instructions (``instruction_noise_families``) names another direction or colour than the one the
 target shows, as paired edit data scraped at scale is sometimes wrong, and a share ``failed_edits`` of the
 pairs of ``failed_edit_families`` shows the unedited source as the target of the instruction (an edit that
-did not happen, kept as if it had). An EMA of
-the weights is saved.
+did not happen, kept as if it had). An EMA of the weights is saved.
 
 A run is resumable as the image pipeline's is (``<out_dir>.resume/``, every ``checkpoint_every`` steps).
 """
@@ -120,8 +119,8 @@ def noisy_instruction(spec: EditSpec, rng: random.Random, rate: float,
 
 def failed_edit(pair: tuple[np.ndarray, np.ndarray], spec: EditSpec, rng: random.Random, rate: float,
                 families: Sequence[str] = ("swap", "resize")) -> tuple[np.ndarray, np.ndarray]:
-    """The (source, target) ``pair`` of ``spec``, or with probability ``rate`` (swaps and resizes only) the source
-    as its own target: the edit did not happen. ``rng`` is not drawn from when ``rate`` is 0, so runs without
+    """The (source, target) ``pair`` of ``spec``, or with probability ``rate`` (edits of ``families`` only) the
+    source as its own target: the edit did not happen. ``rng`` is not drawn from when ``rate`` is 0, so runs without
     failed edits keep their random stream."""
     if rate == 0.0 or spec.family not in families or rng.random() >= rate:
         return pair
