@@ -217,15 +217,16 @@ def test_sigint_saves_a_checkpoint_and_exits_130_with_how_to_resume(tmp_path):
 
 
 def with_a_peer(trainer, peer: list[float]) -> list:
-    """Make ``trainer`` run as if a second process reported ``peer`` ([its stop signal or 0, out of time])
-    to the epoch's all-reduce (max) of those flags; returns the list of the flags this process sent."""
+    """Make ``trainer`` run as if a second process reported ``peer`` ([its stop signal or 0, out of time, prompts
+    exhausted by banning]) to the epoch's all-reduce (max) of those flags; returns the list of the flags this
+    process sent."""
     sent, reduce = [], trainer.accelerator.reduce
 
     def reduce_with_peer(tensor, reduction="mean", **kw):
         if reduction != "max":
             return reduce(tensor, reduction, **kw)
         sent.append(tensor.tolist())
-        return torch.maximum(tensor, torch.tensor(peer[:len(tensor)], device=tensor.device))
+        return torch.maximum(tensor, torch.tensor(peer, device=tensor.device))
 
     trainer.accelerator.reduce = reduce_with_peer
     return sent
@@ -234,20 +235,29 @@ def with_a_peer(trainer, peer: list[float]) -> list:
 def test_a_peer_out_of_time_ends_the_run_on_every_process(tmp_path):
     """Each process times its own epochs: one past the budget ends the run for all, in one collective."""
     trainer = make_trainer(tmp_path, time_budget_minutes=1000, **{"log.save_every": 0, "log.export_merged": False})
-    sent = with_a_peer(trainer, [0.0, 1.0])
+    sent = with_a_peer(trainer, [0.0, 1.0, 0.0])
     trainer.train()
     run = tmp_path / "run"
-    assert sent == [[0.0, 0.0]]  # one all-reduce in the epoch, of both flags; this process had time left
+    assert sent == [[0.0, 0.0, 0.0]]  # one all-reduce in the epoch, of every flag; this process had time left
     assert [r["epoch"] for r in records(run)] == [0, 1] and "eval/strict" in records(run)[-1]
     assert (run / "checkpoints" / "checkpoint-000001").is_dir() and (run / "final" / "lora").is_dir()
 
 
+def test_a_peer_whose_prompts_are_all_banned_ends_the_run_on_every_process(tmp_path):
+    trainer = make_trainer(tmp_path, epochs=3, **{"log.save_every": 0, "log.export_merged": False})
+    sent = with_a_peer(trainer, [0.0, 0.0, 1.0])
+    trainer.train()
+    run = tmp_path / "run"
+    assert sent == [[0.0, 0.0, 0.0]] and [r["epoch"] for r in records(run)] == [0, 1]
+    assert "eval/strict" in records(run)[-1] and (run / "final" / "lora").is_dir()
+
+
 def test_a_signal_to_one_process_stops_every_process_after_the_same_epoch(tmp_path):
     trainer = make_trainer(tmp_path, epochs=3, **{"log.save_every": 0})
-    sent = with_a_peer(trainer, [float(signal.SIGTERM), 0.0])  # e.g. a scheduler preempting one rank
+    sent = with_a_peer(trainer, [float(signal.SIGTERM), 0.0, 0.0])  # e.g. a scheduler preempting one rank
     with pytest.raises(RunInterrupted, match="stopped by SIGTERM after epoch 1 of 3") as stopped:
         trainer.train()
-    assert sent == [[0.0, 0.0]] and stopped.value.exit_code == 143
+    assert sent == [[0.0, 0.0, 0.0]] and stopped.value.exit_code == 143
 
 
 def test_a_signal_during_evaluation_stops_after_that_epoch(tmp_path):
