@@ -36,7 +36,10 @@ def test_a_short_motionnft_run_raises_the_edit_reward(tmp_path):
               "sample.eval_images_per_prompt": 2, "train.gradient_accumulation_steps": 1, "train.learning_rate": 2e-3,
               "lora.rank": 4, "lora.alpha": 8, "time_budget_minutes": 0, "log.log_with": "[]", "log.eval_every": 0,
               "log.save_every": 0, "log.export_merged": "false", "log.output_dir": str(tmp_path / "run"),
-              "data.train_prompts": str(prompts), "data.test_prompts": str(prompts)}
+              "data.train_prompts": str(prompts), "data.test_prompts": str(prompts),
+              # banning off: the shipped base solves some of these moves at once, and a run that bans 3 of its 4
+              # prompts ends before it learns (banning has its own tests)
+              "nft.ban_std": 0.0}
     trainer = Trainer(load_config(CONFIGS / "toy_edit_motionnft.yaml", [f"{k}={v}" for k, v in values.items()]))
     trainer.train()
     records = trainer.metrics_log.records()

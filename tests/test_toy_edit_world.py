@@ -97,7 +97,7 @@ def test_spec_round_trip_and_validation():
 
 def test_splits_are_fixed_stratified_and_disjoint():
     train, test = edit_split("train"), edit_split("test")
-    assert train == edit_split("train") and len(train) == 128 and len(test) == 48
+    assert train == edit_split("train") and len(train) == 512 and len(test) == 48
     assert {s.family for s in test} == set(EDIT_FAMILIES)
     assert not {s.to_dict()["objects"].__repr__() for s in train} & {s.to_dict()["objects"].__repr__() for s in test}
     with pytest.raises(ValueError, match="unknown toy edit split"):
@@ -123,7 +123,7 @@ def test_a_toy_source_narrowed_to_families_keeps_exactly_their_prompts_in_order(
     whole = load_prompts("toyedit:train")
     narrowed = load_prompts("toyedit:train/recolor,swap")
     expected = [p for p, m in zip(whole.prompts, whole.metadata, strict=True) if m["spec"].family in ("recolor", "swap")]
-    assert narrowed.prompts == expected and len(expected) == 64
+    assert narrowed.prompts == expected and len(expected) == 256
     assert {prompt_family(m) for m in narrowed.metadata} == {"recolor", "swap"}
     assert [m["spec"] for m in load_prompts("toy:test/position").metadata] == [
         s for s in split_specs("test") if s.family == "position"]

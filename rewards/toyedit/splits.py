@@ -13,7 +13,7 @@ from functools import cache
 from .world import EDIT_FAMILIES, EditSpec, sample_edit
 
 #: Triples per family in each split.
-SPLIT_SIZES: dict[str, int] = {"train": 32, "test": 12}
+SPLIT_SIZES: dict[str, int] = {"train": 128, "test": 12}
 SPLIT_SEED = 20261206
 
 
