@@ -4,8 +4,9 @@
     python bench/toy_edit_errors.py --lora RUN/final/lora --family swap --images-per-edit 8
 
 Every image of the standard evaluation (the stock sampler, seeds 0, 1, ...) is read by the toy detector, and
-each object of the edit's *target* scene is classed by what stands at its target centre (within the edit
-verifier's position tolerance): drawn right; the right colour but another shape; the right shape but another
+each object of the edit's *target* scene is classed by what stands at its target centre (a detection centred
+within the edit verifier's position tolerance in x and in y, a square window slightly wider than the verifier's
+circle): drawn right; the right colour but another shape; the right shape but another
 colour; the right shape and colour elsewhere (misplaced); missing. The table counts those outcomes over the
 objects of the images the edit verifier fails (strict), so it says whether a family fails by appearance (a
 shape or colour redrawn wrong) or by placement, which tells a capability gap from an error RL can remove.
