@@ -52,17 +52,16 @@ def error_table(images, specs: Sequence[EditSpec]) -> dict[str, dict]:
     """Per family: images, strict failures, and the outcome counts of the failed images' target objects."""
     from rewards.toyedit.verifier import verify_edit
     from rewards.toyedit.world import render_pair
-    from rewards.toyworld.verifier import detect
 
     table: dict[str, dict] = {}
     for image, spec in zip(images, specs, strict=True):
         row = table.setdefault(spec.family, {"images": 0, "failed": 0, "outcomes": Counter()})
         row["images"] += 1
-        if verify_edit(render_pair(spec)[0], image, spec).strict:
+        verdict = verify_edit(render_pair(spec)[0], image, spec)
+        if verdict.strict:
             continue
-        row["failed"] += 1
-        detections = detect(image)
-        row["outcomes"].update(object_outcome(detections, obj) for obj in spec.target_objects())
+        row["failed"] += 1  # the verdict carries the edit's detections: the image is read once
+        row["outcomes"].update(object_outcome(verdict.detections, obj) for obj in spec.target_objects())
     return {f: table[f] for f in EDIT_FAMILIES if f in table}
 
 
