@@ -6,10 +6,12 @@
 Every image of the standard evaluation (the stock sampler, seeds 0, 1, ...) is read by the toy detector, and
 each object of the edit's *target* scene is classed by what stands at its target centre (a detection centred
 within the edit verifier's position tolerance in x and in y, a square window slightly wider than the verifier's
-circle): drawn right; the right colour but another shape; the right shape but another
-colour; the right shape and colour elsewhere (misplaced); missing. The table counts those outcomes over the
-objects of the images the edit verifier fails (strict), so it says whether a family fails by appearance (a
-shape or colour redrawn wrong) or by placement, which tells a capability gap from an error RL can remove.
+circle): drawn right; the right colour but the shape of another object of the scene (leaked) or some other
+shape; the right shape but its colour before the edit (old: a recolour not made), the colour of another object
+of the scene (leaked) or some other colour; the right shape and colour elsewhere (misplaced); missing. The table
+counts those outcomes over the objects of the images the edit verifier fails (strict), so it says whether a
+family fails by placement or a skipped edit (what noisy pretraining data teaches and RL removes) or by an
+attribute leaking between objects (a binding capability the model lacks).
 """
 
 from __future__ import annotations
@@ -29,23 +31,40 @@ from rewards.toyedit.world import EDIT_FAMILIES, EditSpec, PlacedObject
 from rewards.toyworld.verifier import Detection
 
 #: Outcomes of one target object, in the order they are tested.
-OUTCOMES = ("right", "wrong shape", "wrong colour", "misplaced", "missing")
+OUTCOMES = ("right", "leaked shape", "other shape", "old colour", "leaked colour", "other colour", "misplaced",
+            "missing")
 
 
-def object_outcome(detections: Sequence[Detection], obj: PlacedObject) -> str:
-    """What the detections show of target object ``obj`` (one of :data:`OUTCOMES`)."""
+def object_outcome(detections: Sequence[Detection], obj: PlacedObject, scene: Sequence[PlacedObject] = (),
+                   old_color: str | None = None) -> str:
+    """What the detections show of target object ``obj`` (one of :data:`OUTCOMES`).
+
+    ``scene`` holds the target's other objects (whose shapes and colours count as leaked) and ``old_color``
+    the object's colour in the source, where the edit changes it.
+    """
     cx, cy = obj.center
     near = [d for d in detections
             if abs(d.center[0] - cx) <= POSITION_TOLERANCE and abs(d.center[1] - cy) <= POSITION_TOLERANCE]
+    others = [o for o in scene if o is not obj]
     if any(d.shape == obj.shape and d.color == obj.color for d in near):
         return "right"
-    if any(d.color == obj.color for d in near):
-        return "wrong shape"
-    if any(d.shape == obj.shape for d in near):
-        return "wrong colour"
+    shapes = {d.shape for d in near if d.color == obj.color}
+    if shapes:
+        return "leaked shape" if shapes & {o.shape for o in others} else "other shape"
+    colors = {d.color for d in near if d.shape == obj.shape}
+    if colors:
+        if old_color is not None and old_color != obj.color and old_color in colors:
+            return "old colour"
+        return "leaked colour" if colors & {o.color for o in others} else "other colour"
     if any(d.shape == obj.shape and d.color == obj.color for d in detections):
         return "misplaced"
     return "missing"
+
+
+def target_outcomes(detections: Sequence[Detection], spec: EditSpec) -> list[str]:
+    """:func:`object_outcome` of each object of ``spec``'s target scene, in the target's order."""
+    target = spec.target_objects()  # in the source's order
+    return [object_outcome(detections, obj, target, before.color) for obj, before in zip(target, spec.objects, strict=True)]
 
 
 def error_table(images, specs: Sequence[EditSpec]) -> dict[str, dict]:
@@ -61,7 +80,7 @@ def error_table(images, specs: Sequence[EditSpec]) -> dict[str, dict]:
         if verdict.strict:
             continue
         row["failed"] += 1  # the verdict carries the edit's detections: the image is read once
-        row["outcomes"].update(object_outcome(verdict.detections, obj) for obj in spec.target_objects())
+        row["outcomes"].update(target_outcomes(verdict.detections, spec))
     return {f: table[f] for f in EDIT_FAMILIES if f in table}
 
 
