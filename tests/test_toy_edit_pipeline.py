@@ -138,3 +138,16 @@ def test_the_shipped_assets_stay_within_62_mb():
     roots = [Path(m.__file__).parent / "assets" for m in (genrl.toy, rewards.toyworld, rewards.toyvideo)]
     total = sum(f.stat().st_size for root in roots for f in root.rglob("*") if f.is_file())
     assert total <= 62 * 2**20, f"{total / 2**20:.1f} MB of package data"
+
+
+def test_the_per_edit_table_gives_each_edits_success_rate():
+    from genrl.toy.evaluate_edit import per_edit_table, score_edits
+    from rewards.toyedit import edit_split
+
+    a, b = edit_split("test")[:2]  # a rendered target passes the verifier, the unedited source fails it
+    images = np.stack([render_pair(a)[1], render_pair(a)[0], render_pair(b)[1], render_pair(b)[1]]) / 255.0
+    table = per_edit_table(score_edits(images, [a, a, b, b]), [a, b], images_per_edit=2)
+    assert [row.split(" | ")[-1] for row in table.splitlines()[2:]] == ["0.50 |", "1.00 |"]
+    assert a.instruction in table.splitlines()[2]
+    with pytest.raises(ValueError, match="4 verdicts, not 2 edits x 3"):
+        per_edit_table(score_edits(images, [a, a, b, b]), [a, b], images_per_edit=3)

@@ -4,6 +4,7 @@ Usage::
 
     python -m genrl.toy.evaluate_edit                      # the shipped toy edit pipeline
     python -m genrl.toy.evaluate_edit --model DIR --lora RUN/final/lora --images-per-edit 4
+    python -m genrl.toy.evaluate_edit --images-per-edit 16 --per-edit     # also each held-out edit's success rate
 
 Each edit is sampled ``images_per_edit`` times with the stock ``FluxKontextPipeline`` call (deterministic
 Euler; image ``j`` of edit ``i`` uses seed ``seed + i * images_per_edit + j``); a family's accuracy is the mean
@@ -62,6 +63,18 @@ def evaluate_edit_pipeline(pipe, specs: Sequence[EditSpec] | None = None, *, ima
     return score_edits(images, expanded)
 
 
+def per_edit_table(report: EvalReport, specs: Sequence[EditSpec], images_per_edit: int) -> str:
+    """A Markdown table of each edit's strict success rate over its ``images_per_edit`` images (``report`` from
+    :func:`evaluate_edit_pipeline` on ``specs``): which held-out edits a model never, sometimes or always gets right."""
+    if len(report.verdicts) != len(specs) * images_per_edit:
+        raise ValueError(f"the report holds {len(report.verdicts)} verdicts, not {len(specs)} edits x {images_per_edit}")
+    rows = ["| edit | family | instruction | strict |", "|---|---|---|---|"]
+    for i, spec in enumerate(specs):
+        verdicts = report.verdicts[i * images_per_edit:(i + 1) * images_per_edit]
+        rows.append(f"| {i} | {spec.family} | {spec.instruction} | {np.mean([v.strict for v in verdicts]):.2f} |")
+    return "\n".join(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: prints the per-family table (and optionally writes JSON)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the toy's)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    parser.add_argument("--per-edit", action="store_true", help="also print each edit's strict success rate")
     args = parser.parse_args(argv)
     if args.images_per_edit < 1:
         parser.error(f"--images-per-edit must be >= 1, got {args.images_per_edit}")
@@ -82,8 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     pipe = load_pipeline(args.model or str(TOY_EDIT_PIPELINE_DIR), lora=args.lora)
     extra = {} if args.steps is None else {"num_inference_steps": args.steps}
-    report = evaluate_edit_pipeline(pipe, edit_split(args.split), images_per_edit=args.images_per_edit, seed=args.seed,
-                                    progress=True, **extra)
+    specs = edit_split(args.split)
+    report = evaluate_edit_pipeline(pipe, specs, images_per_edit=args.images_per_edit, seed=args.seed, progress=True,
+                                    **extra)
+    if args.per_edit:
+        print(per_edit_table(report, specs, args.images_per_edit) + "\n")
     print(report.table())
     if args.json:
         with open(args.json, "w", encoding="utf-8") as fh:
