@@ -32,7 +32,7 @@ from omegaconf.errors import OmegaConfBaseException
 @dataclass
 class ModelConfig:
     # adapter: "auto" (from the pipeline's class) or a registered family: sd3 (SD3/SD3.5/toy), flux, flux_kontext,
-    # qwen_image_edit, wan, stable_audio
+    # qwen_image_edit, qwen_image_edit_plus (Qwen-Image-Edit-2509), wan, stable_audio
     family: str = "auto"
     pretrained: str = "toy"  # hub id, local pipeline directory, or "toy"
     revision: str | None = None

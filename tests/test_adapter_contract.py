@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import torch
+from diffusers import QwenImageEditPlusPipeline
 from helpers.tiny_pipelines import (
     known_noise_scheduler,
     tiny_flux_kontext_pipeline,
@@ -60,6 +61,8 @@ class Case:
     # step but the last with the stock scheduler (from ``stock_scheduler``) drawing the same noise
     stochastic_stock: bool = False
     stock_patch: Callable[[], Any] | None = None  # a context the stock call runs in
+    # the stock pipeline takes one prompt per call: these kwargs per prompt, the outputs concatenated
+    stock_per_prompt: list[dict[str, Any]] | None = None
 
 
 CASES = {
@@ -90,6 +93,17 @@ CASES = {
                              "image": [to_pil_image(image) for image in SOURCES]}, (3, 32, 32),
                             conditions=[{"image": image} for image in SOURCES],
                             stock_patch=lambda: _qwen_condition_area(32 * 32)),
+    # Qwen-Image-Edit-2509's pipeline, two sources per prompt: VL reads them at 32^2, the VAE at 64^2 (the stock
+    # module's 384^2 and 1024^2 patched); the stock call takes one prompt at a time
+    "qwen_image_edit_plus": Case("qwen_image_edit_plus",
+                                 lambda: tiny_qwen_image_edit_pipeline(pipeline_class=QwenImageEditPlusPipeline),
+                                 {"guidance_scale": 4.0, "negative_prompt": " ", "height": 32, "width": 32,
+                                  "condition_area": 64 * 64, "vl_condition_area": 32 * 32},
+                                 {"true_cfg_scale": 4.0, "negative_prompt": " ", "height": 32, "width": 32},
+                                 (3, 32, 32), conditions=[{"image": list(SOURCES)}, {"image": SOURCES[::-1]}],
+                                 stock_patch=lambda: _qwen_plus_areas(32 * 32, 64 * 64),
+                                 stock_per_prompt=[{"image": [to_pil_image(image) for image in sources]}
+                                                   for sources in (SOURCES, SOURCES[::-1])]),
     # Stable Audio ships SDE-DPM-Solver++(2M) with Brownian-tree noise; its first-order update is DDIM at eta 1
     "stable_audio": Case("stable_audio", tiny_stable_audio_pipeline, {"guidance_scale": 7.0}, {"guidance_scale": 7.0},
                          (2, 7), step_type="ddim", stochastic_stock=True,
@@ -106,6 +120,17 @@ def _qwen_condition_area(area: int):
         yield
     finally:
         module.calculate_dimensions = stock
+
+
+@contextlib.contextmanager
+def _qwen_plus_areas(vl_area: int, vae_area: int):
+    module = importlib.import_module("diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus")
+    stock = module.CONDITION_IMAGE_SIZE, module.VAE_IMAGE_SIZE
+    module.CONDITION_IMAGE_SIZE, module.VAE_IMAGE_SIZE = vl_area, vae_area
+    try:
+        yield
+    finally:
+        module.CONDITION_IMAGE_SIZE, module.VAE_IMAGE_SIZE = stock
 
 
 def test_every_registered_family_has_a_contract_case():
@@ -136,10 +161,17 @@ def _stock(pipe, c: Case, num_steps: int, output_type: str):
         pipe.scheduler = c.stock_scheduler(num_steps)
     try:
         with c.stock_patch() if c.stock_patch else contextlib.nullcontext():
-            out = pipe(prompt=PROMPTS, num_inference_steps=num_steps, generator=_gens(), output_type=output_type,
-                       **c.stock_kwargs)
+            if c.stock_per_prompt is None:
+                return _media(pipe(prompt=PROMPTS, num_inference_steps=num_steps, generator=_gens(),
+                                   output_type=output_type, **c.stock_kwargs))
+            return torch.cat([_media(pipe(prompt=prompt, num_inference_steps=num_steps, generator=generator,
+                                          output_type=output_type, **c.stock_kwargs, **extra))
+                              for prompt, generator, extra in zip(PROMPTS, _gens(), c.stock_per_prompt, strict=True)])
     finally:
         pipe.scheduler = scheduler
+
+
+def _media(out) -> torch.Tensor:
     for field in ("frames", "audios", "images"):
         if hasattr(out, field):
             return getattr(out, field)

@@ -292,7 +292,7 @@ def test_attention_backend_is_validated_and_xformers_names_its_extra(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"model.family": "sd4"}, r"model.family: unknown model family .sd4.; available: auto, flux, flux_kontext, qwen_image_edit, sd3, stable_audio, wan"),
+    ({"model.family": "sd4"}, r"model.family: unknown model family .sd4.; available: auto, flux, flux_kontext, qwen_image_edit, qwen_image_edit_plus, sd3, stable_audio, wan"),
     ({"model.family": "flux"}, r"model.family: model family 'flux' does not serve a StableDiffusion3Pipeline"),
     ({"model.options": "{num_frames: 9}"}, r"model.options: model family 'sd3' has no option 'num_frames'"),
 ])

@@ -1,5 +1,6 @@
-"""Model adapter for Qwen-Image-Edit (``QwenImageEditPipeline``): an instruction edit conditioned twice on the
-source image, with norm-rescaled true classifier-free guidance.
+"""Model adapters for Qwen-Image-Edit (``QwenImageEditPipeline``) and Qwen-Image-Edit-2509 / 2511
+(``QwenImageEditPlusPipeline``): an instruction edit conditioned twice on the source image(s), with norm-rescaled
+true classifier-free guidance.
 
 Conditioning, as the stock pipeline builds it: the source image is resized to about ``condition_area`` pixels
 (1024^2, multiples of 32) at its aspect ratio; (1) Qwen2.5-VL reads it with the instruction through the
@@ -12,6 +13,13 @@ the negative prompt (``" "`` by default), rescaled per token to the conditional 
 shifted by the noisy sequence length). Each prompt's condition is a mapping with an ``"image"`` (PIL, a
 ``(3, H, W)`` tensor in [0, 1] or a path); tensors are quantised to 8-bit PIL first, since the stock
 pipeline and its VL processor take PIL images.
+
+The Plus pipeline (Qwen-Image-Edit-2509) differs in the conditioning only: a prompt may name several source
+images; Qwen2.5-VL reads each at about ``vl_condition_area`` pixels (384^2) behind a ``"Picture i: "`` label,
+while the VAE encodes each at about ``condition_area`` (1024^2) from the original image; the packed latents of a
+prompt's sources are concatenated on the sequence and ``img_shapes`` lists one grid per source. The stock Plus
+pipeline takes one prompt per call; the adapter encodes each prompt alone, as the stock call does, and pads the
+batch's embeddings with masked zeros.
 """
 
 from __future__ import annotations
@@ -39,14 +47,14 @@ class QwenEditConditioning:
     embeds: torch.Tensor  # (B, L, D)
     mask: torch.Tensor | None  # (B, L); None when no prompt is padded
     image_latents: torch.Tensor  # (B, N_image, 4 C)
-    condition_grid: tuple[int, int, int]  # (1, h, w) of the packed condition tokens
+    condition_grids: tuple[tuple[int, int, int], ...]  # (1, h, w) of each source's packed tokens, in order
     negative_embeds: torch.Tensor | None = None
     negative_mask: torch.Tensor | None = None
 
     def select(self, index: torch.Tensor | slice) -> QwenEditConditioning:
         """The conditioning of a subset of the batch."""
         pick = lambda t: None if t is None else t[index]
-        return QwenEditConditioning(self.embeds[index], pick(self.mask), self.image_latents[index], self.condition_grid,
+        return QwenEditConditioning(self.embeds[index], pick(self.mask), self.image_latents[index], self.condition_grids,
                                     pick(self.negative_embeds), pick(self.negative_mask))
 
 
@@ -89,22 +97,39 @@ class QwenImageEditAdapter(PackedLatents, ModelAdapter):
         """VL embeddings of each (source, instruction), the source latents, and the negative prompt's embeddings
         (with the same sources) when sampling at ``guidance_scale`` (None: the adapter's) uses CFG."""
         if conditions is None or len(conditions) != len(prompts):
-            raise ValueError(f"the qwen_image_edit family needs one condition with an 'image' per prompt "
+            raise ValueError(f"the {self.family} family needs one condition with an 'image' per prompt "
                              f"({len(prompts)} prompts, {0 if conditions is None else len(conditions)} conditions)")
+        use_cfg = (self.guidance_scale if guidance_scale is None else guidance_scale) > 1.0
+        vl_images, image_latents, grids = self._encode_sources(conditions)
+        embeds, mask = self._encode_text(list(prompts), vl_images)
+        negative = negative_mask = None
+        if use_cfg:
+            negative, negative_mask = self._encode_text([self.negative_prompt] * len(prompts), vl_images)
+        dtype = self.transformer.dtype
+        cast = lambda t: None if t is None else t.to(dtype)
+        return QwenEditConditioning(embeds.to(dtype), mask, image_latents.to(dtype), grids, cast(negative),
+                                    negative_mask)
+
+    def _encode_text(self, prompts: list[str], vl_images: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The VL embeddings and mask of each prompt read with its source, as one batch (the stock edit call)."""
+        return self.pipe.encode_prompt(prompt=prompts, image=vl_images, device=self.device)
+
+    def _encode_sources(self, conditions: Sequence[Mapping[str, Any]]
+                        ) -> tuple[list[Any], torch.Tensor, tuple[tuple[int, int, int], ...]]:
+        """The sources as the VL encoder reads them, their packed VAE latents and the condition grid."""
         pipe = self.pipe
         images, (height, width) = self._condition_images(conditions)
-        embeds, mask = pipe.encode_prompt(prompt=list(prompts), image=images, device=self.device)
-        negative = negative_mask = None
-        if (self.guidance_scale if guidance_scale is None else guidance_scale) > 1.0:
-            negative, negative_mask = pipe.encode_prompt(prompt=[self.negative_prompt] * len(prompts), image=images,
-                                                         device=self.device)
         pixels = pipe.image_processor.preprocess(images, height, width).unsqueeze(2)
+        packed, grid = self._packed_latents(pixels)
+        return images, packed, (grid,)
+
+    def _packed_latents(self, pixels: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int]]:
+        """``(B, 3, 1, H, W)`` pixels in [-1, 1] -> the pipeline's normalised latents (the mode), packed 2 x 2,
+        with their token grid."""
+        pipe = self.pipe
         latents = pipe._encode_vae_image(pixels.to(self.device, pipe.vae.dtype), generator=None)
         b, c, _, h, w = latents.shape
-        dtype = self.transformer.dtype
-        packed = pipe._pack_latents(latents.to(dtype), b, c, h, w)
-        cast = lambda t: None if t is None else t.to(dtype)
-        return QwenEditConditioning(embeds.to(dtype), mask, packed, (1, h // 2, w // 2), cast(negative), negative_mask)
+        return pipe._pack_latents(latents, b, c, h, w), (1, h // 2, w // 2)
 
     def _condition_images(self, conditions: Sequence[Mapping[str, Any]]) -> tuple[list[Image.Image], tuple[int, int]]:
         """Each source as PIL resized as the pipeline resizes it; all of a batch must come out the same size."""
@@ -133,7 +158,7 @@ class QwenImageEditAdapter(PackedLatents, ModelAdapter):
         t = torch.as_tensor(sigma, device=x.device, dtype=torch.float32) * self.num_train_timesteps
         t = (t.expand(x.shape[0]) if t.ndim == 0 else t).to(x.dtype)
         h, w_ = self._latent_hw()
-        img_shapes = [[(1, h // 2, w_ // 2), cond.condition_grid]] * x.shape[0]
+        img_shapes = [[(1, h // 2, w_ // 2), *cond.condition_grids]] * x.shape[0]
         hidden = torch.cat([x, cond.image_latents.to(x.dtype)], dim=1)
 
         def forward(embeds: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -159,3 +184,66 @@ class QwenImageEditAdapter(PackedLatents, ModelAdapter):
         std = torch.tensor(vae.config.latents_std, device=latents.device, dtype=latents.dtype).view(1, z, 1, 1, 1)
         image = vae.decode(latents * std + mean, return_dict=False)[0][:, :, 0]
         return (image / 2 + 0.5).clamp(0, 1)
+
+
+@register_adapter("qwen_image_edit_plus", "QwenImageEditPlusPipeline")
+class QwenImageEditPlusAdapter(QwenImageEditAdapter):
+    """Uniform policy interface over a ``QwenImageEditPlusPipeline`` (Qwen-Image-Edit-2509 / 2511).
+
+    A condition's ``"image"`` is one source or a list of sources (multi-image editing; every prompt of a batch
+    names as many, of one size). Options as the ``qwen_image_edit`` family's, with ``condition_area`` the pixels
+    the VAE reads each source at (the pipeline's 1024^2) and ``vl_condition_area`` those Qwen2.5-VL reads it at
+    (384^2).
+    """
+
+    def __init__(self, pipe, *, guidance_scale: float = 4.0, negative_prompt: str = " ", height: int = 1024,
+                 width: int = 1024, condition_area: int = 1024**2, vl_condition_area: int = 384**2) -> None:
+        super().__init__(pipe, guidance_scale=guidance_scale, negative_prompt=negative_prompt, height=height,
+                         width=width, condition_area=condition_area)
+        if vl_condition_area <= 0:
+            raise ValueError(f"vl_condition_area={vl_condition_area} must be positive")
+        self.vl_condition_area = vl_condition_area
+
+    def _encode_text(self, prompts: list[str], vl_images: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each prompt encoded alone with its sources (the stock call takes one prompt), zero-padded to the
+        batch's longest with the padding masked out."""
+        rows = [self.pipe.encode_prompt(prompt=[prompt], image=images, device=self.device)
+                for prompt, images in zip(prompts, vl_images, strict=True)]
+        length = max(embeds.shape[1] for embeds, _ in rows)
+        embeds = torch.cat([torch.nn.functional.pad(e, (0, 0, 0, length - e.shape[1])) for e, _ in rows])
+        masks = [torch.ones(e.shape[:2], dtype=torch.long, device=e.device) if m is None else m for e, m in rows]
+        mask = torch.cat([torch.nn.functional.pad(m, (0, length - m.shape[1])) for m in masks])
+        return embeds, None if bool(mask.all()) else mask
+
+    def _encode_sources(self, conditions: Sequence[Mapping[str, Any]]
+                        ) -> tuple[list[Any], torch.Tensor, tuple[tuple[int, int, int], ...]]:
+        """Per prompt, its sources resized for the VL encoder; the batch's packed VAE latents of every source,
+        concatenated on the sequence in order, and one grid per source."""
+        vl_images, latents, grids = [], [], None
+        for i, condition in enumerate(conditions):
+            if "image" not in condition:
+                raise ValueError(f"condition {i} has no 'image' (keys: {sorted(condition)})")
+            sources = condition["image"] if isinstance(condition["image"], (list, tuple)) else [condition["image"]]
+            if not sources:
+                raise ValueError(f"condition {i}: 'image' is an empty list")
+            readable, packed, shapes = [], [], []
+            for source in sources:
+                image = as_condition_image(source, i)
+                if isinstance(image, torch.Tensor):  # the pipeline takes PIL: quantise as saving the image would
+                    image = to_pil_image(image[0].clamp(0, 1))
+                ratio = image.size[0] / image.size[1]
+                vl_width, vl_height, _ = calculate_dimensions(self.vl_condition_area, ratio)
+                readable.append(self.pipe.image_processor.resize(image, vl_height, vl_width))
+                width, height, _ = calculate_dimensions(self.condition_area, ratio)
+                tokens, grid = self._packed_latents(self.pipe.image_processor.preprocess(image, height, width)
+                                                    .unsqueeze(2))
+                packed.append(tokens)
+                shapes.append(grid)
+            if grids is None:
+                grids = tuple(shapes)
+            elif tuple(shapes) != grids:
+                raise ValueError(f"the sources of one batch must be as many and resize to one size; condition 0 "
+                                 f"gives token grids {list(grids)}, condition {i} {shapes}")
+            vl_images.append(readable)
+            latents.append(torch.cat(packed, dim=1))
+        return vl_images, torch.cat(latents), grids

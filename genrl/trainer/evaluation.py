@@ -123,12 +123,14 @@ def grid_positions(jobs: list[tuple[int, int]], families: list[str | None]) -> l
 
 
 def _grid_sample(media: Media, metadata: dict) -> Media:
-    """An image edit (a prompt with a source ``image``) as its ``source | edit | target`` strip; anything else as is."""
+    """An image edit (a prompt with a source ``image``) as its ``source | edit | target`` strip (a multi-image
+    edit shows its first source); anything else as is."""
     if media.kind != "image" or "image" not in metadata:
         return media
     from rewards.motion_alignment import image_from_metadata
 
-    as_hwc = lambda key: image_from_metadata(metadata[key], key, 0).permute(1, 2, 0).numpy()
+    first = lambda value: value[0] if isinstance(value, (list, tuple)) else value
+    as_hwc = lambda key: image_from_metadata(first(metadata[key]), key, 0).permute(1, 2, 0).numpy()
     edit = media.as_float().tensor.permute(0, 2, 3, 1).cpu().numpy()
     strip = edit_triples(edit, [as_hwc("image")], [as_hwc("target") if "target" in metadata else None])
     return Media(torch.from_numpy(strip).permute(0, 3, 1, 2), kind="image").stored()

@@ -142,8 +142,8 @@ def load_prompt_file(path: str | Path) -> list[PromptSpec | str]:
 def load_prompt_records(path: str | Path) -> list[tuple[PromptSpec | str, dict[str, Any]]]:
     """:func:`load_prompt_file` with each prompt's other JSONL fields (a source image, a target, a duration).
 
-    A string field naming a file that exists relative to the prompt file's folder becomes that file's
-    absolute path, so a prompt file and its images can move together.
+    A string field (or a list's string) naming a file that exists relative to the prompt file's folder becomes
+    that file's absolute path, so a prompt file and its images can move together.
     """
     path = Path(path)
     if not path.is_file():
@@ -174,7 +174,10 @@ def load_prompt_records(path: str | Path) -> list[tuple[PromptSpec | str, dict[s
 
 
 def _resolved(value: Any, folder: Path) -> Any:
-    """A relative file path that exists under ``folder`` as an absolute one; anything else unchanged."""
+    """A relative file path that exists under ``folder`` as an absolute one (in a list too: a multi-image
+    edit's sources); anything else unchanged."""
+    if isinstance(value, list):
+        return [_resolved(item, folder) for item in value]
     if isinstance(value, str) and value and not Path(value).is_absolute() and (folder / value).is_file():
         return str((folder / value).resolve())
     return value

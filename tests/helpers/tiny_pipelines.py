@@ -169,9 +169,10 @@ def tiny_qwen_vl_processor(max_pixels: int = 56 * 56) -> Qwen2VLProcessor:
                             tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor())
 
 
-def tiny_qwen_image_edit_pipeline(seed: int = 0) -> QwenImageEditPipeline:
+def tiny_qwen_image_edit_pipeline(seed: int = 0, pipeline_class: type = QwenImageEditPipeline) -> QwenImageEditPipeline:
     """A Qwen-Image-Edit-shaped pipeline (Qwen2.5-VL text+vision encoder, QwenImage MMDiT, the 3-D Qwen-Image VAE,
-    a dynamically shifted FlowMatch scheduler as Qwen-Image's) of about 150k parameters; 32 x 32 edits."""
+    a dynamically shifted FlowMatch scheduler as Qwen-Image's) of about 150k parameters; 32 x 32 edits.
+    ``pipeline_class=QwenImageEditPlusPipeline`` gives the Qwen-Image-Edit-2509 pipeline on the same components."""
     torch.manual_seed(seed)
     processor = tiny_qwen_vl_processor()
     tokenizer = processor.tokenizer
@@ -195,6 +196,6 @@ def tiny_qwen_image_edit_pipeline(seed: int = 0) -> QwenImageEditPipeline:
                                  latents_std=[1.5, 0.8, 1.0, 2.0])
     scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9,
                                                 base_image_seq_len=256, max_image_seq_len=8192, shift_terminal=0.02)
-    pipe = QwenImageEditPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
-                                 processor=processor, transformer=transformer)
+    pipe = pipeline_class(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                          processor=processor, transformer=transformer)
     return _eval(pipe, transformer, text_encoder, vae)
