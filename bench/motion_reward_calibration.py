@@ -36,8 +36,7 @@ from rewards.toyedit import (
     render_pair,
 )
 from rewards.toyedit.verifier import verify_edit
-from rewards.toyedit.world import _fits
-from rewards.toyworld.render import render_objects
+from rewards.toyworld.render import render_objects, scene_fits
 
 
 def _tensor(image: np.ndarray) -> torch.Tensor:
@@ -55,13 +54,13 @@ def rendered_candidates(spec: EditSpec) -> list[np.ndarray]:
                 dx, dy = DIRECTIONS[direction]
                 moved = list(spec.objects)
                 moved[spec.subject] = replace(s, left=s.left + dx * distance, top=s.top + dy * distance)
-                if _fits(tuple(moved), 32):
+                if scene_fits(moved, 32):
                     out.append(render_objects(moved))
     else:  # only one of the two objects moved
         swapped = spec.target_objects()
         half = list(spec.objects)
         half[spec.subject] = swapped[spec.subject]
-        if _fits(tuple(half), 32):
+        if scene_fits(half, 32):
             out.append(render_objects(half))
     return out
 

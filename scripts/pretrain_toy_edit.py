@@ -4,8 +4,8 @@
     python scripts/pretrain_toy_edit.py steps=200 out_dir=/tmp/edit eval_every=0   # a quick trial
     python scripts/pretrain_toy_edit.py init_from=/tmp/edit steps=1000 out_dir=/tmp/edit2   # continue training
 
-The shipped weights are three runs: this default (3,000 steps), then two continuations with instruction noise
-and failed edits; the commands are in docs/toy-edit-world.md ("Pretraining the toy edit pipeline").
+The shipped weights are six runs: this default (3,000 steps), then five continuations with instruction noise,
+failed edits and family weights; the commands are in docs/toy-edit-world.md ("Pretraining the toy edit pipeline").
 
 The VAE is the toy SD3 pipeline's (``vae_from``). The run checkpoints its whole state to ``<out_dir>.resume/``
 every ``checkpoint_every`` steps: stopped or killed, the same command continues where it left off

@@ -39,6 +39,20 @@ from .flux_kontext import as_condition_image
 from .sd3 import MMDIT_LORA_TARGETS
 
 
+def source_of(condition: Mapping[str, Any], index: int) -> Any:
+    """The ``"image"`` of prompt ``index``'s condition, or an error naming the prompt."""
+    if "image" not in condition:
+        raise ValueError(f"condition {index} has no 'image' (keys: {sorted(condition)})")
+    return condition["image"]
+
+
+def source_pil(value: Any, index: int) -> Image.Image:
+    """A source image as PIL RGB; a tensor is quantised to 8 bits, as saving it would, since the stock pipelines and
+    their VL processor take PIL images."""
+    image = as_condition_image(value, index)
+    return to_pil_image(image[0].clamp(0, 1)) if isinstance(image, torch.Tensor) else image
+
+
 @dataclass
 class QwenEditConditioning:
     """VL embeddings of (source image, instruction) with their mask, the packed source latents, the condition
@@ -135,11 +149,7 @@ class QwenImageEditAdapter(PackedLatents, ModelAdapter):
         """Each source as PIL resized as the pipeline resizes it; all of a batch must come out the same size."""
         images, sizes = [], []
         for i, condition in enumerate(conditions):
-            if "image" not in condition:
-                raise ValueError(f"condition {i} has no 'image' (keys: {sorted(condition)})")
-            image = as_condition_image(condition["image"], i)
-            if isinstance(image, torch.Tensor):  # the pipeline takes PIL: quantise as saving the image would
-                image = to_pil_image(image[0].clamp(0, 1))
+            image = source_pil(source_of(condition, i), i)
             width, height, _ = calculate_dimensions(self.condition_area, image.size[0] / image.size[1])
             images.append(self.pipe.image_processor.resize(image, height, width))
             sizes.append((height, width))
@@ -221,16 +231,13 @@ class QwenImageEditPlusAdapter(QwenImageEditAdapter):
         concatenated on the sequence in order, and one grid per source."""
         vl_images, latents, grids = [], [], None
         for i, condition in enumerate(conditions):
-            if "image" not in condition:
-                raise ValueError(f"condition {i} has no 'image' (keys: {sorted(condition)})")
-            sources = condition["image"] if isinstance(condition["image"], (list, tuple)) else [condition["image"]]
+            sources = source_of(condition, i)
+            sources = sources if isinstance(sources, (list, tuple)) else [sources]
             if not sources:
                 raise ValueError(f"condition {i}: 'image' is an empty list")
             readable, packed, shapes = [], [], []
             for source in sources:
-                image = as_condition_image(source, i)
-                if isinstance(image, torch.Tensor):  # the pipeline takes PIL: quantise as saving the image would
-                    image = to_pil_image(image[0].clamp(0, 1))
+                image = source_pil(source, i)
                 ratio = image.size[0] / image.size[1]
                 vl_width, vl_height, _ = calculate_dimensions(self.vl_condition_area, ratio)
                 readable.append(self.pipe.image_processor.resize(image, vl_height, vl_width))
