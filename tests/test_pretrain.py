@@ -7,8 +7,17 @@ from diffusers import StableDiffusion3Pipeline
 
 from genrl.toy import pretrain as pretrain_module
 from genrl.toy.pipeline import load_toy_pipeline
-from genrl.toy.pretrain import PretrainConfig, PretrainError, noisy_caption, pretrain, resume_dir
+from genrl.toy.pretrain import (
+    PretrainConfig,
+    PretrainError,
+    in_reading_order,
+    noisy_caption,
+    pretrain,
+    resume_dir,
+)
 from rewards.toyworld.prompts import all_specs, spec_from_prompt
+from rewards.toyworld.render import RELATION_MIN_OFFSET, render
+from rewards.toyworld.verifier import verify
 
 TINY = dict(vae_steps=4, vae_batch_size=4, steps=4, batch_size=4, warmup_steps=1, eval_every=0,
             final_eval_images_per_prompt=0, checkpoint_every=2, device="cpu", null_t5_steps=4, null_t5_batch_size=4,
@@ -143,6 +152,41 @@ def test_family_weights_set_the_share_of_each_family_and_uniform_stays_the_shipp
     assert share["color_attr"] == pytest.approx(5 / 9, abs=0.03) and share["single_object"] == 0
     assert share["position"] == pytest.approx(1 / 9, abs=0.02)
     assert sample_specs(specs, 50, random.Random(2), {}) == sample_specs(specs, 50, random.Random(2))
+
+
+def test_caption_noise_per_family_rates_and_misnamed_objects():
+    rng = random.Random(0)
+    specs = all_specs()
+    rates = {"two_object": 0.4, "position": 0.1}
+    for spec in specs["two_object"]:
+        captions = [noisy_caption(spec, rng, rates) for _ in range(400)]
+        wrong = [spec_from_prompt(c) for c in captions if c != spec.prompt]
+        assert abs(len(wrong) / len(captions) - 0.4) < 0.08
+        for other in wrong:  # exactly one object renamed, to a shape the scene does not hold
+            assert other.family == "two_object"
+            kept = [a.shape == b.shape for a, b in zip(other.objects, spec.objects)]
+            assert sorted(kept) == [False, True]
+            renamed = other.objects[kept.index(False)].shape
+            assert renamed not in {o.shape for o in spec.objects}
+    position = specs["position"][0]
+    assert abs(sum(noisy_caption(position, rng, rates) != position.prompt for _ in range(2000)) / 2000 - 0.1) < 0.03
+    for family in ("color_attr", "counting", "single_object", "colors"):  # families the mapping leaves out stay exact
+        assert all(noisy_caption(spec, rng, rates) == spec.prompt for spec in specs[family][:5] for _ in range(20))
+    with pytest.raises(PretrainError, match="single_object"):
+        PretrainConfig(caption_noise={"single_object": 0.2})
+    with pytest.raises(PretrainError, match="position"):
+        PretrainConfig(caption_noise={"position": 1.2})
+
+
+def test_reading_order_lays_the_first_named_object_out_left():
+    rng = random.Random(3)
+    for spec in all_specs()["color_attr"][:30] + all_specs()["two_object"]:
+        image, objects = render(in_reading_order(spec), rng)
+        assert [o.shape for o in objects] == [o.shape for o in spec.objects]
+        assert objects[0].center[0] + RELATION_MIN_OFFSET <= objects[1].center[0]
+        assert verify(image, spec).strict  # still a scene of the prompt
+    with pytest.raises(PretrainError, match="reading_order"):
+        PretrainConfig(reading_order=-0.1)
 
 
 def test_caption_noise_makes_the_stated_errors_at_the_stated_rate():

@@ -35,7 +35,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,15 @@ from diffusers.training_utils import EMAModel
 from genrl.models.sd3 import t5_tokens_dropped
 from rewards.toyworld.prompts import pretraining_specs, sample_specs
 from rewards.toyworld.render import render_batch
-from rewards.toyworld.world import FAMILIES, ObjectSpec, PromptSpec
+from rewards.toyworld.world import FAMILIES, SHAPES, ObjectSpec, PromptSpec
 
 from .evaluate import evaluate_pipeline
 from .pipeline import TOY_MAX_SEQUENCE_LENGTH, TOY_PIPELINE_DIR, build_toy_pipeline, load_toy_pipeline
 from .runlog import emit_record
 
+#: Families a float ``caption_noise`` mislabels; a mapping may also name these.
+FLOAT_NOISE_FAMILIES = ("position", "color_attr", "counting")
+NOISY_FAMILIES = (*FLOAT_NOISE_FAMILIES, "two_object")
 #: Relations a flipped caption states instead.
 FLIPPED_RELATIONS = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 #: Fields that only say how a run executes, not what it computes: they may change between a run
@@ -61,7 +64,7 @@ FLIPPED_RELATIONS = {"left of": "right of", "right of": "left of", "above": "bel
 EXECUTION_FIELDS = frozenset({"threads", "device", "checkpoint_every", "eval_every", "eval_images_per_prompt",
                               "final_eval_images_per_prompt", "fresh"})
 #: Fields only the denoiser stage reads: a run interrupted in its VAE stage may resume with others.
-DENOISER_FIELDS = frozenset({"caption_noise", "family_weights", "steps", "batch_size", "lr", "warmup_steps", "weight_decay",
+DENOISER_FIELDS = frozenset({"caption_noise", "family_weights", "reading_order", "steps", "batch_size", "lr", "warmup_steps", "weight_decay",
                              "prompt_dropout", "ema_decay"})
 #: Fields only the null-T5 stage reads: a run interrupted before it may resume with others.
 NULL_T5_FIELDS = frozenset({"null_t5_steps", "null_t5_batch_size", "null_t5_lr", "null_t5_max_tokens"})
@@ -81,10 +84,15 @@ class PretrainConfig:
     device: str = "auto"  # "auto" (a GPU when there is one), "cpu", "cuda", "cuda:1", ...
     out_dir: str = str(TOY_PIPELINE_DIR)  # where save_pretrained writes the pipeline
     init_from: str | None = None  # continue from a saved toy pipeline instead of a random init (VAE kept)
-    caption_noise: float = 0.1  # share of position / colour-attribution / counting captions made wrong
+    # share of position / colour-attribution / counting captions made wrong, or a rate per family
+    # ({position: 0.5, two_object: 0.4}; two_object is only mislabelled this way)
+    caption_noise: float | dict[str, float] = 0.1
     # relative weight of each prompt family in the denoiser's scenes (a family left out weighs 1; empty:
     # families drawn uniformly, the shipped recipe)
     family_weights: dict[str, float] = field(default_factory=dict)
+    # share of the two-object and colour-attribution scenes laid out the way their captions read, the
+    # first-named object clearly left of the second (0: anywhere, the first stages' recipe)
+    reading_order: float = 0.0
     checkpoint_every: int = 250  # steps between resumable checkpoints in <out_dir>.resume/ (0: none)
     fresh: bool = False  # discard an existing resumable state of out_dir and start over
     # VAE stage
@@ -116,8 +124,15 @@ class PretrainConfig:
         if any(w < 0 for w in self.family_weights.values()) or (
                 self.family_weights and not any({**dict.fromkeys(FAMILIES, 1.0), **self.family_weights}.values())):
             raise PretrainError("family_weights must be >= 0 and not all 0")
-        if not 0.0 <= self.caption_noise <= 1.0:
-            raise PretrainError(f"caption_noise={self.caption_noise} must be in [0, 1]")
+        if not 0.0 <= self.reading_order <= 1.0:
+            raise PretrainError(f"reading_order={self.reading_order} must be in [0, 1]")
+        rates = self.caption_noise if isinstance(self.caption_noise, dict) else {"caption_noise": self.caption_noise}
+        for name, value in rates.items():
+            if name != "caption_noise" and name not in NOISY_FAMILIES:
+                raise PretrainError(f"caption_noise names family {name!r}, which captions cannot mislabel; "
+                                    f"families: {', '.join(NOISY_FAMILIES)}")
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise PretrainError(f"caption_noise rate {value!r} ({name}) must be in [0, 1]")
         if self.null_t5_steps and self.null_t5_max_tokens < 1:
             raise PretrainError(f"null_t5_max_tokens={self.null_t5_max_tokens} must be >= 1")
         for key in ("vae_steps", "steps", "null_t5_steps", "checkpoint_every", "eval_every"):
@@ -125,25 +140,49 @@ class PretrainConfig:
                 raise PretrainError(f"{key}={getattr(self, key)} must be >= 0")
 
 
-def noisy_caption(spec: PromptSpec, rng: random.Random, rate: float) -> str:
+def noisy_caption(spec: PromptSpec, rng: random.Random, rate: float | Mapping[str, float]) -> str:
     """The caption of a rendered ``spec``: its prompt, or with probability ``rate`` a wrong one.
 
-    Only the compositional families are mislabelled, each by the error a detector-based metric
-    counts: position (the relation flipped), colour attribution (the two colours swapped) and
-    counting (the count off by one, 2 <-> 3). Objects, single colours and object pairs stay exact,
-    so the base model learns to draw everything the prompts name.
+    A float ``rate`` mislabels the compositional families, each by the error a detector-based
+    metric counts: position (the relation flipped), colour attribution (the two colours swapped) and
+    counting (the count off by one, 2 <-> 3). A mapping gives each family its own rate and may also
+    name ``two_object`` (one of the two objects misnamed as a shape the scene does not hold). Single
+    objects and single colours always stay exact, so the base model learns to draw everything the
+    prompts name.
     """
-    if spec.family not in ("position", "color_attr", "counting") or rng.random() >= rate:
+    family_rate = rate.get(spec.family, 0.0) if isinstance(rate, Mapping) else (
+        rate if spec.family in FLOAT_NOISE_FAMILIES else 0.0)
+    if not family_rate or rng.random() >= family_rate:
         return spec.prompt
     if spec.family == "position":
         wrong = replace(spec, relation=FLIPPED_RELATIONS[spec.relation], prompt="")
     elif spec.family == "color_attr":
         a, b = spec.objects
         wrong = replace(spec, objects=(replace(a, color=b.color), replace(b, color=a.color)), prompt="")
+    elif spec.family == "two_object":
+        objects = list(spec.objects)
+        i = rng.randrange(2)
+        others = [s for s in SHAPES if s not in {o.shape for o in objects}]
+        objects[i] = replace(objects[i], shape=rng.choice(others))
+        wrong = replace(spec, objects=tuple(objects), prompt="")
     else:
         (obj,) = spec.objects
         wrong = replace(spec, objects=(ObjectSpec(obj.shape, 3 if obj.count == 2 else 2, obj.color),), prompt="")
     return wrong.prompt
+
+
+#: Families whose scenes ``reading_order`` lays out left to right (position fixes its own layout).
+READING_ORDER_FAMILIES = ("two_object", "color_attr")
+
+
+def in_reading_order(spec: PromptSpec) -> PromptSpec:
+    """The scene of a two-object ``spec`` as its caption reads: the first-named object left of the second.
+
+    Only the layout changes (the renderer makes a relation hold clearly); the caption stays the spec's
+    own prompt, which names no relation. A small transformer binds each noun to a place far more
+    easily than it decides, object by object, which of two nouns to draw where.
+    """
+    return replace(spec, relation="left of")
 
 
 def scenes_to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -455,6 +494,9 @@ class _Run(RunBase):
         cfg, vae = self.cfg, self.pipe.vae
         specs = sample_specs(self.specs, batch_size, self.rng, cfg.family_weights or None)
         prompts = [noisy_caption(s, self.rng, cfg.caption_noise) for s in specs]
+        if cfg.reading_order:
+            specs = [in_reading_order(s) if s.family in READING_ORDER_FAMILIES and self.rng.random() < cfg.reading_order
+                     else s for s in specs]
         prompts = ["" if self.rng.random() < cfg.prompt_dropout else p for p in prompts]
         with torch.no_grad():
             # The posterior mean, not a sample: this tiny VAE's posterior std is a sizeable share of
