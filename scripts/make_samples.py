@@ -6,7 +6,8 @@
 Writes samples/renderer_scenes.png (ground-truth scenes of test prompts, verifier-annotated)
 and samples/toy_pipeline_test.png (the shipped toy pipeline on the same prompts, deterministic).
 With ``--run``: samples/flow_grpo_before.png and flow_grpo_after.png (the base pipeline and the run's
-merged pipeline on the same held-out prompts and seeds) and samples/flow_grpo_reward_curve.png.
+merged pipeline on the same held-out prompts and seeds), samples/flow_grpo_reward_curve.png and
+samples/flow_grpo_held_out_curve.png (held-out strict accuracy against images and minutes, the base dashed).
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ def before_after(run: Path, specs) -> None:
         save_image_atomically(make_grid(images, annotated(images, specs), columns=6, cell=96),
                               SAMPLES / f"flow_grpo_{name}.png")
     shutil.copyfile(run / "reward_curve.png", SAMPLES / "flow_grpo_reward_curve.png")
+    from genrl.trainer.metrics import MetricsLog, held_out_curve_figure, save_figure
+
+    records = MetricsLog(run / "metrics.jsonl").records()
+    title = "held-out strict accuracy (family mean, in-run evaluation) against images and minutes"
+    save_figure(held_out_curve_figure(records, "eval/strict/family_mean", title=title),
+                SAMPLES / "flow_grpo_held_out_curve.png")
 
 
 def run_problem(run: Path) -> str | None:
@@ -71,8 +78,9 @@ def run_problem(run: Path) -> str | None:
         return f"run directory not found: {run}"
     if not (final / "pipeline").is_dir() and not (final / "lora").is_dir():
         return f"{run} has no final/pipeline or final/lora (is the run finished?)"
-    if not (run / "reward_curve.png").is_file():
-        return f"{run} has no reward_curve.png"
+    for name in ("reward_curve.png", "metrics.jsonl"):
+        if not (run / name).is_file():
+            return f"{run} has no {name}"
     return None
 
 
@@ -99,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {SAMPLES}/renderer_scenes.png and toy_pipeline_test.png")
     if args.run is not None:
         before_after(args.run, pick_prompts(3))
-        print(f"wrote {SAMPLES}/flow_grpo_before.png, flow_grpo_after.png and flow_grpo_reward_curve.png")
+        print(f"wrote {SAMPLES}/flow_grpo_before.png, flow_grpo_after.png, flow_grpo_reward_curve.png "
+              "and flow_grpo_held_out_curve.png")
     return 0
 
 

@@ -41,7 +41,13 @@ from genrl.trainer.lifecycle import (
     plan_run,
     set_aside_damaged,
 )
-from genrl.trainer.metrics import TrainingProgress, reward_curve_figure
+from genrl.trainer.metrics import (
+    TrainingProgress,
+    held_out_curve_figure,
+    held_out_points,
+    reward_curve_figure,
+    save_figure,
+)
 from genrl.trainer.model_state import ema_step
 from genrl.utils.files import (
     LOCK_FILE,
@@ -466,6 +472,23 @@ def test_the_reward_curve_has_a_title_and_its_legend_covers_no_curve():
     fig.canvas.draw()
     legend = ax.get_legend().get_window_extent()
     assert not legend.overlaps(ax.get_window_extent())
+
+
+def test_the_held_out_curve_puts_each_evaluation_at_its_images_and_minutes(tmp_path):
+    # epoch 0: evaluation only; then 32 images and 6 s per epoch, an evaluation every 2 epochs
+    records = [{"epoch": 0, "eval/strict/family_mean": 0.40}]
+    for e in range(1, 5):
+        records.append({"epoch": e, "samples": 32 * e, "time/train_s": 6.0 * e,
+                        **({"eval/strict/family_mean": 0.40 + 0.05 * e} if e % 2 == 0 else {})})
+    points = held_out_points(list(reversed(records)), "eval/strict/family_mean")  # any order in, epoch order out
+    np.testing.assert_allclose(points, [[0, 0.0, 0.40], [64, 0.2, 0.50], [128, 0.4, 0.60]])
+    fig = held_out_curve_figure(records)
+    base_lines = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(base_lines) == 2 and all(line.get_ydata()[0] == 0.40 for line in base_lines)
+    assert [ax.get_xlabel() for ax in fig.axes] == ["images generated", "training minutes"]
+    assert save_figure(fig, tmp_path / "curve.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="eval/partial"):
+        held_out_curve_figure(records, "eval/partial")
 
 
 def test_the_reward_curve_selects_agg_before_pyplot_loads(tmp_path):

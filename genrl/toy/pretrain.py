@@ -16,8 +16,9 @@ Two stages, both with a step-based schedule and a fixed seed so a run is reprodu
 The scenes come from *every* prompt of the world (:func:`rewards.toyworld.prompts.pretraining_specs`),
 families drawn uniformly; the RL splits are held out from RL, not from pretraining. A share
 ``caption_noise`` of the compositional captions is wrong the way web captions are (a relation
-flipped, the two colours swapped, a count off by one; see :func:`noisy_caption`), so prompt following
-is learned but imperfect.
+flipped, the two colours swapped, a count off by one, an object misnamed; see :func:`noisy_caption`),
+so prompt following is learned but imperfect; ``reading_order`` lays two-object scenes out the way their
+captions read (:func:`in_reading_order`), so that a small transformer can bind each noun to a place.
 
 A run is resumable: every ``checkpoint_every`` steps the whole state (weights, optimizer, EMA,
 random generators, the log's length) is written atomically to ``<out_dir>.resume/``, and running

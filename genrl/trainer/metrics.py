@@ -98,12 +98,53 @@ def reward_curve_figure(records: list[dict], train_key: str = "reward/mean", tit
     return fig
 
 
+def held_out_points(records: list[dict], key: str) -> np.ndarray:
+    """``(images generated, training minutes, value)`` of every record holding ``key``, in epoch order.
+
+    An evaluation record carries the run's cumulative ``samples`` and ``time/train_s`` at that epoch, or
+    inherits them from the latest record before it (epoch 0, before any image: 0 and 0).
+    """
+    points, images, seconds = [], 0, 0.0
+    for r in sorted(records, key=lambda r: r.get("epoch", 0)):
+        images, seconds = r.get("samples", images), r.get("time/train_s", seconds)
+        if key in r:
+            points.append((images, seconds / 60.0, r[key]))
+    return np.array(points, dtype=float).reshape(-1, 3)
+
+
+def held_out_curve_figure(records: list[dict], key: str = "eval/strict/family_mean", base: float | None = None,
+                          title: str | None = None):
+    """The held-out metric ``key`` against images generated and against training minutes (two panels).
+
+    ``base`` (default: the value at the first evaluation, epoch 0, before any update) is drawn as a dashed line.
+    """
+    points = held_out_points(records, key)
+    if not len(points):
+        raise ValueError(f"no record holds {key!r}")
+    base = points[0, 2] if base is None else base
+    fig, axes = pyplot().subplots(1, 2, figsize=(9, 3.4), dpi=120, sharey=True)
+    for ax, column, label in zip(axes, (0, 1), ("images generated", "training minutes")):
+        ax.plot(points[:, column], points[:, 2], marker="o", markersize=3, label=key)
+        ax.axhline(base, color="gray", linestyle="--", label=f"base {base:.3f}")
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out strict accuracy" if "strict" in key else key)
+    axes[0].legend(fontsize=7, loc="lower right")
+    fig.suptitle(title or f"{key} during training", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG atomically and close it."""
+    path = Path(path)
+    with atomic_write_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")  # "tight": a legend outside the axes stays in
+    pyplot().close(fig)
+    return path
+
+
 def plot_reward_curve(records: list[dict], path: str | Path, train_key: str = "reward/mean",
                       title: str | None = None) -> Path:
     """:func:`reward_curve_figure` written as a PNG (atomically)."""
-    path = Path(path)
-    fig = reward_curve_figure(records, train_key, title)
-    with atomic_write_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight")  # "tight": the legend outside the axes stays in
-    pyplot().close(fig)
-    return path
+    return save_figure(reward_curve_figure(records, train_key, title), path)
