@@ -127,13 +127,17 @@ class PretrainConfig:
             raise PretrainError("family_weights must be >= 0 and not all 0")
         if not 0.0 <= self.reading_order <= 1.0:
             raise PretrainError(f"reading_order={self.reading_order} must be in [0, 1]")
-        rates = self.caption_noise if isinstance(self.caption_noise, dict) else {"caption_noise": self.caption_noise}
-        for name, value in rates.items():
-            if name != "caption_noise" and name not in NOISY_FAMILIES:
-                raise PretrainError(f"caption_noise names family {name!r}, which captions cannot mislabel; "
+        if isinstance(self.caption_noise, dict):
+            unknown = sorted(set(self.caption_noise) - set(NOISY_FAMILIES))
+            if unknown:
+                raise PretrainError(f"caption_noise names family {unknown[0]!r}, which captions cannot mislabel; "
                                     f"families: {', '.join(NOISY_FAMILIES)}")
+            rates = self.caption_noise
+        else:
+            rates = {"all": self.caption_noise}
+        for family, value in rates.items():
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise PretrainError(f"caption_noise rate {value!r} ({name}) must be in [0, 1]")
+                raise PretrainError(f"caption_noise rate {value!r} ({family}) must be in [0, 1]")
         if self.null_t5_steps and self.null_t5_max_tokens < 1:
             raise PretrainError(f"null_t5_max_tokens={self.null_t5_max_tokens} must be >= 1")
         for key in ("vae_steps", "steps", "null_t5_steps", "checkpoint_every", "eval_every"):
